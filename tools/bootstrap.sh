@@ -1,0 +1,40 @@
+# Sourced by ./nsb and ./run-tests: make sure .venv exists, is built from the
+# Python that GDB embeds, and holds the pinned dependencies of pyproject.toml.
+# Re-installs when pyproject.toml changes (its hash is kept in the venv).
+
+nsb_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+nsb_venv="${NSB_VENV:-$nsb_root/.venv}"
+
+nsb_log() { echo "nsb-setup: $*" >&2; }
+
+nsb_gdb_python() {
+    # GDB's sys.executable names /usr/bin/python, which does not exist on
+    # Debian 12: derive the interpreter from sysconfig instead.
+    command -v gdb >/dev/null 2>&1 || { nsb_log "gdb is not installed (apt-get install -y gdb)"; return 1; }
+    gdb -nx -batch -ex 'python import sys, sysconfig; print("NSBPY=%s/python%d.%d" % ((sysconfig.get_config_var("BINDIR"),) + tuple(sys.version_info[:2])))' 2>/dev/null \
+        | sed -n 's/^NSBPY=//p'
+}
+
+nsb_ensure_venv() {
+    local extras="$1" stamp want py
+    want=$( (cat "$nsb_root/pyproject.toml"; echo "extras=$extras") | sha256sum | cut -d' ' -f1)
+    stamp="$nsb_venv/.nsb-stamp"
+    if [ -x "$nsb_venv/bin/python" ] && [ -f "$stamp" ] && grep -qx "$want" "$stamp"; then
+        return 0
+    fi
+    py=$(nsb_gdb_python) || return 1
+    if [ -z "$py" ] || [ ! -x "$py" ]; then
+        nsb_log "cannot find the Python that GDB embeds (got '$py'); is gdb built with Python?"
+        return 1
+    fi
+    if [ ! -x "$nsb_venv/bin/python" ] || ! "$nsb_venv/bin/python" -c 'import sys; sys.exit(0)' 2>/dev/null \
+        || [ "$("$nsb_venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$(basename "$py" | sed 's/^python//')" ]; then
+        nsb_log "creating $nsb_venv from $py (the Python GDB embeds)"
+        rm -rf "$nsb_venv"
+        "$py" -m venv "$nsb_venv" || { nsb_log "venv creation failed (apt-get install -y python3-venv)"; return 1; }
+    fi
+    nsb_log "installing gdb-nsb and its pinned dependencies into $nsb_venv"
+    "$nsb_venv/bin/python" -m pip install -q --disable-pip-version-check -e "$nsb_root$extras" >&2 \
+        || { nsb_log "pip install failed"; return 1; }
+    echo "$want" > "$stamp"
+}
