@@ -1,0 +1,76 @@
+/*
+ * vzp.h - macros for writing gdb-nsb live patches (manual mode).
+ *
+ * Build a patch with:   cc $(./nsb cflags) -shared fix.c -o fix.so
+ * then bind it to its target with:   ./nsb generate TARGET fix.so
+ *
+ * A function defined in the patch replaces the target function of the same
+ * name; a function that exists only in the patch is new code.  Global target
+ * symbols are reached with ordinary `extern` declarations.  Symbols of limited
+ * scope are reached through the macros below (same names and arguments as the
+ * original tool).  Each macro declares the symbol `extern` under a unique
+ * assembler name, so that -fPIC routes every use through a GOT/PLT slot, and
+ * leaves a record in the section ".vzp.records" that the generator reads.
+ *
+ * Record layout (version 1), one NUL-terminated string per field:
+ *   "VZP1" kind patch_symbol target_name file source_file source_line
+ * kind is one of: file, alias, static_var, static_func, hidden_var,
+ * hidden_func, protected_var, protected_func, internal_var, internal_func.
+ * A record used inside a function is a local static of that function, which
+ * is how the generator knows a function-local static is meant.
+ */
+#ifndef VZP_H
+#define VZP_H
+
+#define VZP__STR2(x) #x
+#define VZP__STR(x) VZP__STR2(x)
+#define VZP__CAT2(a, b) a##b
+#define VZP__CAT(a, b) VZP__CAT2(a, b)
+#define VZP__LABEL(name, n) "__vzp_" #name "_" VZP__STR(n)
+
+#define VZP__RECORD(kind, psym, tname, file, n)                                 \
+    __attribute__((section(".vzp.records"), used, aligned(1)))                  \
+    static const char VZP__CAT(__vzp_rec_, n)[] =                               \
+        "VZP1\0" kind "\0" psym "\0" tname "\0" file "\0" __FILE__ "\0"         \
+        VZP__STR(__LINE__)
+
+#define VZP__VAR_REF(kind, type, name, n, file)                                 \
+    extern type name __asm__(VZP__LABEL(name, n));                              \
+    VZP__RECORD(kind, VZP__LABEL(name, n), #name, file, n)
+
+#define VZP__FUNC_REF(kind, rettype, name, args, n, file)                       \
+    extern rettype name args __asm__(VZP__LABEL(name, n));                      \
+    VZP__RECORD(kind, VZP__LABEL(name, n), #name, file, n)
+
+/* Binding context: the target compile unit (path as the target was compiled)
+ * for the static symbols and static function replacements that follow. */
+#define VZP_FILE(file) VZP__RECORD("file", "", "", file, __COUNTER__)
+
+/* A target static variable / function; inside a function body, that
+ * function's local static.  The optional last argument names the file. */
+#define VZP_STATIC_VAR_REF(type, name, ...)                                     \
+    VZP__VAR_REF("static_var", type, name, __COUNTER__, "" __VA_ARGS__)
+#define VZP_STATIC_FUNC_REF(rettype, name, args, ...)                           \
+    VZP__FUNC_REF("static_func", rettype, name, args, __COUNTER__, "" __VA_ARGS__)
+
+/* Target symbols with hidden / protected / internal ELF visibility. */
+#define VZP_HIDDEN_VAR_REF(type, name)                                          \
+    VZP__VAR_REF("hidden_var", type, name, __COUNTER__, "")
+#define VZP_PROTECTED_VAR_REF(type, name)                                       \
+    VZP__VAR_REF("protected_var", type, name, __COUNTER__, "")
+#define VZP_INTERNAL_VAR_REF(type, name)                                        \
+    VZP__VAR_REF("internal_var", type, name, __COUNTER__, "")
+#define VZP_HIDDEN_FUNC_REF(rettype, name, args)                                \
+    VZP__FUNC_REF("hidden_func", rettype, name, args, __COUNTER__, "")
+#define VZP_PROTECTED_FUNC_REF(rettype, name, args)                             \
+    VZP__FUNC_REF("protected_func", rettype, name, args, __COUNTER__, "")
+#define VZP_INTERNAL_FUNC_REF(rettype, name, args)                              \
+    VZP__FUNC_REF("internal_func", rettype, name, args, __COUNTER__, "")
+
+/* The patch's `patch_name` (declared by a *_REF macro, or a function the patch
+ * defines) means the target static `target_name` (two statics of one name in
+ * different files).  The file comes from the REF macro or from VZP_FILE. */
+#define VZP_STATIC_SYM_ALIAS(patch_name, target_name)                           \
+    VZP__RECORD("alias", #patch_name, #target_name, "", __COUNTER__)
+
+#endif /* VZP_H */

@@ -1,0 +1,7 @@
+"""GDB-side entry: imported inside GDB to register the nsb-* commands."""
+
+import gdb  # noqa: F401  (fails clearly outside GDB)
+
+from gdb_nsb import commands
+
+commands.register_all()

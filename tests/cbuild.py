@@ -1,0 +1,90 @@
+"""Compile C fixtures for tests.
+
+Everything a test needs is built by the test from C source with the system
+gcc, into a per-run cache directory, so that each source+flags pair is
+compiled once per test run even under pytest-xdist.
+"""
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+INCLUDE = os.path.join(ROOT, "gdb_nsb", "data")  # vzp.h
+CACHE = os.environ.get("NSB_TEST_CACHE") or os.path.join(tempfile.gettempdir(), "nsb-test-cache-%d" % os.getuid())
+
+# Flavors of target binaries (REFERENCE.md section 5).
+FLAVOR_FLAGS = {
+    "pie": ["-fPIE", "-pie"],
+    "nopie": ["-fno-pie", "-no-pie"],
+    "static": ["-static"],
+    "static-pie": ["-static-pie", "-fPIE"],
+}
+PATCH_FLAGS = ["-O0", "-g", "-fPIC", "-shared", "-I" + INCLUDE]
+
+
+def _key(parts):
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def build(sources, flags=(), output_name="a.out", extra_inputs=(), env=None):
+    """Compile ``sources`` (paths or (name, text) pairs) with gcc ``flags``.
+
+    Returns the path of the output, cached by the content of sources and flags.
+    Sources given as text are written into the build directory first, so their
+    DW_AT_name is the plain file name and the directory is stable per content.
+    """
+    os.makedirs(CACHE, exist_ok=True)
+    parts = [" ".join(flags), output_name]
+    texts = []
+    for s in sources:
+        if isinstance(s, tuple):
+            texts.append(s)
+            parts += [s[0], s[1]]
+        else:
+            with open(s, "rb") as f:
+                parts += [s, f.read()]
+    for p in extra_inputs:
+        parts.append(p)
+    key = _key(parts)
+    outdir = os.path.join(CACHE, key)
+    out = os.path.join(outdir, output_name)
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(CACHE, key + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(out):
+            return out
+        args = ["gcc"]
+        for s in sources:
+            if isinstance(s, tuple):
+                name, text = s
+                path = os.path.join(outdir, name)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w") as f:
+                    f.write(text)
+                args.append(name)
+            else:
+                args.append(os.path.abspath(s))
+        args += list(flags) + list(extra_inputs) + ["-o", output_name + ".tmp"]
+        r = subprocess.run(args, cwd=outdir, capture_output=True, text=True, timeout=120, env=env)
+        if r.returncode != 0:
+            raise RuntimeError("gcc failed: %s\n%s" % (" ".join(args), r.stderr))
+        os.rename(os.path.join(outdir, output_name + ".tmp"), out)
+        return out
+
+
+def build_patch(sources, output_name="patch.so", extra=()):
+    """Build a patch .so the way users do: -O0 -g -fPIC -shared with vzp.h."""
+    return build(sources, PATCH_FLAGS + list(extra), output_name)
+
+
+def tool(*args, cwd=None):
+    """Run a binutils tool (nm, readelf) and return its stdout."""
+    return subprocess.run(list(args), capture_output=True, text=True, check=True, timeout=60, cwd=cwd).stdout
