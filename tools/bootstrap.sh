@@ -17,9 +17,12 @@ nsb_gdb_python() {
 
 nsb_ensure_venv() {
     local extras="$1" stamp want py
-    want=$( (cat "$nsb_root/pyproject.toml"; echo "extras=$extras") | sha256sum | cut -d' ' -f1)
+    want=$(sha256sum < "$nsb_root/pyproject.toml" | cut -d' ' -f1)
     stamp="$nsb_venv/.nsb-stamp"
-    if [ -x "$nsb_venv/bin/python" ] && [ -f "$stamp" ] && grep -qx "$want" "$stamp"; then
+    # The stamp holds the pyproject hash and the extras installed with it; a
+    # venv set up for the tests also serves ./nsb (no extras needed).
+    if [ -x "$nsb_venv/bin/python" ] && [ -f "$stamp" ] \
+        && { grep -qx "$want $extras" "$stamp" || { [ -z "$extras" ] && grep -q "^$want " "$stamp"; }; }; then
         return 0
     fi
     py=$(nsb_gdb_python) || return 1
@@ -36,5 +39,5 @@ nsb_ensure_venv() {
     nsb_log "installing gdb-nsb and its pinned dependencies into $nsb_venv"
     "$nsb_venv/bin/python" -m pip install -q --disable-pip-version-check -e "$nsb_root$extras" >&2 \
         || { nsb_log "pip install failed"; return 1; }
-    echo "$want" > "$stamp"
+    echo "$want $extras" > "$stamp"
 }

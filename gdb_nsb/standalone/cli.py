@@ -7,16 +7,26 @@ import sys
 from gdb_nsb.errors import NsbError
 
 # subcommand -> (module, one-line help).  Each module has add_arguments(parser) and run(args) -> int.
-SUBCOMMANDS = {}
+SUBCOMMANDS = {
+    "gdb": ("gdb_nsb.standalone.gdbcmd", "start GDB with the nsb-* commands loaded"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # Usage errors exit 1 (argparse's default 2 means "not applied" here).
+        self.print_usage(sys.stderr)
+        print("%s: error: %s" % (self.prog, message), file=sys.stderr)
+        raise SystemExit(1)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nsb",
         description="gdb-nsb: live patching of running x86_64 Linux processes.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, helptext) in SUBCOMMANDS.items():
         mod = importlib.import_module(module)
         p = sub.add_parser(name, help=helptext, description=(mod.__doc__ or helptext),
