@@ -1,0 +1,53 @@
+"""Find the local processes that map an object with a given build-id (`--all-of`)."""
+
+import os
+
+from gdb_nsb import errors
+from gdb_nsb.elf.image import ElfImage
+from gdb_nsb.elf.livepatch import LivePatch
+
+
+def mapped_objects(pid):
+    """(path, map_files entry) of every file-backed executable mapping of ``pid``."""
+    out = {}
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        parts = line.split(None, 5)
+        if len(parts) < 6 or "x" not in parts[1] or not parts[5].startswith("/"):
+            continue
+        # map_files reaches the mapped object even when the path now names another
+        # file (package upgrade) or was deleted.
+        out.setdefault(parts[5], "/proc/%d/map_files/%s" % (pid, parts[0]))
+    return list(out.items())
+
+
+def processes_mapping_build_id(build_id):
+    found = []
+    cache = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        pid = int(name)
+        for path, mapfile in mapped_objects(pid):
+            try:
+                st = os.stat(mapfile)
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key not in cache:
+                try:
+                    cache[key] = ElfImage(mapfile).build_id
+                except (errors.NsbError, OSError):
+                    cache[key] = None
+            if cache[key] == build_id:
+                found.append(pid)
+                break
+    return sorted(found)
+
+
+def processes_mapping_patch_target(patch_path):
+    return processes_mapping_build_id(LivePatch.read(patch_path).old_bid)
