@@ -131,12 +131,12 @@ class LivePatch:
             _corrupt("missing required field%s %s" % ("s" if len(missing) > 1 else "", ", ".join(missing)))
         try:
             patch = cls(
-                old_bid=msg.old_bid,
-                new_bid=msg.new_bid,
-                new_path=msg.new_path if msg.HasField("new_path") else None,
+                old_bid=_text(msg.old_bid, "old_bid"),
+                new_bid=_text(msg.new_bid, "new_bid"),
+                new_path=_text(msg.new_path, "new_path") if msg.HasField("new_path") else None,
                 func_jumps=[
                     FuncJump(
-                        name=j.name,
+                        name=_text(j.name, "func_jumps.name"),
                         func_value=j.func_value,
                         func_size=j.func_size,
                         patch_value=j.patch_value,
@@ -151,12 +151,12 @@ class LivePatch:
                                 for s in msg.static_symbols],
                 global_symbols=[MarkedSym(s.idx, s.addr) for s in msg.global_symbols],
                 format_version=msg.format_version if msg.HasField("format_version") else 0,
-                target_name=msg.target_name if msg.HasField("target_name") else None,
+                target_name=_text(msg.target_name, "target_name") if msg.HasField("target_name") else None,
                 target_is_executable=(msg.target_is_executable
                                       if msg.HasField("target_is_executable") else None),
             )
-        except UnicodeDecodeError:
-            _corrupt("a string field is not valid UTF-8")
+        except UnicodeDecodeError as e:  # other protobuf runtimes raise on access
+            _corrupt("a string field is not valid UTF-8 (%s)" % _one_line(e))
         problem = patch.problem()
         if problem:
             _corrupt(problem)
@@ -291,6 +291,13 @@ def _jump_problem(j):
     if len(j.entry_bytes) > MAX_ENTRY_BYTES:
         return "func_jumps: %s: %d entry bytes, more than %d" % (j.name, len(j.entry_bytes), MAX_ENTRY_BYTES)
     return None
+
+
+def _text(value, what):
+    # upb hands back bytes for a proto2 string that is not valid UTF-8.
+    if not isinstance(value, str):
+        _corrupt("string field %s is not valid UTF-8" % what)
+    return value
 
 
 def _corrupt(detail):
