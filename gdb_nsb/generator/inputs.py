@@ -1,0 +1,219 @@
+"""The generator's two inputs, checked and indexed.
+
+:class:`Target` is the target binary with its DWARF (its own, or from a
+separate debug file) and its symbol tables.  :class:`Patch` is the patch
+``.so`` with its DWARF, its ``vzp.h`` records mapped to the patch functions
+that enclose them, and the binding context (``VZP_FILE``) and aliases that
+apply at any patch source line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from gdb_nsb.elf import debuginfo, records
+from gdb_nsb.elf.dwarf import DwarfIndex
+from gdb_nsb.elf.image import ElfImage
+from gdb_nsb.errors import DebugInfoError, GenerateError
+from gdb_nsb.generator.paths import display, same_source
+
+_REF_SYMBOL = re.compile(r"\A__vzp_.+_(\d+)\Z")
+
+
+def _dwarf_of(image, search_dirs=None):
+    """DwarfIndex over ``image``, with its dwz common file when it names one."""
+    alt = debuginfo.find_alt_file(image, search_dirs=search_dirs)
+    return DwarfIndex(image, ElfImage(alt) if alt else None)
+
+
+class Target:
+    """The target binary, its debug image, DWARF index and symbols."""
+
+    def __init__(self, image: ElfImage, debug_image: ElfImage, debug_dirs=None):
+        self.image = image
+        self.debug_image = debug_image
+        self.dwarf = _dwarf_of(debug_image, debug_dirs)
+        # A stripped target keeps its full .symtab in the debug file.
+        self._symimage = image if image.symtab else debug_image
+
+    def functions(self, name, cu=None):
+        return self.dwarf.functions(name, cu=cu)
+
+    def variables(self, name, cu=None, function=None):
+        return self.dwarf.variables(name, cu=cu, function=function)
+
+    def cus_for(self, file):
+        return self.dwarf.find_cus(file)
+
+    @staticmethod
+    def cu_path(cu):
+        return cu.path or cu.name
+
+    def symbols(self, name):
+        """Symbols called ``name`` (.symtab, else .dynsym; of the debug file when stripped)."""
+        out = self._symimage.symbols_named(name)
+        if not out and self._symimage is not self.image:
+            out = self.image.symbols_named(name)
+        return out
+
+    def function_symbol(self, name, addr):
+        """The FUNC symbol at ``addr`` (named ``name`` if there is one)."""
+        syms = [s for s in self.symbols(name) if s.value == addr and s.type in ("STT_FUNC", "STT_GNU_IFUNC")]
+        return syms[0] if syms else None
+
+    def is_external_at(self, name, addr):
+        """True when DWARF has a global (DW_AT_external) ``name`` at ``addr``."""
+        for v in self.dwarf.variables(name):
+            if v.address == addr and v.external:
+                return True
+        for f in self.dwarf.functions(name):
+            if f.entry == addr and f.external:
+                return True
+        return False
+
+
+def load_target(path, debug_file=None, debug_dirs=None) -> Target:
+    """Open the target and find its debug information; refuse without a build-id or DWARF."""
+    image = ElfImage(path)
+    if not image.build_id:
+        raise GenerateError("target %s has no GNU build-id (link it with -Wl,--build-id)" % path)
+    found = debuginfo.find_debug_file(image, explicit=debug_file, search_dirs=debug_dirs)
+    if found is None:
+        raise DebugInfoError("target %s has no debug information (build-id %s): build it with -g, or give "
+                             "--debug-file / --debug-dir" % (path, image.build_id))
+    dbg = image if found == image.path else ElfImage(found)
+    return Target(image, dbg, debug_dirs)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A ``vzp.h`` record with where it sits in the patch.
+
+    ``address``: link-time address of the record in the patch;
+    ``function``: the patch FunctionInfo whose body holds the macro (a
+    function-local reference), else None.
+    """
+
+    kind: str
+    patch_symbol: str
+    target_name: str
+    file: str
+    source_file: str
+    source_line: int
+    address: int
+    function: object = None
+
+
+class Patch:
+    """The patch .so: image, DWARF, records and their scopes."""
+
+    def __init__(self, image: ElfImage):
+        self.image = image
+        self.dwarf = _dwarf_of(image)
+        sec = image.section_by_name(records.SECTION_NAME)
+        data = image.section_data(records.SECTION_NAME) if sec is not None else None
+        recs = records.parse_records(data) if data else []
+        self._dynsym_index = {}
+        for s in image.dynsyms:
+            if s.index and s.name and not s.defined:
+                self._dynsym_index.setdefault(s.name, s.index)
+        self._functions = self._all_functions()
+        self.records = [self._ref(r, sec.addr + r.offset) for r in recs]
+
+    # ---- functions and variables of the patch's own compile units ----
+
+    def _all_functions(self):
+        """Concrete functions of the patch's DWARF (crtstuff has none), by symbol names."""
+        names = sorted({s.name for s in self.image.symtab if s.type == "STT_FUNC" and s.defined and s.name})
+        out = {}
+        for name in names:
+            for f in self.dwarf.functions(name):
+                out.setdefault(f.die_offset, f)
+        return sorted(out.values(), key=lambda f: f.entry)
+
+    def functions(self):
+        return list(self._functions)
+
+    def variable_at(self, symbol_name, addr):
+        """The patch DWARF variable at ``addr`` (symbol ``x.N`` is C name ``x``)."""
+        for name in dict.fromkeys((symbol_name, symbol_name.split(".")[0])):
+            for v in self.dwarf.variables(name):
+                if v.address == addr:
+                    return v
+        return None
+
+    def own_source_names(self):
+        """Basenames of the patch's compile units (for .symtab STT_FILE matching)."""
+        return {os.path.basename(cu.name) for cu in self.dwarf.compile_units() if cu.name}
+
+    def dynsym_index(self, name):
+        """Index of the undefined .dynsym symbol ``name`` (None: not referenced)."""
+        return self._dynsym_index.get(name)
+
+    def is_reference_symbol(self, name):
+        return any(r.patch_symbol == name for r in self.records if r.kind not in ("file", "alias"))
+
+    # ---- records ----
+
+    def _ref(self, r, address):
+        fn = None
+        m = _REF_SYMBOL.match(r.patch_symbol) if r.kind not in ("file", "alias") else None
+        if m:
+            for v in self.dwarf.variables("__vzp_rec_" + m.group(1)):
+                if v.address == address and v.function:
+                    fn = self._enclosing(v)
+                    break
+        return Ref(r.kind, r.patch_symbol, r.target_name, r.file, r.source_file, r.source_line, address, fn)
+
+    def _enclosing(self, var):
+        cands = [f for f in self._functions if f.name == var.function and f.cu.offset == var.cu.offset]
+        if len(cands) != 1:
+            raise GenerateError("record %s: cannot tell which patch function %s encloses it"
+                                % (var.name, var.function))
+        return cands[0]
+
+    def references(self):
+        return [r for r in self.records if r.kind not in ("file", "alias")]
+
+    def context_before(self, source_file, line):
+        """The VZP_FILE record in force at ``source_file:line`` (the last one before it), or None."""
+        best = None
+        for r in self.records:
+            if r.kind == "file" and same_source(r.source_file, source_file) and r.source_line <= (line or 0):
+                if best is None or r.source_line >= best.source_line:
+                    best = r
+        return best
+
+    def _aliases(self, name, source_file):
+        hits = [r for r in self.records if r.kind == "alias" and r.patch_symbol == name
+                and same_source(r.source_file, source_file)]
+        if len({h.target_name for h in hits}) > 1:
+            raise GenerateError("%s has %d different aliases in %s (%s)"
+                                % (name, len(hits), display(source_file),
+                                   ", ".join("%s at line %d" % (h.target_name, h.source_line) for h in hits)))
+        return hits[0] if hits else None
+
+    def reference_alias(self, ref):
+        """The VZP_STATIC_SYM_ALIAS that renames reference ``ref``, or None."""
+        return self._aliases(ref.target_name, ref.source_file)
+
+    def function_alias(self, fn):
+        """The VZP_STATIC_SYM_ALIAS that names the target static a patch function replaces."""
+        return self._aliases(fn.name, fn.decl_file)
+
+
+def load_patch(path) -> Patch:
+    """Open the patch; refuse anything but an x86_64 ET_DYN with a build-id and DWARF."""
+    image = ElfImage(path)
+    if image.elf_type != "ET_DYN" or image.is_pie:
+        raise GenerateError("patch %s is not a shared object (build it with $(nsb cflags) -shared)" % path)
+    if not image.build_id:
+        raise GenerateError("patch %s has no GNU build-id (link it with -Wl,--build-id)" % path)
+    if not image.has_debug_info:
+        raise DebugInfoError("patch %s has no DWARF debug information (build it with $(nsb cflags), which has -g)"
+                             % path)
+    if not image.symtab:
+        raise GenerateError("patch %s has no symbol table (do not strip patches)" % path)
+    return Patch(image)
