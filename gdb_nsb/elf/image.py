@@ -280,6 +280,11 @@ class ElfImage:
     @_guarded_property
     def sections(self) -> list[Section]:
         out = []
+        shstrndx = self.elffile.header["e_shstrndx"]
+        if self._shnum and shstrndx < self._shnum:
+            h = self.elffile.get_section(shstrndx).header
+            if h["sh_offset"] + h["sh_size"] > len(self.data):
+                raise ElfError("%s: truncated ELF file (section name table past end of file)" % self.path)
         for i, sec in enumerate(self.elffile.iter_sections()):
             h = sec.header
             out.append(Section(i, sec.name, h["sh_type"], h["sh_flags"], h["sh_addr"], h["sh_offset"],
