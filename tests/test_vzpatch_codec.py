@@ -350,6 +350,10 @@ def test_encoding_refuses_invalid_patch():
         p.to_bytes()
     with pytest.raises(PatchFileError, match="old_bid"):
         LivePatch("ABCD", PATCH_BID).to_bytes()
+    with pytest.raises(PatchFileError, match="invalid function name"):
+        LivePatch(TARGET_BID, PATCH_BID, func_jumps=[FuncJump("\ud800", 0x10, 8, 0, 1)]).to_bytes()
+    with pytest.raises(PatchFileError, match="target_name"):
+        LivePatch(TARGET_BID, PATCH_BID, target_name="\udcff").to_bytes()
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -365,6 +369,7 @@ def test_random_bytes_decode_or_refuse(data):
 
 bids = st.integers(1, 64).flatmap(lambda n: st.binary(min_size=n, max_size=n)).map(bytes.hex)
 u32 = st.integers(0, (1 << 32) - 1)
+utf8 = st.characters(blacklist_categories=("Cs",))  # lone surrogates cannot be encoded
 u64 = st.integers(0, (1 << 64) - 1)
 
 
@@ -376,7 +381,7 @@ def func_jumps(draw):
                           max_size=3))
     if frags:
         frags.insert(draw(st.integers(0, len(frags))), (entry, entry + size))
-    return FuncJump(draw(st.text(st.characters(blacklist_characters="\0"), min_size=1, max_size=20)),
+    return FuncJump(draw(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1, max_size=20)),
                     entry, size, draw(u32), draw(u32), frags, draw(st.binary(max_size=20)))
 
 
@@ -385,9 +390,9 @@ def patches(draw):
     jumps = draw(st.lists(func_jumps(), max_size=4, unique_by=lambda j: j.func_value))
     syms = st.lists(st.builds(MarkedSym, st.integers(1, (1 << 31) - 1), st.integers(-(1 << 63), (1 << 63) - 1)),
                     max_size=4, unique_by=lambda s: s.idx)
-    return LivePatch(draw(bids), draw(bids), draw(st.none() | st.text(max_size=30)), jumps, draw(syms),
+    return LivePatch(draw(bids), draw(bids), draw(st.none() | st.text(utf8, max_size=30)), jumps, draw(syms),
                      draw(st.lists(st.builds(StaticSym, st.sampled_from([4, 8]), u64, u64), max_size=4)),
-                     draw(syms), draw(st.integers(0, 5)), draw(st.none() | st.text(max_size=20)),
+                     draw(syms), draw(st.integers(0, 5)), draw(st.none() | st.text(utf8, max_size=20)),
                      draw(st.none() | st.booleans()))
 
 

@@ -243,6 +243,9 @@ class LivePatch:
                 return "%s %r is not lowercase hex of even length" % (what, bid)
             if len(bid) > 2 * MAX_BUILD_ID_BYTES:
                 return "%s is %d bytes long, more than %d" % (what, len(bid) // 2, MAX_BUILD_ID_BYTES)
+        for what, text in (("new_path", self.new_path), ("target_name", self.target_name)):
+            if text is not None and not _is_utf8(text):
+                return "%s %r is not a UTF-8 string" % (what, text)
         if self.format_version < 0 or self.format_version >= _U32:
             return "format_version %r out of range" % self.format_version
         seen = {}
@@ -271,7 +274,7 @@ class LivePatch:
 
 
 def _jump_problem(j):
-    if not isinstance(j.name, str) or not j.name or "\0" in j.name:
+    if not isinstance(j.name, str) or not j.name or "\0" in j.name or not _is_utf8(j.name):
         return "func_jumps: invalid function name %r" % (j.name,)
     if not 0 <= j.func_value < _U64:
         return "func_jumps: %s: address %r out of range" % (j.name, j.func_value)
@@ -291,6 +294,16 @@ def _jump_problem(j):
     if len(j.entry_bytes) > MAX_ENTRY_BYTES:
         return "func_jumps: %s: %d entry bytes, more than %d" % (j.name, len(j.entry_bytes), MAX_ENTRY_BYTES)
     return None
+
+
+def _is_utf8(text):
+    if not isinstance(text, str):
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    return True
 
 
 def _text(value, what):
