@@ -1,0 +1,125 @@
+"""The target's memory map as GDB's ``info proc mappings`` prints it (pure).
+
+GDB prints the map the same way for a native process and through
+``gdbserver`` (it reads ``/proc/PID/maps`` on the target side), so this text
+is the one source of the map that works everywhere.  GDB 12+ prints a
+``Perms`` column; older versions do not, and then ``perms`` is ``None``.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import List, Optional
+
+_HEX = r"0x[0-9a-fA-F]+"
+_LINE = re.compile(r"^\s*(%s)\s+(%s)\s+(%s)\s+(%s)(?:\s+([r-][w-][x-][psS-]))?(?:\s+(.*?))?\s*$"
+                   % (_HEX, _HEX, _HEX, _HEX))
+
+DELETED_SUFFIX = " (deleted)"
+PAGE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One mapped range: [start, end), file offset, permissions, backing object."""
+
+    start: int
+    end: int
+    offset: int
+    perms: Optional[str]  # "r-xp" style, None when GDB does not print permissions
+    objfile: str          # path, "[heap]", "[stack]", "/memfd:name (deleted)", or "" (anonymous)
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.perms) and self.perms[0] == "r"
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.perms) and self.perms[1] == "w"
+
+    @property
+    def executable(self) -> bool:
+        return bool(self.perms) and self.perms[2] == "x"
+
+    @property
+    def private(self) -> bool:
+        return bool(self.perms) and self.perms[3] == "p"
+
+    @property
+    def deleted(self) -> bool:
+        return self.objfile.endswith(DELETED_SUFFIX)
+
+    @property
+    def name(self) -> str:
+        """The backing object without the " (deleted)" suffix."""
+        return self.objfile[:-len(DELETED_SUFFIX)] if self.deleted else self.objfile
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.objfile == ""
+
+    @property
+    def is_special(self) -> bool:
+        """A kernel-provided region: [heap], [stack], [vdso], [vvar], [vsyscall] ..."""
+        return self.objfile.startswith("[")
+
+    def contains(self, addr: int) -> bool:
+        return self.start <= addr < self.end
+
+
+def parse_mappings(text: str) -> List[Mapping]:
+    """Parse the output of ``info proc mappings``; header lines are skipped.
+
+    Raises ValueError if the text holds no mapping line at all (GDB printed an
+    error or the process has no map), since an empty map is never real.
+    """
+    out = []
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        if not m:
+            continue
+        start, end, size, offset = (int(m.group(i), 16) for i in range(1, 5))
+        if end - start != size:
+            raise ValueError("inconsistent mapping line: %r" % line.strip())
+        out.append(Mapping(start, end, offset, m.group(5), m.group(6) or ""))
+    if not out:
+        raise ValueError("no mapping lines in 'info proc mappings' output: %r" % text.strip()[:200])
+    return out
+
+
+def mapping_at(mappings: List[Mapping], addr: int) -> Optional[Mapping]:
+    """The mapping containing ``addr``, or None."""
+    for m in mappings:
+        if m.contains(addr):
+            return m
+    return None
+
+
+def named(mappings: List[Mapping], name: str) -> List[Mapping]:
+    """Mappings whose backing object (without " (deleted)") equals ``name``."""
+    return [m for m in mappings if m.name == name]
+
+
+def is_free(mappings: List[Mapping], start: int, end: int) -> bool:
+    """True if no mapping overlaps [start, end)."""
+    return all(m.end <= start or m.start >= end for m in mappings)
+
+
+def gaps(mappings: List[Mapping], lo: int = PAGE_SIZE, hi: int = 1 << 47) -> List[tuple]:
+    """Unmapped (start, end) ranges between ``lo`` and ``hi``, in address order."""
+    out = []
+    cur = lo
+    for m in sorted(mappings, key=lambda m: m.start):
+        if m.end <= cur:
+            continue
+        if m.start >= hi:
+            break
+        if m.start > cur:
+            out.append((cur, m.start))
+        cur = max(cur, m.end)
+    if cur < hi:
+        out.append((cur, hi))
+    return out

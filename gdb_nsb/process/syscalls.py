@@ -1,0 +1,336 @@
+"""Raw system calls run by one stopped thread of the target (REFERENCE.md 2.2, 6).
+
+A thread executes ``syscall`` at its own pc: we save its registers and the
+bytes at pc, write the stub there, load the arguments, ``stepi`` with every
+other thread held (``scheduler-locking on``; in non-stop mode only the
+selected thread moves anyway), read ``rax``, and put bytes and registers
+back (``orig_rax`` last).  No libc, no symbols needed.
+
+Signals.  GDB holds a thread's pending stop signal and passes it on the next
+resume; the kernel may also hold signals queued for the thread or the
+process.  Either would be delivered on our ``stepi`` and its handler would
+run on the injected registers.  So we (1) prefer a thread whose last stop was
+no real signal and which has nothing deliverable queued, and (2) make every
+signal ``stop`` in GDB during the step: a signal that still arrives stops the
+thread before it runs a handler; we restore that thread, leave the signal with
+GDB (it is passed on the next resume, never discarded) and retry on another
+thread, a bounded number of times.
+"""
+
+import contextlib
+import errno
+import os
+import re
+import time
+
+import gdb
+
+from gdb_nsb.errors import NsbError
+from gdb_nsb.process.inferior import Inferior
+
+SYS_close = 3
+SYS_mmap = 9
+SYS_mprotect = 10
+SYS_munmap = 11
+SYS_getpid = 39
+SYS_ftruncate = 77
+SYS_prctl = 157
+SYS_memfd_create = 319
+
+PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_FIXED_NOREPLACE = 0x100000
+MFD_CLOEXEC = 1
+
+SIGTRAP, SIGSTOP = 5, 19
+_RESTART_CODES = {-512, -513, -514, -516}  # ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK
+_MASK64 = (1 << 64) - 1
+_ARG_REGISTERS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+
+
+def _assemble_stub() -> bytes:
+    import keystone
+    ks = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64)
+    # int3 behind the syscall: should the step ever run on, the thread traps
+    # instead of executing whatever follows.
+    code, _ = ks.asm("syscall; int3")
+    return bytes(code)
+
+
+STUB = _assemble_stub()
+SYSCALL_LEN = 2  # the bytes of `syscall`; the stepped thread stops at pc + 2
+
+
+class InjectionError(NsbError):
+    """An injected system call could not be run (no usable thread, odd stop ...)."""
+
+
+class SyscallFailed(NsbError):
+    """An injected system call returned an error; ``errno`` and ``errno_name`` say which."""
+
+    def __init__(self, what, err):
+        self.errno = err
+        self.errno_name = errno.errorcode.get(err, "E%d" % err)
+        super().__init__("%s failed in the target: %s (%s)" % (what, self.errno_name, os.strerror(err)))
+
+
+def _signed(v: int) -> int:
+    v &= _MASK64
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+# --- GDB signal handling settings --------------------------------------------
+
+_SIGNAL_LINE = re.compile(r"^(SIG\w+|EXC_\w+)\s+(Yes|No)\s+(Yes|No)\s+(Yes|No)\s")
+
+
+def _signal_table():
+    """{name: (stop, print, pass)} from ``info signals``."""
+    table = {}
+    for line in gdb.execute("info signals", to_string=True).splitlines():
+        m = _SIGNAL_LINE.match(line)
+        if m:
+            table[m.group(1)] = tuple(x == "Yes" for x in m.group(2, 3, 4))
+    return table
+
+
+@contextlib.contextmanager
+def _all_signals_stop():
+    """Every signal stops the inferior in GDB for the block (print/stop restored after)."""
+    table = _signal_table()
+    nostop = [s for s, (stop, _, _) in table.items() if not stop]
+    noprint = [s for s, (_, prt, _) in table.items() if not prt]
+    if nostop:
+        gdb.execute("handle %s stop" % " ".join(nostop), to_string=True)
+    try:
+        yield
+    finally:
+        # "noprint" implies "nostop"; the rest of the nostop ones keep printing.
+        printing_nostop = [s for s in nostop if s not in noprint]
+        if noprint:
+            gdb.execute("handle %s noprint" % " ".join(noprint), to_string=True)
+        if printing_nostop:
+            gdb.execute("handle %s nostop" % " ".join(printing_nostop), to_string=True)
+
+
+@contextlib.contextmanager
+def _parameter(name, value):
+    """``set name value`` for the block, previous value restored after."""
+    old = gdb.parameter(name)
+    if old is None:
+        old_text = "auto"
+    elif old is True:
+        old_text = "on"
+    elif old is False:
+        old_text = "off"
+    else:
+        old_text = str(old)
+    gdb.execute("set %s %s" % (name, value), to_string=True)
+    try:
+        yield
+    finally:
+        gdb.execute("set %s %s" % (name, old_text), to_string=True)
+
+
+def _sigmask(status_text, field):
+    m = re.search(r"^%s:\s*([0-9a-fA-F]+)" % field, status_text, re.M)
+    return int(m.group(1), 16) if m else 0
+
+
+class SyscallInjector:
+    """Runs raw system calls in the target on one of its stopped threads.
+
+    ``with injector.session():`` brackets several calls so the GDB settings
+    are changed once; ``call`` opens a session of its own when none is open.
+    """
+
+    def __init__(self, inferior: Inferior = None, max_attempts: int = 8):
+        self.inferior = inferior or Inferior()
+        self.inferior.check_architecture()
+        self.max_attempts = max_attempts
+        self._depth = 0
+        self._preferred = None   # GDB thread number that ran the last call
+        self._dirty = set()      # threads that took a signal stop in this session
+        self.attempts = 0        # steps run (for tests and benchmarks)
+        self.interruptions = 0   # steps a signal interrupted
+
+    # --- session ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def session(self):
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_all_signals_stop())
+            stack.enter_context(_parameter("scheduler-locking", "on"))
+            # A displaced step would run the stub's copy elsewhere; step in place.
+            stack.enter_context(_parameter("displaced-stepping", "off"))
+            self._depth = 1
+            self._dirty = set()
+            try:
+                yield self
+            finally:
+                self._depth = 0
+
+    # --- thread choice ---------------------------------------------------
+
+    def _held_signal(self, thread):
+        """Signal number of the thread's current ptrace stop (what GDB would pass), or None."""
+        with self.inferior.selected(thread):
+            try:
+                return int(gdb.parse_and_eval("$_siginfo")["si_signo"])
+            except gdb.error:
+                return None
+
+    def _kernel_pending(self, thread):
+        """Signals queued in the kernel that this thread would take on resume (bit n-1 = signal n)."""
+        try:
+            text = self.inferior.status_text(Inferior.tid(thread))
+        except NsbError:
+            return 0
+        pending = _sigmask(text, "SigPnd") | _sigmask(text, "ShdPnd")
+        # GDB's own SIGSTOP (sent to stop threads) is absorbed by GDB, never delivered.
+        return pending & ~_sigmask(text, "SigBlk") & ~(1 << (SIGSTOP - 1))
+
+    def _clean(self, thread):
+        if thread.num in self._dirty or not thread.is_valid() or not thread.is_stopped():
+            return False
+        sig = self._held_signal(thread)
+        if sig not in (None, 0, SIGTRAP, SIGSTOP):
+            return False
+        return self._kernel_pending(thread) == 0
+
+    def _choose(self):
+        """A thread to step, or None.  The thread of the previous call is tried first."""
+        threads = [t for t in self.inferior.threads() if t.num not in self._dirty]
+        threads.sort(key=lambda t: (t.num != self._preferred, t.num))
+        for t in threads:
+            if self._clean(t):
+                return t
+        # Only threads with a kernel-queued signal are left: stepping one makes it
+        # stop on that signal, which then stays with GDB for delivery later.
+        for t in threads:
+            if t.is_valid() and t.is_stopped() and self._held_signal(t) in (None, 0, SIGTRAP, SIGSTOP):
+                return t
+        return None
+
+    # --- the call --------------------------------------------------------
+
+    def call(self, nr: int, *args: int) -> int:
+        """Run syscall ``nr`` with up to six arguments; the raw (signed) rax.
+
+        Returns negative values as they are; see ``check`` for errno handling.
+        """
+        if len(args) > 6:
+            raise ValueError("a system call takes at most six arguments")
+        with self.session():
+            for _ in range(self.max_attempts):
+                thread = self._choose()
+                if thread is None:
+                    break
+                done, value = self._attempt(thread, nr, args)
+                if done:
+                    self._preferred = thread.num
+                    return value
+                self._dirty.add(thread.num)
+        raise InjectionError("no thread of process %d could run syscall %d without taking a pending "
+                             "signal (%d attempts, signals left queued)"
+                             % (self.inferior.pid, nr, self.attempts))
+
+    def check(self, what: str, nr: int, *args: int) -> int:
+        """``call``, raising SyscallFailed with the errno name on a negative return."""
+        v = self.call(nr, *args)
+        if -4096 < v < 0:
+            raise SyscallFailed(what, -v)
+        return v
+
+    def _attempt(self, thread, nr, args):
+        """One step on ``thread``: (True, rax) if the syscall ran, (False, None) if a signal came first."""
+        inf = self.inferior
+        saved = inf.save_registers(thread)
+        pc = saved["rip"]
+        original = inf.read(pc, len(STUB))
+        stops = []
+
+        def on_stop(event):
+            stops.append(getattr(event, "stop_signal", None))
+
+        self.attempts += 1
+        inf.write(pc, STUB)
+        try:
+            with inf.selected(thread):
+                # orig_rax = -1: no syscall restart logic may touch our step.
+                inf.write_registers([("rax", nr)] + list(zip(_ARG_REGISTERS, args)) + [("orig_rax", -1)])
+                gdb.events.stop.connect(on_stop)
+                try:
+                    gdb.execute("stepi", to_string=True)
+                finally:
+                    gdb.events.stop.disconnect(on_stop)
+                if not thread.is_valid():
+                    raise InjectionError("thread %d vanished during an injected syscall" % saved.thread_num)
+                new_pc = inf.read_register("rip")
+                rax = _signed(inf.read_register("rax"))
+        finally:
+            inf.write(pc, original)
+            if thread.is_valid():
+                inf.restore_registers(thread, saved)
+        signal = next((s for s in stops if s), None)
+        if new_pc == pc + SYSCALL_LEN and rax not in _RESTART_CODES:
+            # The syscall ran.  A signal reported with it stays with GDB for the
+            # thread and is delivered on the restored registers at the next resume.
+            return True, rax
+        if new_pc in (pc, pc + SYSCALL_LEN) and (signal or rax in _RESTART_CODES):
+            self.interruptions += 1
+            return False, None
+        raise InjectionError("thread %d stopped at 0x%x after an injected syscall at 0x%x (%s)"
+                             % (saved.thread_num, new_pc, pc, signal or "no signal"))
+
+    # --- wrappers --------------------------------------------------------
+
+    def mmap(self, addr, length, prot, flags, fd=-1, offset=0) -> int:
+        """mmap in the target.  With ``addr`` the mapping must land exactly there
+        (MAP_FIXED_NOREPLACE, never MAP_FIXED); otherwise it is undone and this fails."""
+        if flags & MAP_FIXED:
+            raise ValueError("MAP_FIXED may replace existing mappings; use an address with MAP_FIXED_NOREPLACE")
+        if addr:
+            flags |= MAP_FIXED_NOREPLACE
+        got = self.check("mmap(0x%x, 0x%x)" % (addr or 0, length), SYS_mmap, addr or 0, length, prot, flags,
+                         fd & _MASK64, offset)
+        got &= _MASK64
+        if addr and got != addr:
+            # Kernels before 4.17 take MAP_FIXED_NOREPLACE as a mere hint.
+            self.munmap(got, length)
+            raise InjectionError("mmap at 0x%x landed at 0x%x (kernel ignores MAP_FIXED_NOREPLACE)"
+                                 % (addr, got))
+        return got
+
+    def munmap(self, addr, length):
+        self.check("munmap(0x%x, 0x%x)" % (addr, length), SYS_munmap, addr, length)
+
+    def mprotect(self, addr, length, prot):
+        self.check("mprotect(0x%x, 0x%x, %d)" % (addr, length, prot), SYS_mprotect, addr, length, prot)
+
+    def memfd_create(self, name_addr, flags=MFD_CLOEXEC) -> int:
+        """memfd_create with the name already written at ``name_addr`` in the target."""
+        return self.check("memfd_create", SYS_memfd_create, name_addr, flags)
+
+    def ftruncate(self, fd, length):
+        self.check("ftruncate(%d, %d)" % (fd, length), SYS_ftruncate, fd, length)
+
+    def close(self, fd):
+        self.check("close(%d)" % fd, SYS_close, fd)
+
+
+def time_one_call(injector: SyscallInjector, nr=SYS_getpid, count=50) -> float:
+    """Mean seconds per injected call (inside one session), for benchmarks."""
+    with injector.session():
+        injector.call(nr)
+        t0 = time.perf_counter()
+        for _ in range(count):
+            injector.call(nr)
+        return (time.perf_counter() - t0) / count
