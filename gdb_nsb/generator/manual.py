@@ -306,8 +306,9 @@ class _Binder:
         if file:
             cus = self.t.cus_for(file)
             if not cus:
-                how = ("VZP_FILE at %s" % _where(ctx.source_file, ctx.source_line)) if ctx else "given at " + where
-                raise GenerateError("%s %s (%s): the target has no compile unit %s (%s)"
+                how = (" (binding context from VZP_FILE at %s)" % _where(ctx.source_file, ctx.source_line)
+                       if ctx else "")
+                raise GenerateError("%s %s (%s): the target has no compile unit %s%s"
                                     % (rec.kind, name, where, display(file), how))
         is_var = rec.kind == "static_var"
         cands = []
