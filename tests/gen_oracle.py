@@ -10,7 +10,7 @@ import cbuild
 
 GEN = os.path.join(cbuild.FIXTURES, "gen")
 TARGET_SOURCES = ["alpha.c", "beta.c"]
-FLAVORS = ["pie", "nopie", "static", "shared"]
+FLAVORS = ["pie", "nopie", "static", "static-pie", "shared"]
 
 
 def fixture(name):

@@ -293,3 +293,14 @@ def test_endbr64_entry_and_short_function():
     assert G.file_bytes_at(t, tiny.addr, 4) == b"\xf3\x0f\x1e\xfa" and tiny.size - 4 < 5
     msg = _refused(t, _patch("short.c", "int tiny(void) { return 1; }\n" + GOOD_FN))
     assert "tiny" in msg and "after endbr64" in msg and "short.c:2" in msg
+
+
+def test_same_source_spellings():
+    from gdb_nsb.generator.paths import same_source
+    assert same_source("fix.c", "/build/patches/fix.c")
+    assert same_source("./patches/fix.c", "/build/patches/fix.c")
+    assert same_source("/a/fix.c", "/a/./fix.c")
+    assert not same_source("/a/fix.c", "/b/fix.c")
+    assert not same_source("other/fix.c", "/build/patches/fix.c")
+    assert not same_source("xfix.c", "/build/patches/fix.c")
+    assert not same_source("", "fix.c")

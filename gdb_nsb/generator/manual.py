@@ -25,7 +25,7 @@ from gdb_nsb.elf.image import SHF_WRITE
 from gdb_nsb.elf.livepatch import FORMAT_VERSION, FuncJump, LivePatch, MarkedSym
 from gdb_nsb.errors import GenerateError
 from gdb_nsb.generator import inputs
-from gdb_nsb.generator.paths import display, same_source
+from gdb_nsb.generator.paths import display
 
 ENDBR64 = b"\xf3\x0f\x1e\xfa"
 JMP_REL32_SIZE = 5  # E9 rel32
