@@ -53,6 +53,12 @@ def build(sources, flags=(), output_name="a.out", extra_inputs=(), env=None):
                 parts += [s, f.read()]
     for p in extra_inputs:
         parts.append(p)
+    # Headers of ours that fixtures include (vzp.h) are part of the key too.
+    for name in sorted(os.listdir(INCLUDE)):
+        path = os.path.join(INCLUDE, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                parts += [name, f.read()]
     key = _key(parts)
     outdir = os.path.join(CACHE, key)
     out = os.path.join(outdir, output_name)

@@ -26,7 +26,11 @@
 #define VZP__STR(x) VZP__STR2(x)
 #define VZP__CAT2(a, b) a##b
 #define VZP__CAT(a, b) VZP__CAT2(a, b)
-#define VZP__LABEL(name, n) "__vzp_" #name "_" VZP__STR(n)
+/* The assembler name of a reference: unique per compile unit (__COUNTER__
+ * restarts in every unit, so the unit's main file is part of it).  It is
+ * quoted for the assembler because file names contain '/', '.', '-'. */
+#define VZP__LABEL(name, n) "__vzp_" #name "_" __BASE_FILE__ "_" VZP__STR(n)
+#define VZP__ASMNAME(name, n) "\"" VZP__LABEL(name, n) "\""
 
 #define VZP__RECORD(kind, psym, tname, file, n)                                 \
     __attribute__((section(".vzp.records"), used, aligned(1)))                  \
@@ -35,11 +39,11 @@
         VZP__STR(__LINE__)
 
 #define VZP__VAR_REF(kind, type, name, n, file)                                 \
-    extern type name __asm__(VZP__LABEL(name, n));                              \
+    extern type name __asm__(VZP__ASMNAME(name, n));                              \
     VZP__RECORD(kind, VZP__LABEL(name, n), #name, file, n)
 
 #define VZP__FUNC_REF(kind, rettype, name, args, n, file)                       \
-    extern rettype name args __asm__(VZP__LABEL(name, n));                      \
+    extern rettype name args __asm__(VZP__ASMNAME(name, n));                      \
     VZP__RECORD(kind, VZP__LABEL(name, n), #name, file, n)
 
 /* Binding context: the target compile unit (path as the target was compiled)
