@@ -82,11 +82,12 @@ def version_matches(sym, version: str | None, provider_has_versions: bool) -> bo
     """The dynamic linker's version check for a definition ``sym``.
 
     A versioned reference needs exactly that version (hidden ``@`` versions
-    count) unless the provider has no version information at all; an
-    unversioned reference takes an unversioned or default (``@@``) definition.
+    count), or an unversioned definition in a provider that defines no
+    versions (no .gnu.version_d), as glibc's check_match does; an unversioned
+    reference takes an unversioned or default (``@@``) definition.
     """
     if version is not None:
-        return not provider_has_versions or sym.version == version
+        return sym.version == version or (sym.version is None and not provider_has_versions)
     return not sym.version_hidden
 
 
@@ -165,7 +166,7 @@ class SymbolResolver:
         if key not in self._by_name_cache:
             img = image if image is not None else self.view.image(obj)
             d: dict[str, list] = {}
-            has_versions = img.section_by_name(".gnu.version") is not None
+            has_versions = any(sec.type == "SHT_GNU_verdef" for sec in img.sections)
             for s in img.dynsyms:
                 if s.name and _is_exported(s):
                     d.setdefault(s.name, []).append(s)
