@@ -95,7 +95,7 @@ def test_records_map_to_their_arrays_and_symbols(every_macro_patch):
         n = array[len("__vzp_rec_"):].split(".")[0]
         if r.kind not in ("file", "alias"):
             # Every reference is an undefined symbol of the patch: a GOT/PLT slot to bind.
-            assert r.patch_symbol == "__vzp_%s_%s" % (r.target_name, n)
+            assert r.patch_symbol == "__vzp_%s_%s_%s" % (r.target_name, r.source_file, n)
             assert r.patch_symbol in undefined
     # The function-local reference is a local static of work() (the generator's clue).
     local = [name for name in rec_syms if "." in name]
