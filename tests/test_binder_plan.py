@@ -1,0 +1,206 @@
+"""Load/revert plans executed against a simulated process: stacking 3 layers in every order."""
+
+import itertools
+
+import pytest
+
+import cbuild
+from binder_fakes import FakeMemory, fake_object, load, make_view
+from gdb_nsb.binder.errors import BreakpointInJump, EntryMismatch, FunctionTooShort
+from gdb_nsb.binder.jumps import ENDBR64, KIND_ABS, KIND_REL32, decode_jump
+from gdb_nsb.binder.placement import GiB
+from gdb_nsb.binder.plan import BREAKPOINTS_DISABLE, evaluate, plan_load, plan_revert
+from gdb_nsb.elf.livepatch import FuncJump, LivePatch
+from gdb_nsb.errors import AlreadyAppliedError, NotAppliedError
+from gdb_nsb.mappings import Mapping
+from gdb_nsb.registry import STATE_INACTIVE, Registry
+
+EXE_BIAS = 0x555555554000
+TARGET_C = r"""
+#include <stdio.h>
+int f(int x) { int y = x * 3; if (y > 100) y -= 7; printf("%d\n", y); return y + 1; }
+void nop(void) { }
+int main(int argc, char **argv) { (void)argv; nop(); return f(argc); }
+"""
+
+
+def patch_src(k):
+    return "int f(int x) { return x + %d; }\n" % (100 * (k + 1))
+
+
+@pytest.fixture(scope="module", params=["plain", "cet"])
+def world(request):
+    cet = ["-fcf-protection=full"] if request.param == "cet" else ["-fcf-protection=none"]
+    target = load(cbuild.build([("t.c", TARGET_C)], ["-O0", "-g", "-fPIE", "-pie"] + cet, "t-" + request.param))
+    f = next(s for s in target.symtab if s.name == "f")
+    assert (target.read_vaddr(f.value, 4) == ENDBR64) == (request.param == "cet")
+    patches = {}
+    for k, key in enumerate("ABC"):
+        img = load(cbuild.build_patch([("p%s.c" % key, patch_src(k))], "p%s.so" % key))
+        pf = next(s for s in img.dynsyms if s.name == "f")
+        lp = LivePatch(old_bid=target.build_id, new_bid=img.build_id, target_is_executable=True,
+                       func_jumps=[FuncJump("f", f.value, f.size, pf.value, f.shndx,
+                                            entry_bytes=target.read_vaddr(f.value, 24))])
+        patches[key] = (lp, img)
+    return target, f, patches
+
+
+class Sim:
+    """A process holding the target; executes plans the way the GDB layer must (checking expected bytes)."""
+
+    def __init__(self, target):
+        self.target = target
+        self.main = fake_object(target, EXE_BIAS, is_main_executable=True)
+        self.mem = FakeMemory()
+        self.mem.load_image(target, EXE_BIAS)
+        self.patch_maps = []
+        self.registry = Registry()
+
+    def view(self, blockers=()):
+        return make_view([self.main], extra_mappings=self.patch_maps + list(blockers), memory=self.mem)
+
+    def execute(self, plan):
+        assert evaluate(plan, self.mem) == []
+        plan.check()
+        if getattr(plan, "mapping", None) is not None:
+            mp = plan.mapping
+            assert all(not (p & 2) for _, _, p in mp.protections)  # never writable
+            self.mem.add(mp.start, bytes(mp.length))
+            self.patch_maps.append(Mapping(mp.start, mp.end, 0, "r-xp", ""))
+        for w in plan.writes:
+            if w.expected is not None:
+                assert self.mem.read(w.addr, len(w.expected)) == w.expected
+            self.mem.write(w.addr, w.data)
+        self.registry = plan.registry_after
+
+
+def far_blockers(sim):
+    """Fill everything within 2 GiB of the target so that the next patch lands out of rel32 reach."""
+    lo, hi = sim.main.low, sim.main.high
+    return [Mapping(lo - 2 * GiB - 0x100000, lo - 0x1000, 0, "---p", ""),
+            Mapping(hi + 0x1000, hi + 2 * GiB + 0x100000, 0, "---p", "")]
+
+
+def check_state(sim, f, patches, stack):
+    entry = EXE_BIAS + f.value
+    now = sim.mem.read(entry, f.size)
+    if not stack:
+        assert now == sim.target.read_vaddr(f.value, f.size)
+        return
+    top = stack[-1]
+    rec = sim.registry.patch(patches[top][0].new_bid)
+    dest = rec.patch_load_base + patches[top][0].func_jumps[0].patch_value
+    j = decode_jump(entry, now[:18])
+    assert j is not None and j.dest == dest
+    # Bytes past the jump are the original code.
+    assert now[j.end - entry:] == sim.target.read_vaddr(f.value + (j.end - entry), f.size - (j.end - entry))
+    assert [b for b, _ in sim.registry.stack(j.at)] == [patches[k][0].new_bid for k in stack]
+
+
+@pytest.mark.parametrize("apply_order", list(itertools.permutations("ABC")))
+def test_three_layers_every_order(world, apply_order):
+    target, f, patches = world
+    for revert_order in itertools.permutations("ABC"):
+        sim = Sim(target)
+        stack = []
+        for i, key in enumerate(apply_order):
+            lp, img = patches[key]
+            blockers = far_blockers(sim) if i == 1 else ()  # the middle layer uses an absolute jump
+            plan = plan_load(sim.view(blockers), lp, img, sim.registry)
+            assert plan.mapping is not None and plan.placement.near == (i != 1)
+            assert plan.jumps[0][1].kind == (KIND_ABS if i == 1 else KIND_REL32)
+            sim.execute(plan)
+            stack.append(key)
+            check_state(sim, f, patches, stack)
+        maps_before = len(sim.patch_maps)
+        for key in revert_order:
+            lp, _ = patches[key]
+            rp = plan_revert(sim.registry, lp.new_bid)
+            on_top = stack[-1] == key
+            assert bool(rp.writes) == on_top  # a patch under others only leaves the stack
+            sim.execute(rp)
+            stack.remove(key)
+            assert sim.registry.patch(lp.new_bid).state == STATE_INACTIVE
+            check_state(sim, f, patches, stack)
+        assert len(sim.patch_maps) == maps_before
+        # Re-apply one: the existing mapping is reused, nothing new is mapped.
+        lp, img = patches[revert_order[0]]
+        rec = sim.registry.patch(lp.new_bid)
+        again = plan_load(sim.view(), lp, img, sim.registry)
+        assert again.mapping is None and again.placement.bias == rec.patch_load_base
+        sim.execute(again)
+        check_state(sim, f, patches, [revert_order[0]])
+        assert len(sim.patch_maps) == maps_before
+
+
+def test_plan_refusals_and_describe(world):
+    target, f, patches = world
+    sim = Sim(target)
+    lp, img = patches["A"]
+    with pytest.raises(NotAppliedError):
+        plan_revert(sim.registry, lp.new_bid)
+    plan = plan_load(sim.view(), lp, img, sim.registry)
+    text = "\n".join(plan.describe())
+    assert "map " in text and "redirect f" in text and "write" in text
+    assert sim.registry.patches == []  # planning does not change the registry it was given
+    sim.execute(plan)
+    with pytest.raises(AlreadyAppliedError):
+        plan_load(sim.view(), lp, img, sim.registry)
+    assert "restore f" in "\n".join(plan_revert(sim.registry, lp.new_bid).describe())
+
+
+def test_entry_bytes_changed_by_someone_else(world):
+    target, f, patches = world
+    sim = Sim(target)
+    lp, img = patches["A"]
+    plan = plan_load(sim.view(), lp, img, sim.registry)
+    at = plan.jumps[0][1].at
+    sim.mem.write(at, b"\xcc")
+    reasons = evaluate(plan, sim.mem)
+    assert len(reasons) == 1 and "jump over f" in reasons[0] and "expected" in reasons[0]
+
+
+def test_target_file_differs_from_entry_bytes(world):
+    target, f, patches = world
+    lp, img = patches["A"]
+    bad = LivePatch(old_bid=lp.old_bid, new_bid=lp.new_bid, func_jumps=[FuncJump(
+        "f", f.value, f.size, lp.func_jumps[0].patch_value, f.shndx, entry_bytes=b"\x90\x90\x90\x90\x90")])
+    plan = plan_load(Sim(target).view(), bad, img, Registry())
+    assert plan.problems and "differ" in str(plan.problems[0])
+
+
+def test_breakpoints_inside_jump(world):
+    target, f, patches = world
+    lp, img = patches["A"]
+    sim = Sim(target)
+    entry = EXE_BIAS + f.value
+    ok = plan_load(sim.view(), lp, img, sim.registry, breakpoints=[entry, entry + 64])
+    assert ok.problems == []
+    at = ok.jumps[0][1].at
+    bad = plan_load(sim.view(), lp, img, sim.registry, breakpoints=[at + 1])
+    assert isinstance(bad.problems[0], BreakpointInJump) and hex(at + 1) in str(bad.problems[0])
+    assert any(hex(at + 1) in r for r in evaluate(bad, sim.mem))
+    dis = plan_load(sim.view(), lp, img, sim.registry, breakpoints=[at + 1], breakpoint_policy=BREAKPOINTS_DISABLE)
+    assert dis.problems == [] and [b.addr for b in dis.breakpoints_to_disable] == [at + 1]
+
+
+def test_too_short_function_is_a_problem(world):
+    target, f, patches = world
+    nop = next(s for s in target.symtab if s.name == "nop")
+    lp, img = patches["A"]
+    short = LivePatch(old_bid=lp.old_bid, new_bid=lp.new_bid, func_jumps=[FuncJump(
+        "nop", nop.value, 3, lp.func_jumps[0].patch_value, nop.shndx, entry_bytes=target.read_vaddr(nop.value, 3))])
+    plan = plan_load(Sim(target).view(), short, img, Registry())
+    assert isinstance(plan.problems[0], FunctionTooShort) and "nop" in str(plan.problems[0])
+    with pytest.raises(FunctionTooShort):
+        plan.check()
+    assert plan.jump_writes == []
+
+
+def test_target_not_mapped(world):
+    target, f, patches = world
+    lp, img = patches["A"]
+    other = LivePatch(old_bid="00" * 20, new_bid=lp.new_bid, func_jumps=lp.func_jumps)
+    from gdb_nsb.errors import MismatchError
+    with pytest.raises(MismatchError, match="not mapped"):
+        plan_load(Sim(target).view(), other, img, Registry())
