@@ -92,6 +92,12 @@ class Inferior:
                 return t
         raise ProcessAccessError("thread %d is gone" % num)
 
+    def thread_by_tid(self, tid):
+        for t in self.threads():
+            if self.tid(t) == tid:
+                return t
+        raise ProcessAccessError("no thread with LWP %d in process %d" % (tid, self.pid))
+
     @staticmethod
     def tid(thread) -> int:
         """Kernel thread id (LWP) of a gdb.InferiorThread."""

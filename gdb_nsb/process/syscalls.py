@@ -154,6 +154,15 @@ class SyscallInjector:
         self.attempts = 0        # steps run (for tests and benchmarks)
         self.interruptions = 0   # steps a signal interrupted
 
+    def prefer(self, thread):
+        """Try ``thread`` first for the next calls (it is still skipped if a signal is pending for it)."""
+        self._preferred = thread.num
+
+    @property
+    def last_thread_num(self):
+        """GDB number of the thread that ran the last successful call."""
+        return self._preferred
+
     # --- session ---------------------------------------------------------
 
     @contextlib.contextmanager
@@ -238,9 +247,9 @@ class SyscallInjector:
                     self._preferred = thread.num
                     return value
                 self._dirty.add(thread.num)
-        raise InjectionError("no thread of process %d could run syscall %d without taking a pending "
-                             "signal (%d attempts, signals left queued)"
-                             % (self.inferior.pid, nr, self.attempts))
+        raise InjectionError("no thread of process %d can run syscall %d now: every thread holds or has "
+                             "queued a signal (left for delivery); let the process run, then retry"
+                             % (self.inferior.pid, nr))
 
     def check(self, what: str, nr: int, *args: int) -> int:
         """``call``, raising SyscallFailed with the errno name on a negative return."""
