@@ -18,6 +18,13 @@
  * hidden_func, protected_var, protected_func, internal_var, internal_func.
  * A record used inside a function is a local static of that function, which
  * is how the generator knows a function-local static is meant.
+ *
+ * One C name means one symbol per patch file: C gives block-scope `extern`
+ * declarations of the same name the file's linkage, so two references named
+ * `calls` in one file (two functions' local statics, or a local one shadowing
+ * a file-scope one) cannot stay apart; gcc keeps the first assembler name.
+ * The generator refuses that; give the second one another name in the patch
+ * and map it with VZP_STATIC_SYM_ALIAS(other_name, calls).
  */
 #ifndef VZP_H
 #define VZP_H
