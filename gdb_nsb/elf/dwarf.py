@@ -572,7 +572,7 @@ class _Entry:
     def __init__(self, unit, die):
         self.unit, self.die = unit, die
         self.offset, self.tag, self.attrs = die[0], die[1], die[3]
-        self.merged = {}
+        self.merged = []  # [(file, unit, attrs)]: the DIE, then its specification/origin chain
         self.function = None
 
 
@@ -679,13 +679,17 @@ class DwarfIndex:
         return [self._file.unit_at(c.offset) for c in self.compile_units() if os.path.basename(c.name) == base]
 
     def _candidate_units(self, name, want_function):
-        """Units that may define ``name``, from the symbol table; None when it cannot narrow."""
+        """Units that may define ``name``, from the symbol table; None when it cannot narrow.
+
+        For variables, also whether a function-local static may be meant: gcc names
+        those ``name.N`` (clang ``function.name``); a plain ``name`` is file scope."""
         symtab = self.image.symtab
         if not symtab:
-            return None
+            return None, True
         pat = re.compile(re.escape(name) + r"(\..*)?" + ("" if want_function else r"|[\w$]+\." + re.escape(name)))
         units = []
         found = False
+        scan_locals = False
         for s in symtab:
             if s.type in ("STT_FILE", "STT_SECTION") or not s.defined or not pat.fullmatch(s.name):
                 continue
@@ -696,13 +700,14 @@ class DwarfIndex:
             if want_function:
                 cand = self._units_at(s.value)
             elif s.is_local and s.file:
+                scan_locals = scan_locals or s.name != name
                 cand = self._units_for_file_symbol(s.file)
             else:
-                return None  # a global variable: no address->unit map for data
+                return None, True  # a global variable: no address->unit map for data
             for u in cand:
                 if u not in units:
                     units.append(u)
-        return units if found else None
+        return (units if found else None), scan_locals
 
     # ---- per-unit top-level index -------------------------------------------------------------------
 
@@ -740,13 +745,10 @@ class DwarfIndex:
         name = linkage = None
         external = declaration = False
         unit, attrs = e.unit, e.attrs
-        merged = {}
-        seen = 0
+        chain = []
         dfile = f
-        while attrs is not None and seen < 8:
-            seen += 1
-            for at, val in attrs.items():
-                merged.setdefault(at, (dfile, unit, val))
+        while attrs is not None and len(chain) < 8:
+            chain.append((dfile, unit, attrs))
             if name is None and AT_NAME in attrs:
                 name = dfile.string(unit, *attrs[AT_NAME])
             if linkage is None:
@@ -772,7 +774,7 @@ class DwarfIndex:
                 attrs = dfile.decode(unit, target)[3]
         declaration = bool(e.attrs.get(AT_DECLARATION, (0, 0))[1])
         e.name, e.linkage_name, e.external, e.declaration = name, linkage, external, declaration
-        e.merged = merged
+        e.merged = chain
 
     # ---- functions ------------------------------------------------------------------------------------
 
@@ -783,7 +785,7 @@ class DwarfIndex:
         if cu is not None:
             units = self._units_for(cu)
         else:
-            units = self._candidate_units(name, True)
+            units = self._candidate_units(name, True)[0]
             if not units:
                 units = self._all_units()
         out = self._functions_in(units, name)
@@ -857,25 +859,26 @@ class DwarfIndex:
 
         ``function``: only the local statics of that function (through lexical blocks);
         without it, file-scope variables and every function's local statics."""
+        scan_locals = True
         if cu is not None:
             units = self._units_for(cu)
         elif function is not None:
-            units = self._candidate_units(function, True) or self._all_units()
+            units = self._candidate_units(function, True)[0] or self._all_units()
         else:
-            units = self._candidate_units(name, False)
+            units, scan_locals = self._candidate_units(name, False)
             if not units:
-                units = self._all_units()
-        out = self._variables_in(units, name, function)
-        if not out and cu is None and len(units) < len(self.compile_units()):
-            out = self._variables_in(self._all_units(), name, function)
+                units, scan_locals = self._all_units(), True
+        out = self._variables_in(units, name, function, scan_locals)
+        if not out and cu is None and (len(units) < len(self.compile_units()) or not scan_locals):
+            out = self._variables_in(self._all_units(), name, function, True)
         return out
 
-    def _variables_in(self, units, name, function):
+    def _variables_in(self, units, name, function, scan_locals=True):
         out, seen = [], set()
 
         def add(vi):
             key = (vi.address, vi.name, vi.function)
-            if vi is not None and key not in seen:
+            if key not in seen:
                 seen.add(key)
                 out.append(vi)
 
@@ -887,7 +890,7 @@ class DwarfIndex:
                         vi = self._variable_info(e, None)
                         if vi is not None:
                             add(vi)
-                funcs = [e for es in index.values() for e in es if e.tag == TAG_SUBPROGRAM]
+                funcs = [e for es in index.values() for e in es if e.tag == TAG_SUBPROGRAM] if scan_locals else []
             else:
                 funcs = [e for e in index.get(function, ()) if e.tag == TAG_SUBPROGRAM]
             done = set()
@@ -947,14 +950,13 @@ class DwarfIndex:
     # ---- decl_file / line ------------------------------------------------------------------------------
 
     def _decl(self, e):
-        merged = e.merged
-        line = merged.get(AT_DECL_LINE)
-        fil = merged.get(AT_DECL_FILE)
-        decl_line = line[2][1] if line else None
-        decl_file = None
-        if fil:
-            dfile, unit, (_form, idx) = fil
-            decl_file = self._file_name(dfile, unit, idx)
+        """(decl_file path, decl_line) from the DIE or the nearest of its origins that has them."""
+        decl_file = decl_line = None
+        for dfile, unit, attrs in e.merged:
+            if decl_line is None and AT_DECL_LINE in attrs:
+                decl_line = attrs[AT_DECL_LINE][1]
+            if decl_file is None and AT_DECL_FILE in attrs:
+                decl_file = self._file_name(dfile, unit, attrs[AT_DECL_FILE][1])
         return decl_file, decl_line
 
     def _file_name(self, dfile, unit, idx):
