@@ -204,3 +204,33 @@ def test_target_not_mapped(world):
     from gdb_nsb.errors import MismatchError
     with pytest.raises(MismatchError, match="not mapped"):
         plan_load(Sim(target).view(), other, img, Registry())
+
+
+def test_check_lists_unresolved_symbol_and_fatal_reasons(world):
+    from gdb_nsb.binder.plan import check_load
+    target, f, patches = world
+    img = load(cbuild.build_patch([("u.c", "extern int nowhere_sym; int f(int x) { return x + nowhere_sym; }")],
+                                  "u.so"))
+    pf = next(s for s in img.dynsyms if s.name == "f")
+    lp = LivePatch(old_bid=target.build_id, new_bid=img.build_id, func_jumps=[FuncJump(
+        "f", f.value, f.size, pf.value, f.shndx, entry_bytes=target.read_vaddr(f.value, 24))])
+    sim = Sim(target)
+    reasons = check_load(sim.view(), lp, img, sim.registry)
+    assert len(reasons) == 1 and "nowhere_sym" in reasons[0]
+    lp_a, img_a = patches["A"]
+    assert check_load(sim.view(), lp_a, img_a, sim.registry) == []
+    sim.execute(plan_load(sim.view(), lp_a, img_a, sim.registry))
+    assert "already applied" in check_load(sim.view(), lp_a, img_a, sim.registry)[0]
+
+
+def test_mapping_protections_never_writable(world):
+    target, f, patches = world
+    lp, img = patches["A"]
+    plan = plan_load(Sim(target).view(), lp, img, Registry())
+    prots = plan.mapping.protections
+    assert prots and all(p in (1, 5) for _, _, p in prots)  # PROT_READ or PROT_READ|PROT_EXEC
+    x = [s for s in img.segments if s.flags & 1]
+    for s in x:
+        a = plan.placement.bias + s.vaddr
+        assert any(st <= a < st + n and p == 5 for st, n, p in prots)
+    assert plan.mapping.start == plan.placement.start and plan.mapping.length == plan.placement.length

@@ -354,6 +354,19 @@ def plan_revert(registry: Registry, patch_build_id: str, unmap: bool = False) ->
     return RevertPlan(patch_build_id, writes, reg, problems, span)
 
 
+def check_load(view: ProcessView, livepatch, patch_image, registry: Registry, memory=None, **kw) -> list[str]:
+    """``nsb-check``'s answer to "could it be applied right now?": every reason it cannot (empty: it can).
+
+    Fatal refusals of planning (target not mapped, already applied,
+    unsupported relocation, no address space) are reasons too.
+    """
+    try:
+        plan = plan_load(view, livepatch, patch_image, registry, **kw)
+    except NsbError as e:
+        return [str(e)]
+    return evaluate(plan, memory if memory is not None else view.memory)
+
+
 def evaluate(plan, memory) -> list[str]:
     """Reasons ``plan`` cannot be executed now (empty: it can); reads memory, writes nothing."""
     reasons = [str(p) for p in plan.problems]
