@@ -152,14 +152,25 @@ def test_target_global_found_in_scope_when_exported(built):
 
 
 def test_strong_unresolved_symbol_named(built):
+    target_path, _ = built
+    t = load(target_path)
+    p = load(cbuild.build_patch([("u.c", "extern int nowhere_sym; int f(int x) { return x + nowhere_sym; }")],
+                                "u.so"))
+    view, main, _ = process_with_libc(t)
+    res = SymbolResolver(view, main, p, LivePatch(old_bid=t.build_id, new_bid=p.build_id))
+    with pytest.raises(UnresolvedSymbol, match="nowhere_sym"):
+        res.resolve_index(dynsym_index(p, "nowhere_sym"))
+    _, problems = res.resolve_all()
+    assert [e.symbol for e in problems] == ["nowhere_sym"]
+
+
+def test_executable_global_from_symtab_when_not_pre_resolved(built):
     target_path, patch_path = built
     t, p = load(target_path), load(patch_path)
     view, main, _ = process_with_libc(t)
-    res = SymbolResolver(view, main, p, livepatch_for(t, p, globals_=False))
-    with pytest.raises(UnresolvedSymbol, match="target_counter"):
-        res.resolve_index(dynsym_index(p, "target_counter"))
-    _, problems = res.resolve_all()
-    assert [e.symbol for e in problems] == ["target_counter"]
+    r = SymbolResolver(view, main, p, livepatch_for(t, p, globals_=False)).resolve_index(
+        dynsym_index(p, "target_counter"))
+    assert r.value == EXE_BIAS + nm_value(t.path, "target_counter")
 
 
 def test_ifunc_lazy_slot_needs_resolver_then_hook(built):
@@ -197,6 +208,9 @@ def test_static_target_ifunc_via_irelative_slot():
     mem.write(irel[0].offset, struct.pack("<Q", impl))
     view = make_view([main], memory=mem)
     lp = livepatch_for(t, p)
+    # The generator leaves IFUNC globals to run time: found in the static executable's .symtab.
+    r = SymbolResolver(view, main, p, lp).resolve_index(dynsym_index(p, "strlen"))
+    assert r.value == impl and r.ifunc_resolver == strlen_val
     lp.global_symbols.append(MarkedSym(dynsym_index(p, "strlen"), strlen_val))
     r = SymbolResolver(view, main, p, lp).resolve_index(dynsym_index(p, "strlen"))
     assert r.value == impl and r.ifunc_resolver == strlen_val

@@ -14,7 +14,9 @@ For each symbol a relocation of the patch names:
      locally) adds its own dependency closure.  Never the vDSO; never other
      patches.  Symbol versions of the patch (.gnu.version_r) are honoured;
      an unversioned reference takes the default (``@@``) version.  The first
-     definition wins.
+     definition wins;
+  5. for an executable target, a global of its .symtab (what the generator
+     leaves to run time: IFUNCs such as strlen in a static binary).
 An unresolved weak reference is 0; an unresolved strong one is an error.
 An IFUNC definition binds to its implementation, read from a slot of the
 process that already holds it (a GLOB_DAT/JUMP_SLOT GOT entry for that
@@ -43,6 +45,7 @@ BY_GLOBAL = "target global"
 BY_TARGET_FUNCTION = "replaced target function"
 BY_TARGET_EXPORT = "target definition"
 BY_SCOPE = "lookup scope"
+BY_TARGET_SYMTAB = "executable's symbol table"
 BY_PATCH = "patch's own copy"
 BY_WEAK_ZERO = "unresolved weak (0)"
 
@@ -279,6 +282,13 @@ class SymbolResolver:
             d = self.find_definition(o, name, sym.version, img)
             if d is not None:
                 return self._bind_definition(idx, name, o, d, BY_SCOPE)
+
+        if self.target_image.is_executable:
+            # Globals of an executable that the generator left to run time (IFUNCs:
+            # strlen in a static binary) are in its .symtab only.
+            for d in self.target_image.symtab:
+                if d.name == name and d.defined and d.bind in _EXPORT_BINDS and d.type != "STT_TLS":
+                    return self._bind_definition(idx, name, self.target, d, BY_TARGET_SYMTAB)
 
         if sym.bind == "STB_WEAK":
             return Resolution(idx, name, 0, BY_WEAK_ZERO)
