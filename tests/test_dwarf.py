@@ -218,3 +218,32 @@ def test_dwz_alt_file(tmp_path):
         sorted(nm_by_file(str(a), "hits")["util.c"])
     (fi,) = ix.functions("f")
     assert len(fi.ranges) == 2
+
+
+def test_corrupt_dwarf_is_one_line_error(tmp_path):
+    src = E.build_prog("pie", 5)
+    data = bytearray(open(src, "rb").read())
+    info = ElfImage(src).section_by_name(".debug_info")
+    ix0 = DwarfIndex(src)
+    (x,) = ix0.find_cus("x/util.c")
+    # garbage over the DIEs of one unit (its header and unit DIE stay intact)
+    unit = ix0._file.unit_at(x.offset)
+    first_child = ix0._file.decode(unit, unit.die_offset)[4]
+    start = info.offset + first_child
+    data[start:start + 64] = b"\xff" * 64
+    bad = tmp_path / "bad"
+    bad.write_bytes(bytes(data))
+    ix = DwarfIndex(str(bad))
+    assert len(ix.compile_units()) == len(ix0.compile_units())
+    with pytest.raises(DebugInfoError, match="corrupt DWARF|bad abbreviation") as ei:
+        ix.functions("helper", cu=x)
+    assert "\n" not in str(ei.value)
+    # a truncated .debug_info section
+    data = bytearray(open(src, "rb").read())
+    shoff = int.from_bytes(data[0x28:0x30], "little")
+    data[shoff + 64 * info.index + 0x20:shoff + 64 * info.index + 0x28] = (info.size // 2).to_bytes(8, "little")
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DebugInfoError, match="past the section|corrupt"):
+        ix = DwarfIndex(str(bad))
+        ix.compile_units()
+        ix.functions("helper")

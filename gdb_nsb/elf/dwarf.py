@@ -22,10 +22,14 @@ line-program file tables for ``decl_file``.
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 import re
 import struct
 from dataclasses import dataclass, field
+
+from elftools.common.exceptions import DWARFError, ELFParseError
+from elftools.construct.core import ConstructError
 
 from gdb_nsb.errors import DebugInfoError
 from gdb_nsb.elf.image import ElfImage
@@ -563,6 +567,20 @@ class _DwarfFile:
         return out
 
 
+def _guarded(fn):
+    """Public entry points: malformed DWARF becomes a one-line DebugInfoError."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *a, **kw):
+        try:
+            return fn(self, *a, **kw)
+        except (IndexError, struct.error, ValueError, KeyError, RecursionError, DWARFError, ELFParseError,
+                ConstructError) as e:
+            raise DebugInfoError("%s: corrupt DWARF (%s: %s)" % (self.image.path, fn.__name__, e)) from e
+
+    return wrapper
+
+
 class _Entry:
     """A subprogram or variable DIE seen in a unit scan, with names resolved through its origins."""
 
@@ -592,8 +610,11 @@ class DwarfIndex:
         self.image, self.alt_image = image, alt_image
         if not image.has_debug_info:
             raise DebugInfoError("%s: no DWARF debug info (.debug_info)" % image.path)
-        alt = _DwarfFile(alt_image) if alt_image is not None else None
-        self._file = _DwarfFile(image, alt)
+        try:
+            alt = _DwarfFile(alt_image) if alt_image is not None else None
+            self._file = _DwarfFile(image, alt)
+        except (IndexError, struct.error, ValueError) as e:
+            raise DebugInfoError("%s: corrupt debug sections (%s)" % (image.path, e)) from e
         self._cus = None
         self._aranges = None
         self._lines = {}
@@ -602,6 +623,7 @@ class DwarfIndex:
 
     # ---- compile units ------------------------------------------------------------------
 
+    @_guarded
     def compile_units(self) -> list[CompileUnitInfo]:
         """Every compile unit (partial and type units are not listed): header + unit DIE only."""
         if self._cus is None:
@@ -621,6 +643,7 @@ class DwarfIndex:
             self._cus = cus
         return list(self._cus)
 
+    @_guarded
     def find_cus(self, file: str) -> list[CompileUnitInfo]:
         """Units for a source path: the exact normalised path if one matches, else every unit
         whose path ends with the query's path components (more than one = ambiguous, for the
@@ -778,6 +801,7 @@ class DwarfIndex:
 
     # ---- functions ------------------------------------------------------------------------------------
 
+    @_guarded
     def functions(self, name: str, cu=None) -> list[FunctionInfo]:
         """Concrete functions called ``name`` (DW_AT_name or linkage name), with every code fragment.
 
@@ -841,6 +865,7 @@ class DwarfIndex:
             self._fsa = d
         return self._fsa
 
+    @_guarded
     def function_at(self, addr: int) -> FunctionInfo | None:
         """The concrete function whose code (any fragment) contains ``addr``."""
         for u in self._units_at(addr) or self._all_units():
@@ -854,6 +879,7 @@ class DwarfIndex:
 
     # ---- variables ----------------------------------------------------------------------------------
 
+    @_guarded
     def variables(self, name: str, cu=None, function: str | None = None) -> list[VariableInfo]:
         """Variables called ``name`` with a static (DW_OP_addr) location.
 
@@ -1002,6 +1028,7 @@ class DwarfIndex:
 
     # ---- raw DIE access -----------------------------------------------------------------------------
 
+    @_guarded
     def die(self, offset: int, alt: bool = False):
         """The pyelftools DIE at ``offset`` of .debug_info (of the alt file with ``alt=True``)."""
         dfile = self._file.alt if alt else self._file
