@@ -1,0 +1,125 @@
+"""The registry in a real process: created by one GDB session, found by the next, corruption detected."""
+
+import json
+
+import pytest
+
+import gdbharness
+from gdbharness import run_gdb, wait_running
+from proctarget import FifoTarget
+
+pytestmark = pytest.mark.gdb
+
+PRELUDE = '''
+import gdb, json
+from gdb_nsb.process.inferior import Inferior
+from gdb_nsb.process import syscalls as S
+from gdb_nsb.process.undo import UndoLog
+from gdb_nsb.process.registry_store import RegistryStore
+from gdb_nsb.registry import Registry, PatchRecord, MappedRange
+from gdb_nsb.errors import RegistryCorrupt
+inf = Inferior()
+inj = S.SyscallInjector(inf)
+store = RegistryStore(inf, inj)
+def result(**kw):
+    print("NSB-RESULT: " + json.dumps(kw))
+'''
+
+CREATE = PRELUDE + '''
+assert store.load() is None
+reg = Registry()
+p = PatchRecord("ab" * 20, "cd" * 20, "/usr/bin/target", 0x555555554000, 0x7f0000000000,
+                [MappedRange(0x7f0000000000, 0x2000, 5)], "/tmp/p.so")
+reg.patches.append(p)
+reg.push_layer(p.patch_build_id, "f", 0x555555555130, b"\\xe9\\x01\\x02\\x03\\x04", b"\\x55\\x48\\x89\\xe5\\x90")
+with inj.session():
+    undo = UndoLog(inf, inj)
+    addr = store.save(reg, undo)
+    undo.commit()
+result(addr=addr, size=store.location[1])
+'''
+
+FIND = PRELUDE + '''
+try:
+    reg = store.load()
+    p = reg.patches[0]
+    f = p.functions[0]
+    result(addr=store.location[0], generation=reg.generation, bid=p.patch_build_id, target=p.target_build_id,
+           bias=p.target_load_bias, ranges=[[r.start, r.length, r.prot] for r in p.ranges], name=f.name,
+           entry=f.entry, jump=f.jump.hex(), original=f.original.hex(), state=p.state, stale=store.stale)
+except RegistryCorrupt as e:
+    result(corrupt=str(e), read_only=store.read_only)
+'''
+
+GROW = PRELUDE + '''
+reg = store.load()
+old = store.location
+for i in range(60):
+    reg.patches.append(PatchRecord("%040x" % i, "cd" * 20, "/usr/bin/target-with-a-long-name", i, i))
+with inj.session():
+    undo = UndoLog(inf, inj)
+    store.save(reg, undo)
+    both = len(store.registry_mappings())
+    undo.commit()
+result(old=old, new=store.location, during=both, after=len(store.registry_mappings()))
+'''
+
+
+def test_registry_created_then_found_by_fresh_session(tmp_path):
+    with FifoTarget(tmp_path) as t:
+        r = run_gdb(t.pid, python=CREATE, timeout=60)
+        assert len(r.results) == 1, r
+        created = r.results[0]
+        assert wait_running(t.pid)
+        names = [line for line in gdbharness.maps(t.pid) if "nsb-registry" in line]
+        assert len(names) == 1 and names[0].endswith("/memfd:nsb-registry (deleted)"), names
+        assert names[0].split()[1] == "r--p"
+        assert int(names[0].split("-")[0], 16) == created["addr"]
+
+        r = run_gdb(t.pid, python=FIND, timeout=60)
+        assert len(r.results) == 1, r
+        found = r.results[0]
+        assert found["addr"] == created["addr"] and found["generation"] == 1
+        assert found["bid"] == "ab" * 20 and found["target"] == "cd" * 20
+        assert found["bias"] == 0x555555554000 and found["ranges"] == [[0x7f0000000000, 0x2000, 5]]
+        assert (found["name"], found["entry"], found["jump"], found["original"]) == \
+            ("f", 0x555555555130, "e901020304", "554889e590")
+        assert found["state"] == "active" and found["stale"] == []
+        assert wait_running(t.pid)
+
+        # Growing moves it to a new, larger mapping; the old one goes at commit.
+        r = run_gdb(t.pid, python=GROW, timeout=60)
+        assert len(r.results) == 1, r
+        g = r.results[0]
+        assert g["during"] == 2 and g["after"] == 1 and g["new"][1] > g["old"][1]
+        r = run_gdb(t.pid, python=FIND, timeout=60)
+        assert r.results[0]["generation"] == 2 and r.results[0]["addr"] == g["new"][0]
+        assert wait_running(t.pid)
+        assert t.target.ask("ping") == "pong"
+
+
+def test_corrupted_registry_means_read_only(tmp_path):
+    with FifoTarget(tmp_path) as t:
+        r = run_gdb(t.pid, python=CREATE, timeout=60)
+        addr = r.results[0]["addr"]
+        assert wait_running(t.pid)
+        # Flip one payload byte from outside.
+        with open("/proc/%d/mem" % t.pid, "r+b", buffering=0) as f:
+            f.seek(addr + 40)
+            b = f.read(1)
+            f.seek(addr + 40)
+            f.write(bytes([b[0] ^ 0x20]))
+        r = run_gdb(t.pid, python=FIND + '''
+try:
+    store.save(Registry(), UndoLog(inf, inj))
+    result(write="allowed")
+except RegistryCorrupt as e:
+    result(write=str(e))
+''', timeout=60)
+        assert len(r.results) == 2, r
+        assert r.results[0]["read_only"] is True
+        msg = r.results[0]["corrupt"]
+        assert "fails its CRC check" in msg and "read-only mode" in msg and "\n" not in msg
+        assert r.results[1]["write"].startswith("registry is corrupt, refusing to write it")
+        assert wait_running(t.pid)
+        assert t.target.ask("ping") == "pong"
