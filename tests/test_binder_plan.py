@@ -9,7 +9,7 @@ from binder_fakes import FakeMemory, fake_object, load, make_view
 from gdb_nsb.binder.errors import BreakpointInJump, EntryMismatch, FunctionTooShort
 from gdb_nsb.binder.jumps import ENDBR64, KIND_ABS, KIND_REL32, decode_jump
 from gdb_nsb.binder.placement import GiB
-from gdb_nsb.binder.plan import BREAKPOINTS_DISABLE, evaluate, plan_load, plan_revert
+from gdb_nsb.binder.plan import BREAKPOINTS_DISABLE, evaluate, identify_jump, plan_load, plan_revert
 from gdb_nsb.elf.livepatch import FuncJump, LivePatch
 from gdb_nsb.errors import AlreadyAppliedError, NotAppliedError
 from gdb_nsb.mappings import Mapping
@@ -86,6 +86,7 @@ def check_state(sim, f, patches, stack):
     now = sim.mem.read(entry, f.size)
     if not stack:
         assert now == sim.target.read_vaddr(f.value, f.size)
+        assert identify_jump(sim.registry, entry, now) is None
         return
     top = stack[-1]
     rec = sim.registry.patch(patches[top][0].new_bid)
@@ -95,6 +96,7 @@ def check_state(sim, f, patches, stack):
     # Bytes past the jump are the original code.
     assert now[j.end - entry:] == sim.target.read_vaddr(f.value + (j.end - entry), f.size - (j.end - entry))
     assert [b for b, _ in sim.registry.stack(j.at)] == [patches[k][0].new_bid for k in stack]
+    assert identify_jump(sim.registry, j.at, sim.mem.read(j.at, 14)) == patches[top][0].new_bid
 
 
 @pytest.mark.parametrize("apply_order", list(itertools.permutations("ABC")))

@@ -354,6 +354,21 @@ def plan_revert(registry: Registry, patch_build_id: str, unmap: bool = False) ->
     return RevertPlan(patch_build_id, writes, reg, problems, span)
 
 
+def identify_jump(registry: Registry, at: int, data: bytes) -> str | None:
+    """Build-id of the patch whose jump is in ``data`` (read at the jump start ``at``), or None.
+
+    None means the bytes are not one of our jumps into a patch the registry
+    knows (the original code, or something foreign: compare with the file).
+    """
+    j = jumps_mod.decode_jump(at, data)
+    if j is None:
+        return None
+    for p in registry.patches:
+        if any(r.start <= j.dest < r.start + r.length for r in p.ranges):
+            return p.patch_build_id
+    return None
+
+
 def check_load(view: ProcessView, livepatch, patch_image, registry: Registry, memory=None, **kw) -> list[str]:
     """``nsb-check``'s answer to "could it be applied right now?": every reason it cannot (empty: it can).
 
