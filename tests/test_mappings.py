@@ -1,0 +1,84 @@
+"""Parsing `info proc mappings` text (GDB 13 format, with and without the Perms column)."""
+
+import pytest
+
+from gdb_nsb import mappings as M
+
+GDB13 = """process 4592
+Mapped address spaces:
+
+          Start Addr           End Addr       Size     Offset  Perms  objfile
+      0x561c88660000     0x561c8868f000    0x2f000        0x0  r--p   /usr/bin/bash
+      0x561c8868f000     0x561c88750000    0xc1000    0x2f000  r-xp   /usr/bin/bash
+      0x561c88795000     0x561c887a0000     0xb000        0x0  rw-p   
+      0x561c91525000     0x561c91566000    0x41000        0x0  rw-p   [heap]
+      0x7f91829a7000     0x7f91829a8000     0x1000        0x0  r--p   /usr/lib/locale/C.utf8/LC_MESSAGES/SYS_LC_MESSAGES
+      0x7f9182bc5000     0x7f9182bcc000     0x7000        0x0  r--s   /usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache
+      0x7f9182bd0000     0x7f9182bd1000     0x1000        0x0  r--p   /memfd:nsb-registry (deleted)
+      0x7f9182bd5000     0x7f9182bd7000     0x2000        0x0  r-xp   [vdso]
+      0x7f9182bd8000     0x7f9182bfe000    0x26000     0x1000  r-xp   /opt/my dir/lib x.so
+  0xffffffffff600000 0xffffffffff601000     0x1000        0x0  --xp   [vsyscall]
+"""
+
+OLD = """Mapped address spaces:
+
+          Start Addr           End Addr       Size     Offset objfile
+            0x400000           0x401000     0x1000        0x0 /tmp/a.out
+            0x601000           0x602000     0x1000     0x1000 /tmp/a.out
+"""
+
+
+def test_gdb13_format():
+    ms = M.parse_mappings(GDB13)
+    assert len(ms) == 10
+    text = ms[1]
+    assert (text.start, text.end, text.size, text.offset) == (0x561c8868f000, 0x561c88750000, 0xc1000, 0x2f000)
+    assert text.perms == "r-xp" and text.executable and text.readable and not text.writable and text.private
+    assert text.objfile == "/usr/bin/bash"
+    anon = ms[2]
+    assert anon.is_anonymous and anon.writable and anon.objfile == ""
+    assert ms[3].is_special and ms[3].objfile == "[heap]"
+    assert not ms[5].private
+    reg = ms[6]
+    assert reg.deleted and reg.name == "/memfd:nsb-registry" and reg.objfile.endswith("(deleted)")
+    assert ms[8].objfile == "/opt/my dir/lib x.so"
+    assert ms[9].start == 0xffffffffff600000
+
+
+def test_without_perms_column():
+    ms = M.parse_mappings(OLD)
+    assert [m.perms for m in ms] == [None, None]
+    assert ms[1].offset == 0x1000 and ms[1].objfile == "/tmp/a.out"
+    assert not ms[0].executable
+
+
+def test_errors():
+    with pytest.raises(ValueError):
+        M.parse_mappings("No current process: you must name one.")
+    with pytest.raises(ValueError):
+        M.parse_mappings("  0x1000 0x3000 0x1000 0x0 r--p x\n")
+
+
+def test_queries():
+    ms = M.parse_mappings(GDB13)
+    assert M.mapping_at(ms, 0x561c8868f000 + 5).perms == "r-xp"
+    assert M.mapping_at(ms, 0x561c88750000) is None
+    assert [m.start for m in M.named(ms, "/memfd:nsb-registry")] == [0x7f9182bd0000]
+    assert M.is_free(ms, 0x561c88750000, 0x561c88795000)
+    assert not M.is_free(ms, 0x561c88750000, 0x561c88795001)
+    gaps = M.gaps(ms, 0x561c88660000, 0x561c91566000)
+    assert gaps == [(0x561c88750000, 0x561c88795000), (0x561c887a0000, 0x561c91525000)]
+
+
+def test_parses_real_gdb_output_of_this_process():
+    # pytest's own map, laid out the way GDB prints it (real GDB text is parsed in the GDB tests).
+    lines = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            lines.append("  0x%x 0x%x 0x%x 0x%x %s %s" % (lo, hi, hi - lo, int(parts[2], 16), parts[1],
+                                                         parts[5].strip() if len(parts) > 5 else ""))
+    ms = M.parse_mappings("\n".join(lines))
+    assert len(ms) == len(lines)
+    assert any(m.objfile == "[stack]" for m in ms)
