@@ -244,3 +244,26 @@ def test_object_copied_elsewhere_reads_the_same(tmp_path):
     a, b = ElfImage(src), ElfImage(str(dst))
     assert a.build_id == b.build_id and os.path.samefile(b.path, dst)
     assert [s.name for s in a.symtab] == [s.name for s in b.symtab]
+
+
+def test_library_with_interpreter_is_a_library(tmp_path):
+    """libc.so.6 has PT_INTERP (it runs as a program) and a soname: a shared library, not a PIE."""
+    src = ("#include <stdio.h>\nint lib_fn(void) { return puts(\"x\"); }\n"
+           "const char interp[] __attribute__((section(\".interp\"))) = \"/lib64/ld-linux-x86-64.so.2\";\n")
+    so = cbuild.build([("interp.c", src)], ["-O2", "-fPIC", "-shared", "-Wl,-soname,libinterp.so"], "libinterp.so")
+    im = ElfImage(so)
+    assert im.has_interp and im.soname == "libinterp.so"
+    assert im.is_shared_library and not im.is_pie and not im.is_static
+    old_pie = cbuild.build([("oldpie.c", "int main(void) { return 0; }\n")],
+                           ["-fPIE", "-pie", "-Wl,-z,nopack-relative-relocs"], "oldpie")
+    data = bytearray(open(old_pie, "rb").read())
+    img = ElfImage(old_pie)
+    # clear DF_1_PIE, as linkers before binutils 2.32 did not set it
+    dyn_off = [off for t, _f, off, *_ in img._phdrs if t == 2][0]
+    for i, (tag, val) in enumerate(img.dynamic):
+        if tag == 0x6FFFFFFB:
+            data[dyn_off + 16 * i + 8:dyn_off + 16 * i + 16] = (val & ~0x08000000).to_bytes(8, "little")
+    p = tmp_path / "oldpie"
+    p.write_bytes(bytes(data))
+    old = ElfImage(str(p))
+    assert old.dt_flags_1 & 0x08000000 == 0 and old.is_pie and not old.is_shared_library

@@ -219,10 +219,12 @@ class ElfImage:
 
     @cached_property
     def is_pie(self) -> bool:
-        """ET_DYN marked DF_1_PIE, or ET_DYN with an interpreter (old linkers)."""
+        """ET_DYN marked DF_1_PIE, or ET_DYN with an interpreter and no soname (old linkers).
+
+        A library with PT_INTERP and a soname (libc.so.6 runs as a program too) stays a library."""
         if self.elf_type != "ET_DYN":
             return False
-        return bool(self.dt_flags_1 & DF_1_PIE) or self.has_interp
+        return bool(self.dt_flags_1 & DF_1_PIE) or (self.has_interp and self.soname is None)
 
     @property
     def is_shared_library(self) -> bool:
