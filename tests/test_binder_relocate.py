@@ -10,7 +10,6 @@ from binder_fakes import FakeMemory, fake_object, load, make_view
 from gdb_nsb.binder.errors import IfuncNeedsResolver, UnresolvedSymbol, UnsupportedRelocation, BadRelocation
 from gdb_nsb.binder.relocate import apply_static_fixups, relocate
 from gdb_nsb.binder.scope import BY_PATCH, BY_TARGET_FUNCTION, BY_WEAK_ZERO, SymbolResolver
-from gdb_nsb.binder.process_view import LOADED_DLOPEN_GLOBAL, LOADED_DLOPEN_LOCAL
 from gdb_nsb.elf.livepatch import FuncJump, LivePatch, MarkedSym, StaticSym
 from gdb_nsb.errors import NsbError
 

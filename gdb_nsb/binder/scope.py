@@ -212,7 +212,8 @@ class SymbolResolver:
         if resolver in self.ifunc_results:
             return self.ifunc_results[resolver]
         # An IRELATIVE slot of the provider (static binaries, libc's internal calls).
-        for r in self.view.image(provider).relocations if provider is not self.target else self.target_image.relocations:
+        pimg = self.target_image if provider is self.target else self.view.image(provider)
+        for r in pimg.relocations:
             if r.type == R_X86_64_IRELATIVE and provider.load_bias + r.addend == resolver:
                 v = self._read_word(provider.load_bias + r.offset)
                 if v is not None and self._plausible_impl(v, provider, resolver):
