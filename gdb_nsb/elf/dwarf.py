@@ -687,13 +687,11 @@ class DwarfIndex:
         tab, starts = self._arange_table()
         out = []
         i = bisect.bisect_right(starts, addr) - 1
-        while i >= 0:
-            lo, hi, off = tab[i]
+        # Unit ranges do not overlap in practice; a few predecessors cover the odd exception.
+        for j in range(i, max(i - 16, -1), -1):
+            lo, hi, off = tab[j]
             if lo <= addr < hi and off not in out:
                 out.append(off)
-            if i and tab[i - 1][1] <= lo and not out:
-                break
-            i -= 1
         self.compile_units()
         return [self._file.unit_at(o) for o in out]
 
