@@ -174,6 +174,14 @@ class SyscallInjector:
             finally:
                 self._depth -= 1
             return
+        running = [t.num for t in self.inferior.threads() if not t.is_stopped()]
+        if running:
+            raise InjectionError("threads %s of process %d are running; every thread must be stopped"
+                                 % (", ".join(map(str, running)), self.inferior.pid))
+        if gdb.parameter("non-stop"):
+            # Measured with GDB 13: a `stepi` run from Python in non-stop mode returns while the
+            # thread still runs, so the step's end cannot be awaited here.  Refuse cleanly.
+            raise InjectionError("injected syscalls need all-stop mode (set non-stop off before attaching)")
         with contextlib.ExitStack() as stack:
             stack.enter_context(_all_signals_stop())
             stack.enter_context(_parameter("scheduler-locking", "on"))
