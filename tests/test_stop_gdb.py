@@ -1,0 +1,105 @@
+"""Run windows and re-stops send no signal the application sees; timings; non-stop exit."""
+
+import pytest
+
+from gdbharness import Target, run_gdb, thread_states, wait_running
+from test_safepoint_gdb import build, ranges, reply, safe_point
+
+pytestmark = pytest.mark.timeout(180)
+
+WINDOWS = '''
+import gdb, json, time
+from gdb_nsb.process import stop
+out = {"windows": []}
+stop.ensure_all_stopped()
+with stop.sigstop_handling():
+    for w in [0.001, 0.005, 0.05] * %d:
+        t0 = time.monotonic()
+        r = stop.run_window(w)
+        out["windows"].append([w, time.monotonic() - t0, len(r.events)])
+        assert all(t.is_stopped() for t in gdb.selected_inferior().threads())
+print("NSB-RESULT:" + json.dumps(out))
+'''
+
+
+def test_sigwait_target_sees_no_signal_through_run_windows():
+    exe = build()
+    with Target([exe], ready_line="ready") as t:
+        reply(t, "x")
+        r = run_gdb(t.pid, python=WINDOWS % 5, timeout=90)
+        assert r.results, r
+        wins = r.results[0]["windows"]
+        assert len(wins) == 15
+        for want, got, _ in wins:
+            assert want <= got < want + 0.5, wins
+        print("run windows (requested s, took s):", [(w, round(g, 4)) for w, g, _ in wins])
+        assert wait_running(t.pid), thread_states(t.pid)
+        assert reply(t, "x")["sigseen"] == 0
+
+
+def test_sigusr1_storm_during_safe_point_loop_keeps_count_exact():
+    exe = build()
+    busy = {"busy_fn": [ranges(exe, "busy_fn")["busy_fn"]]}
+    with Target([exe], ready_line="ready") as t:
+        reply(t, "park")
+        reply(t, "storm 3000")
+        res = safe_point(t.pid, busy, "retry", tries=12,
+                         delays=[0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.1])
+        assert not res["safe"] and "busy_fn" in res["error"]
+        mid = reply(t, "x")
+        assert mid["sent"] > 0, mid
+        res = safe_point(t.pid, busy, "runout", tries=8, delays=[0.01, 0.05])
+        assert not res["safe"]
+        assert wait_running(t.pid), thread_states(t.pid)
+        reply(t, "release")
+        import time
+        deadline = time.monotonic() + 60
+        while True:
+            c = reply(t, "x")
+            if c["sent"] == 3000 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        time.sleep(0.2)
+        c = reply(t, "x")
+        assert c["sent"] == 3000 and c["handled"] == 3000, c
+        assert c["sigseen"] == 0
+
+
+STACKS_TIMING = '''
+import gdb, json, time
+from gdb_nsb.process import stacks
+from gdb_nsb.safepoint import SafePointCheck
+t0 = time.monotonic()
+st = stacks.collect_stacks()
+t1 = time.monotonic()
+v = SafePointCheck({"nothing": [(1, 2)]}).check(st)
+t2 = time.monotonic()
+print("NSB-RESULT:" + json.dumps({"threads": len(st), "collect": t1 - t0, "check": t2 - t1, "safe": v.safe,
+      "msg": v.message(), "frames": sum(len(s.frames) for s in st),
+      "pm": gdb.parameter("backtrace past-main"), "limit": gdb.parameter("backtrace limit")}))
+'''
+
+
+def test_stacks_of_256_threads_are_fast_and_reliable():
+    exe = build()
+    with Target([exe, "254"], ready_line="ready") as t:
+        r = run_gdb(t.pid, commands=["set backtrace limit 7"], python=STACKS_TIMING, timeout=120)
+        assert r.results, r
+        res = r.results[0]
+        print("collect_stacks of %d threads (%d frames): %.3f s, check %.4f s" % (
+            res["threads"], res["frames"], res["collect"], res["check"]))
+        assert res["threads"] == 257
+        assert res["safe"], res["msg"]          # every stack reaches its outermost frame through known code
+        assert res["collect"] < 2.0
+        assert res["pm"] is False and res["limit"] == 7   # user settings restored
+        assert wait_running(t.pid), thread_states(t.pid)
+
+
+def test_non_stop_session_leaves_target_running():
+    exe = build()
+    with Target([exe], ready_line="ready") as t:
+        r = run_gdb(t.pid, python="import gdb_nsb.process.stop\n", timeout=60,
+                    extra_args=["-iex", "set non-stop on"])
+        assert r.returncode == 0, r
+        assert wait_running(t.pid), thread_states(t.pid)
+        assert reply(t, "x")["sigseen"] == 0
