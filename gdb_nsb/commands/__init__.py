@@ -2,9 +2,18 @@
 
 import importlib
 
-_MODULES = ()  # filled as commands land: ("nsb_patch", "nsb_revert", ...)
+_MODULES = ("nsb_patch", "nsb_revert", "nsb_list", "nsb_check")
+_registered = False
 
 
 def register_all():
+    global _registered
+    if _registered:
+        return
+    from gdb_nsb.commands.common import register_settings
+    from gdb_nsb.process import stop
+    register_settings()
+    stop.install_exit_hook()
     for name in _MODULES:
         importlib.import_module("gdb_nsb.commands." + name).register()
+    _registered = True

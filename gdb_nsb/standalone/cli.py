@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "revert": ("gdb_nsb.standalone.revert_cmd", "take an applied live patch back"),
     "list": ("gdb_nsb.standalone.list_cmd", "list the live patches applied in processes"),
     "check": ("gdb_nsb.standalone.check_cmd", "is a patch applied, could it be applied now, and why not"),
+    "demo": ("gdb_nsb.standalone.demo", "watch a running server being live-patched and reverted (no arguments)"),
     "gdb": ("gdb_nsb.standalone.gdbcmd", "start GDB with the nsb-* commands loaded"),
     "generate": ("gdb_nsb.standalone.generate", "bind a patch .so to its target: write its vzpatch section"),
     "cflags": ("gdb_nsb.standalone.cflags", "print the compiler flags for building a patch"),

@@ -252,8 +252,8 @@ def _print_human(doc, several, verbose):
     stream = sys.stdout if doc.get("code", 10) in (0, 2) else sys.stderr
     for line in doc.get("lines", []):
         print(prefix + line, file=sys.stdout)
-    if doc.get("code", 10) != 0 or not doc.get("lines"):
-        print(prefix + ("nsb: " if stream is sys.stderr else "") + doc.get("message", ""), file=stream)
+    if doc.get("message") and doc.get("message") not in doc.get("lines", []):
+        print(prefix + ("nsb: " if stream is sys.stderr else "") + doc["message"], file=stream)
     if verbose >= 1 and doc.get("gdb_stderr"):
         print(doc["gdb_stderr"], file=sys.stderr)
     if verbose >= 2 and doc.get("gdb_output"):

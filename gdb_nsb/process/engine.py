@@ -1,0 +1,632 @@
+"""The live-patching operations inside GDB: apply, revert, list, check.
+
+Each operation reads what it can before touching the process (the patch
+file, its vzpatch section, the ELF files of the mapped objects), plans every
+byte with the binder, waits for a safe point, and executes the plan in the
+same stop through an undo log: any failure, including the deadline passing,
+restores bytes, mappings and registry and leaves the process as it was.
+
+Write order of an apply (the visible switch last): patch segments, then the
+registry record, then the jumps.  A revert restores the jumps first, then
+stores the registry.  A tool killed in between leaves a state that
+``nsb-check`` reports as partial and ``nsb-revert`` repairs.
+"""
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import gdb
+
+from gdb_nsb import errors
+from gdb_nsb.binder import plan as planmod
+from gdb_nsb.binder.errors import IfuncNeedsResolver
+from gdb_nsb.binder.jumps import decode_jump
+from gdb_nsb.elf.image import ElfImage
+from gdb_nsb.elf.livepatch import LivePatch
+from gdb_nsb.process import environment, snapshot as snap, stop, symbols
+from gdb_nsb.process.inferior import Inferior
+from gdb_nsb.process.registry_store import RegistryStore
+from gdb_nsb.process.stacks import collect_stacks
+from gdb_nsb.process.syscalls import (MAP_ANONYMOUS, MAP_PRIVATE, PROT_EXEC, PROT_NONE, SyscallInjector)
+from gdb_nsb.process.undo import Deadline, UndoLog
+from gdb_nsb.registry import STATE_ACTIVE, Registry
+from gdb_nsb.safepoint import SafePointCheck
+
+STRATEGIES = ("retry", "runout")
+ENDBR64 = bytes.fromhex("f30f1efa")
+
+
+@dataclass
+class Options:
+    dry_run: bool = False
+    retries: int = stop.DEFAULT_TRIES
+    timeout: float = 60.0
+    strategy: str = "retry"
+    allow_seccomp: bool = False
+    breakpoints: str = planmod.BREAKPOINTS_REFUSE
+    unmap: bool = False
+    verbose: int = 0
+
+
+@dataclass
+class Outcome:
+    """What an operation did: lines for a human, fields for --json."""
+
+    code: int = 0
+    message: str = ""
+    lines: list = field(default_factory=list)
+    patch: dict = field(default_factory=dict)
+    target: dict = field(default_factory=dict)
+    functions: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    reasons: list = field(default_factory=list)
+    state: str = ""
+    patches: list = field(default_factory=list)
+
+    def as_dict(self):
+        d = {"result": "ok" if self.code == 0 else "error", "code": self.code, "message": self.message,
+             "lines": self.lines, "patch": self.patch, "target": self.target, "functions": self.functions,
+             "timings": self.timings}
+        if self.reasons:
+            d["reasons"] = self.reasons
+        if self.state:
+            d["state"] = self.state
+        if self.patches:
+            d["patches"] = self.patches
+        return d
+
+
+class _Clock:
+    def __init__(self):
+        self.t0 = time.monotonic()
+        self.last = self.t0
+        self.marks = {}
+
+    def mark(self, name):
+        now = time.monotonic()
+        self.marks[name + "_s"] = round(now - self.last, 6)
+        self.last = now
+
+    def total(self):
+        self.marks["command_s"] = round(time.monotonic() - self.t0, 6)
+        return self.marks
+
+
+def _read_patch(path):
+    if not os.path.isfile(path):
+        raise errors.PatchFileError("patch file not found: %s" % path)
+    lp = LivePatch.read(path)
+    image = ElfImage(path)
+    return lp, image
+
+
+def _context():
+    inf = Inferior()
+    if not inf.pid:
+        raise errors.ProcessNotFoundError("no process: attach to the target first (attach PID)")
+    inf.check_architecture()
+    return inf
+
+
+def _load_registry(store):
+    reg = store.load()
+    return reg if reg is not None else Registry()
+
+
+def _patch_dict(lp, path):
+    return {"path": path, "build_id": lp.new_bid, "target_build_id": lp.old_bid,
+            "target_name": lp.target_name or ""}
+
+
+def _target_dict(view, build_id):
+    obj = view.object_by_build_id(build_id)
+    if obj is None:
+        return {"build_id": build_id, "mapped": False}
+    return {"build_id": build_id, "mapped": True, "path": obj.path, "load_bias": obj.load_bias}
+
+
+def _layer_ranges(registry, entry, files_by_bid):
+    """Code ranges of the copies of the function at ``entry`` in every applied layer."""
+    out = []
+    for bid, f in registry.stack(entry):
+        rec = registry.patch(bid)
+        j = decode_jump(f.entry, f.jump)
+        size = None
+        image = files_by_bid.get(bid)
+        if j is not None and image is not None:
+            rel = j.dest - rec.patch_load_base
+            sym = next((s for s in image.symtab or image.dynsyms
+                        if s.type == "STT_FUNC" and s.value <= rel < s.value + max(s.size, 1)), None)
+            if sym is not None:
+                out.append((rec.patch_load_base + sym.value, rec.patch_load_base + sym.value + max(sym.size, 1)))
+                size = sym.size
+        if size is None:
+            # Without the patch's symbols its whole code counts as the busy copy.
+            out += [(r.start, r.start + r.length) for r in rec.ranges if r.prot & PROT_EXEC]
+    return out
+
+
+def _patch_images(registry, hints=()):
+    """ElfImage of each registered patch whose file (hint or recorded path) has its build-id."""
+    out = {}
+    for rec in registry.patches:
+        for path in list(hints) + [rec.patch_path]:
+            if path and os.path.isfile(path):
+                try:
+                    img = ElfImage(path)
+                except errors.NsbError:
+                    continue
+                if img.build_id == rec.patch_build_id:
+                    out[rec.patch_build_id] = img
+                    break
+    return out
+
+
+def _busy_for_apply(lp, target_bias, registry, files_by_bid):
+    """Busy ranges per replaced function: every fragment in the target, and its copy in each applied layer."""
+    entries = set(registry.entries())
+    busy, safe_entries = {}, {}
+    for fj in lp.func_jumps:
+        entry = target_bias + fj.func_value
+        ranges = [(target_bias + lo, target_bias + hi) for lo, hi in fj.busy_ranges()]
+        for at in (entry, entry + 4):  # the registry keys a layer by where its jump starts (after endbr64)
+            if at in entries:
+                ranges += _layer_ranges(registry, at, files_by_bid)
+        busy[fj.name] = ranges
+        # A pc exactly at the entry (or at the jump after an endbr64) has run nothing of the old code.
+        safe_entries[fj.name] = {entry, entry + 4} if fj.entry_bytes[:4] == ENDBR64 else {entry}
+    return busy, safe_entries
+
+
+def _busy_for_revert(record):
+    exec_ranges = [(r.start, r.start + r.length) for r in record.ranges if r.prot & PROT_EXEC]
+    return {"patch %s" % record.patch_build_id[:12]: exec_ranges}
+
+
+def _refuse_environment(findings, opts):
+    for f in findings:
+        if f.code.startswith("seccomp") and not opts.allow_seccomp:
+            raise errors.EnvironmentRefusal("%s; applying could make the kernel kill the process "
+                                            "(allow it explicitly with --allow-seccomp)" % f.message)
+
+
+def _safe_point(busy, opts, deadline, entries=None):
+    # Cold fragments may lie below the entry: name the entries, never guess them from the ranges.
+    check = SafePointCheck(busy, entries or {name: set() for name in busy})
+    calls = [0]
+
+    def collect():
+        calls[0] += 1
+        return collect_stacks()
+
+    stop.wait_for_safe_point(check, strategy=opts.strategy, tries=max(1, opts.retries),
+                             deadline=deadline, collect=collect)
+    return calls[0]
+
+
+def _plan_apply(view, lp, image, registry, opts):
+    bps = snap.breakpoint_locations()
+    plan = planmod.plan_load(view, lp, image, registry, bps, opts.breakpoints)
+    ifunc = [p for p in plan.problems if isinstance(p, IfuncNeedsResolver)]
+    if ifunc:
+        raise errors.UnsupportedError("%s; no loaded object has a resolved slot for it" % ifunc[0])
+    return plan
+
+
+def apply(path, opts: Options) -> Outcome:
+    """Apply the live patch in ``path`` to the current inferior."""
+    clock = _Clock()
+    deadline = Deadline(opts.timeout)
+    path = os.path.abspath(path)
+    lp, image = _read_patch(path)
+    out = Outcome(patch=_patch_dict(lp, path))
+    clock.mark("read_patch")
+    inf = _context()
+    stop.ensure_all_stopped()
+    injector = SyscallInjector(inf)
+    store = RegistryStore(inf, injector)
+    registry = _load_registry(store)
+    files_by_bid = _patch_images(registry, [path])
+    symbols.register_all(registry, [path])
+    _refuse_environment(environment.collect(inf), opts)
+    view = snap.snapshot(inf)
+    out.target = _target_dict(view, lp.old_bid)
+    plan = _plan_apply(view, lp, image, registry, opts)
+    plan.check()
+    clock.mark("plan")
+    if opts.dry_run:
+        reasons = planmod.evaluate(plan, inf)
+        out.lines = ["dry run: nothing written"] + plan.describe() + ["cannot apply now: " + r for r in reasons]
+        out.reasons = reasons
+        out.code = 0 if not reasons else errors.MismatchError.exit_code
+        out.message = ("dry run: patch %s could be applied now" % lp.new_bid if not reasons
+                       else "dry run: patch %s cannot be applied now: %s" % (lp.new_bid, reasons[0]))
+        out.timings = clock.total()
+        return out
+    target_bias = plan.target_bias
+    busy, entries = _busy_for_apply(lp, target_bias, registry, files_by_bid)
+    checks = _safe_point(busy, opts, deadline, entries)
+    clock.mark("safe_point")
+    if checks > 1:
+        # The process ran between tries: take a fresh look before writing.
+        view = snap.snapshot(inf)
+        registry = _load_registry(store)
+        plan = _plan_apply(view, lp, image, registry, opts)
+        plan.check()
+        clock.mark("replan")
+    _execute_apply(inf, injector, store, plan, deadline)
+    clock.mark("write")
+    out.timings = clock.total()
+    rec = plan.registry_after.patch(lp.new_bid)
+    symbols.register(rec, [path])
+    out.functions = [{"name": name, "entry": j.entry, "jump": j.kind, "destination": j.dest,
+                      "layer": len(plan.registry_after.stack(j.at))} for name, j in plan.jumps]
+    out.message = "patch %s applied to %s: %d function%s redirected (load base %#x)" % (
+        lp.new_bid[:16], os.path.basename(plan.target_path), len(plan.jumps), "" if len(plan.jumps) == 1 else "s",
+        plan.placement.bias)
+    out.lines = [out.message]
+    return out
+
+
+def _execute_apply(inf, injector, store, plan, deadline):
+    disabled = []
+    try:
+        with injector.session(), UndoLog(inf, injector, deadline) as undo:
+            if plan.mapping is not None:
+                m = plan.mapping
+                undo.mmap(m.start, m.length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS)
+                for start, length, prot in m.protections:
+                    injector.check("mprotect", 10, start, length, prot)
+            for w in plan.segment_writes:
+                undo.write(w.addr, w.data, w.expected)
+            store.save(plan.registry_after, undo)
+            for c in plan.breakpoints_to_disable:
+                disabled += _disable_breakpoints_at(c.addr)
+            for w in plan.jump_writes:
+                undo.write(w.addr, w.data, w.expected)
+            failed = undo.commit()
+            if failed:
+                gdb.write("nsb: warning: %s\n" % "; ".join(failed))
+    except BaseException:
+        for b in disabled:
+            b.enabled = True
+        raise
+
+
+def _disable_breakpoints_at(addr):
+    out = []
+    for b in gdb.breakpoints() or ():
+        locs = getattr(b, "locations", None) or []
+        if b.enabled and any(loc.address == addr for loc in locs):
+            b.enabled = False
+            gdb.write("nsb: disabled breakpoint %d at %#x: it lies inside a jump being written\n" % (b.number, addr))
+            out.append(b)
+    return out
+
+
+def resolve_patch_id(ident, registry):
+    """A build-id (hex, prefix allowed) or a patch file → the registered record."""
+    bid = None
+    if os.path.isfile(ident):
+        try:
+            bid = LivePatch.read(ident, check_identity=False).new_bid
+        except errors.PatchFileError:
+            bid = ElfImage(ident).build_id
+    else:
+        cand = [p for p in registry.patches if p.patch_build_id.startswith(ident.lower())]
+        if len(cand) > 1:
+            raise errors.UsageError("build-id prefix %s is ambiguous (%d patches)" % (ident, len(cand)))
+        if cand:
+            bid = cand[0].patch_build_id
+        elif all(c in "0123456789abcdef" for c in ident.lower()) and len(ident) >= 8:
+            bid = ident.lower()
+        else:
+            raise errors.PatchFileError("no such patch file or build-id: %s" % ident)
+    return bid
+
+
+def revert(ident, opts: Options) -> Outcome:
+    """Take patch ``ident`` (file or build-id) back out of the current inferior."""
+    clock = _Clock()
+    deadline = Deadline(opts.timeout)
+    inf = _context()
+    stop.ensure_all_stopped()
+    injector = SyscallInjector(inf)
+    store = RegistryStore(inf, injector)
+    registry = store.load()
+    if registry is None:
+        raise errors.NotAppliedError("no live patch is applied in process %d" % inf.pid)
+    bid = resolve_patch_id(ident, registry)
+    hints = [ident] if os.path.isfile(ident) else []
+    rec = registry.patch(bid)
+    if rec is None or rec.state != STATE_ACTIVE:
+        raise errors.NotAppliedError("patch %s is not applied in process %d" % (bid, inf.pid))
+    out = Outcome(patch={"build_id": bid, "path": rec.patch_path, "target_build_id": rec.target_build_id,
+                         "target_name": rec.target_name})
+    symbols.register_all(registry, hints)
+    view = snap.snapshot(inf)
+    out.target = _target_dict(view, rec.target_build_id)
+    plan = planmod.plan_revert(registry, bid, unmap=opts.unmap)
+    plan.check()
+    _verify_saved_bytes(view, registry, rec, plan)
+    clock.mark("plan")
+    if opts.dry_run:
+        reasons = planmod.evaluate(plan, inf)
+        out.lines = ["dry run: nothing written"] + plan.describe() + ["cannot revert now: " + r for r in reasons]
+        out.reasons = reasons
+        out.code = 0 if not reasons else errors.PartialStateError.exit_code
+        out.message = "dry run: patch %s %s" % (bid, "could be reverted now" if not reasons else
+                                                 "cannot be reverted now: " + reasons[0])
+        out.timings = clock.total()
+        return out
+    _safe_point(_busy_for_revert(rec), opts, deadline)
+    clock.mark("safe_point")
+    with injector.session(), UndoLog(inf, injector, deadline) as undo:
+        for w in plan.writes:
+            undo.write(w.addr, w.data, w.expected)
+        store.save(plan.registry_after, undo)
+        if plan.unmap is not None:
+            start, length = plan.unmap
+            holder = find_pointer_into(inf, start, start + length, exclude=[(start, start + length)] +
+                                       ([store.location] if store.location else []))
+            if holder is not None:
+                raise errors.BusyError("not unmapping patch %s: %s still points into it (the patch is reverted "
+                                       "but must stay mapped; revert without --unmap)" % (bid[:16], holder))
+            undo.defer(lambda: injector.check("munmap", 11, start, length), "unmap the patch at %#x" % start)
+        failed = undo.commit()
+        if failed:
+            raise errors.PartialStateError("patch reverted but: %s" % "; ".join(failed))
+    clock.mark("write")
+    if plan.unmap is not None:
+        symbols.unregister(rec)
+    out.timings = clock.total()
+    out.functions = [{"name": f.name, "entry": f.entry} for f in rec.functions]
+    out.message = "patch %s reverted: %d function%s restored%s" % (
+        bid[:16], len(rec.functions), "" if len(rec.functions) == 1 else "s",
+        ", memory unmapped" if plan.unmap else " (memory kept, inactive)")
+    out.lines = [out.message]
+    return out
+
+
+def _verify_saved_bytes(view, registry, rec, plan):
+    """Original bytes about to be restored must equal the target file's (never restore garbage)."""
+    target = view.object_by_build_id(rec.target_build_id)
+    if target is None:
+        return
+    image = view.image(target)
+    for f in rec.functions:
+        if f.below:
+            continue
+        try:
+            want = image.read_vaddr(f.entry - target.load_bias, len(f.original))
+        except errors.NsbError:
+            continue
+        if want != f.original:
+            raise errors.RegistryCorrupt("saved bytes of %s at %#x differ from the target file (%s vs %s); "
+                                         "refusing to restore them" % (f.name, f.entry, f.original.hex(), want.hex()))
+
+
+def find_pointer_into(inf, lo, hi, exclude=()):
+    """First register or writable word holding an address in [lo, hi), as a description; None if none."""
+    for t in inf.threads():
+        regs = inf.save_registers(t)
+        for name, value in regs.items():
+            if isinstance(value, int) and lo <= value < hi:
+                return "register %s of thread %d (%#x)" % (name, t.num, value)
+    import struct
+    high = struct.pack("<I", lo >> 32)
+    same_high = (lo >> 32) == ((hi - 1) >> 32)
+    for m in inf.mappings():
+        if not m.writable or any(a <= m.start < a + n for a, n in exclude):
+            continue
+        pos = m.start
+        while pos < m.end:
+            size = min(1 << 20, m.end - pos)
+            try:
+                data = inf.read(pos, size)
+            except errors.NsbError:
+                break
+            if same_high:
+                i = data.find(high, 4)
+                while i != -1:
+                    if (i - 4) % 8 == 0:
+                        v = struct.unpack_from("<Q", data, i - 4)[0]
+                        if lo <= v < hi:
+                            return "the word at %#x (%s)" % (pos + i - 4, m.objfile or "anonymous memory")
+                    i = data.find(high, i + 1)
+            else:
+                for off in range(0, len(data) - 7, 8):
+                    v = struct.unpack_from("<Q", data, off)[0]
+                    if lo <= v < hi:
+                        return "the word at %#x (%s)" % (pos + off, m.objfile or "anonymous memory")
+            pos += size
+    return None
+
+
+# ----------------------------------------------------------------------------- list and check
+
+def consistency(registry, inf, view=None):
+    """Problems between registry and memory: entries whose bytes are not the top layer's jump."""
+    problems = []
+    for entry in registry.entries():
+        stack = registry.stack(entry)
+        jump = stack[-1][1].jump
+        try:
+            now = inf.read(entry, len(jump))
+        except errors.NsbError as e:
+            problems.append("cannot read %#x: %s" % (entry, e))
+            continue
+        if now != jump:
+            problems.append("%s at %#x holds %s, the registry expects the jump of patch %s (%s)"
+                            % (stack[-1][1].name, entry, now.hex(), stack[-1][0][:16], jump.hex()))
+    # Inactive patches whose jumps are still in memory (a revert cut short).
+    for rec in registry.patches:
+        if rec.state == STATE_ACTIVE:
+            continue
+        for f in rec.functions:
+            try:
+                now = inf.read(f.entry, len(f.jump))
+            except errors.NsbError:
+                continue
+            if now == f.jump:
+                problems.append("%s at %#x still jumps into inactive patch %s" % (f.name, f.entry, rec.patch_build_id[:16]))
+    return problems
+
+
+def list_patches(opts: Options) -> Outcome:
+    inf = _context()
+    stop.ensure_all_stopped()
+    store = RegistryStore(inf, None)
+    out = Outcome()
+    try:
+        registry = store.load()
+    except errors.RegistryCorrupt as e:
+        out.code = e.exit_code
+        out.message = str(e)
+        out.lines = [out.message]
+        return out
+    if registry is None or not registry.patches:
+        out.message = "no live patches in process %d" % inf.pid
+        out.lines = [out.message]
+        out.patches = []
+        return out
+    missing = symbols.register_all(registry)
+    view = snap.snapshot(inf)
+    broken = consistency(registry, inf, view)
+    patches = []
+    for rec in registry.patches:
+        target = view.object_by_build_id(rec.target_build_id)
+        state = rec.state
+        if target is None:
+            state = "target unloaded"
+        elif any(rec.patch_build_id[:16] in p for p in broken) or any(
+                f.name in p and ("%#x" % f.entry) in p for f in rec.functions for p in broken):
+            state = "partial"
+        lo = min((r.start for r in rec.ranges), default=rec.patch_load_base)
+        hi = max((r.start + r.length for r in rec.ranges), default=rec.patch_load_base)
+        funcs = []
+        for f in rec.functions:
+            try:
+                stack = [b for b, _ in registry.stack(f.entry)] if rec.state == STATE_ACTIVE else []
+            except errors.RegistryCorrupt:
+                stack = []
+            layer = stack.index(rec.patch_build_id) + 1 if rec.patch_build_id in stack else 0
+            funcs.append({"name": f.name, "entry": f.entry, "layer": layer, "layers": len(stack),
+                          "top": bool(stack) and stack[-1] == rec.patch_build_id})
+        patches.append({"build_id": rec.patch_build_id, "file": rec.patch_path, "target": rec.target_name,
+                        "target_build_id": rec.target_build_id, "load_base": rec.patch_load_base,
+                        "range": [lo, hi], "state": state, "functions": funcs,
+                        "symbols": rec.patch_build_id not in missing})
+        out.lines.append("%s  %s  %s" % (rec.patch_build_id, state, rec.patch_path))
+        out.lines.append("    target %s (build-id %s), mapped at %#x-%#x" % (rec.target_name, rec.target_build_id,
+                                                                           lo, hi))
+        for f in funcs:
+            if rec.state == STATE_ACTIVE:
+                out.lines.append("    %-24s %#x  layer %d of %d%s" % (f["name"], f["entry"], f["layer"], f["layers"],
+                                                                     " (top)" if f["top"] else ""))
+            else:
+                out.lines.append("    %-24s %#x" % (f["name"], f["entry"]))
+    for p in broken:
+        out.lines.append("partial state: " + p)
+    out.patches = patches
+    out.functions = [dict(f, patch=p["build_id"]) for p in patches for f in p["functions"]]
+    out.message = "%d live patch%s in process %d" % (len(patches), "" if len(patches) == 1 else "es", inf.pid)
+    if broken:
+        out.code = errors.PartialStateError.exit_code
+        out.message += "; partial state found: " + broken[0]
+    return out
+
+
+def check(path, opts: Options) -> Outcome:
+    """Is the patch applied; could it be applied now; every reason it could not. Changes nothing."""
+    clock = _Clock()
+    path = os.path.abspath(path)
+    lp, image = _read_patch(path)
+    out = Outcome(patch=_patch_dict(lp, path))
+    inf = _context()
+    stop.ensure_all_stopped()
+    injector = SyscallInjector(inf)
+    store = RegistryStore(inf, injector)
+    try:
+        registry = _load_registry(store)
+    except errors.RegistryCorrupt as e:
+        out.code, out.message = e.exit_code, str(e)
+        out.lines = [out.message]
+        return out
+    symbols.register_all(registry, [path])
+    view = snap.snapshot(inf)
+    out.target = _target_dict(view, lp.old_bid)
+    rec = registry.patch(lp.new_bid)
+    broken = consistency(registry, inf, view)
+    mine = [p for p in broken if lp.new_bid[:16] in p] or ([p for p in broken] if rec is not None else [])
+    if rec is not None and rec.state == STATE_ACTIVE:
+        out.state = "applied"
+        if mine:
+            out.state = "partial"
+            out.code = errors.PartialStateError.exit_code
+            out.reasons = mine
+            out.message = "patch %s is partially applied: %s (nsb-revert repairs it)" % (lp.new_bid[:16], mine[0])
+        else:
+            out.message = "patch %s is applied (%d function%s)" % (lp.new_bid[:16], len(rec.functions),
+                                                                   "" if len(rec.functions) == 1 else "s")
+        out.lines = [out.message] + ["  " + r for r in out.reasons]
+        out.timings = clock.total()
+        return out
+    if mine:
+        out.state = "partial"
+        out.code = errors.PartialStateError.exit_code
+        out.reasons = mine
+        out.message = "patch %s is not applied but left a partial state: %s" % (lp.new_bid[:16], mine[0])
+        out.lines = [out.message]
+        return out
+    reasons, codes = [], []
+
+    def add(reason, code):
+        reasons.append(reason)
+        codes.append(code)
+
+    findings = environment.collect(inf, injector)
+    for f in findings:
+        if f.code.startswith("seccomp") and not opts.allow_seccomp:
+            add("environment: %s (apply refuses without --allow-seccomp)" % f.message,
+                errors.EnvironmentRefusal.exit_code)
+        elif f.severity == "refuse":
+            add("environment: %s" % f.message, errors.EnvironmentRefusal.exit_code)
+        elif f.severity == "warning":
+            out.lines.append("warning: %s" % f.message)
+    target = view.object_by_build_id(lp.old_bid)
+    if target is None:
+        named = [o for o in view.objects if lp.target_name and
+                 (os.path.basename(o.path) == lp.target_name or o.soname == lp.target_name)]
+        if named:
+            add("build-id mismatch: %s is mapped with build-id %s, the patch is for %s"
+                % (named[0].path, named[0].build_id, lp.old_bid), errors.MismatchError.exit_code)
+        else:
+            add("target not mapped: no object with build-id %s (%s) in process %d"
+                % (lp.old_bid, lp.target_name or "?", inf.pid), errors.MismatchError.exit_code)
+    else:
+        try:
+            plan = planmod.plan_load(view, lp, image, registry, snap.breakpoint_locations(), opts.breakpoints)
+        except errors.NsbError as e:
+            add(str(e), e.exit_code)
+            plan = None
+        if plan is not None:
+            for r in planmod.evaluate(plan, inf):
+                add(r, errors.MismatchError.exit_code)
+            busy, entries = _busy_for_apply(lp, target.load_bias, registry, _patch_images(registry, [path]))
+            verdict = SafePointCheck(busy, entries).check(collect_stacks())
+            if not verdict.safe:
+                add("busy now: " + verdict.message(), errors.BusyError.exit_code)
+    out.reasons = reasons
+    out.state = "not applied"
+    if not reasons:
+        out.code = errors.NotAppliedError.exit_code
+        out.message = "patch %s is not applied; it could be applied now" % lp.new_bid[:16]
+    else:
+        hard = [c for c in codes if c != errors.BusyError.exit_code]
+        out.code = hard[0] if hard else errors.BusyError.exit_code
+        out.message = "patch %s is not applied and cannot be applied now: %s" % (lp.new_bid[:16], reasons[0])
+    out.lines = [out.message] + ["  - " + r for r in reasons[1:]] + out.lines
+    out.timings = clock.total()
+    return out

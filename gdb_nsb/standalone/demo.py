@@ -1,0 +1,108 @@
+"""A guided demo: live-patch a running multithreaded server, then take the patch back.
+
+It builds (once, cached) a small server and its live patch from the sources in
+gdb_nsb/data/demo, starts the server, shows its output, patches it with
+`nsb patch`, shows the changed output, lists, reverts, shows the original
+output again, and stops the server.  No arguments needed.
+"""
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from gdb_nsb import errors
+from gdb_nsb.standalone.cflags import patch_cflags
+
+DEMO_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "demo")
+TARGET_FLAGS = ["-O2", "-flive-patching=inline-clone", "-g", "-pthread"]
+
+
+def add_arguments(parser):
+    parser.add_argument("--workdir", default=None,
+                        help="where to build and keep the demo binaries (default: a cache directory)")
+    parser.add_argument("--seconds", type=float, default=1.6, help="how long to watch the server at each step")
+
+
+def _cache_dir():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "gdb-nsb", "demo")
+
+
+def _nsb(*args):
+    """Run an nsb subcommand the way a user would, echoing it."""
+    print("\n$ nsb %s" % " ".join(args), flush=True)
+    r = subprocess.run([sys.executable, "-m", "gdb_nsb.standalone.cli"] + list(args), text=True,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    for line in r.stdout.splitlines():
+        print("  " + line)
+    if r.returncode != 0:
+        raise errors.NsbError("demo step `nsb %s` failed with exit code %d" % (" ".join(args), r.returncode))
+    return r
+
+
+def _build(workdir):
+    """Compile the server, the patch, and bind the patch; skipped when up to date."""
+    os.makedirs(workdir, exist_ok=True)
+    server_c = os.path.join(DEMO_SRC, "server.c")
+    fix_c = os.path.join(DEMO_SRC, "fix.c")
+    server = os.path.join(workdir, "demo-server")
+    fix = os.path.join(workdir, "fix.so")
+    stamp = os.path.join(workdir, "stamp")
+    want = "%s\n%s\n%s\n" % (open(server_c).read(), open(fix_c).read(), " ".join(TARGET_FLAGS))
+    if os.path.exists(stamp) and open(stamp).read() == want and os.path.exists(server) and os.path.exists(fix):
+        return server, fix
+    if not shutil.which("gcc"):
+        raise errors.NsbError("the demo needs gcc to build its server (apt-get install -y gcc)")
+    print("Building the demo server and its live patch in %s ..." % workdir)
+    subprocess.run(["gcc"] + TARGET_FLAGS + [server_c, "-o", server], check=True, cwd=DEMO_SRC)
+    subprocess.run(["gcc"] + patch_cflags() + ["-shared", fix_c, "-o", fix], check=True, cwd=DEMO_SRC)
+    _nsb("generate", server, fix)
+    with open(stamp, "w") as f:
+        f.write(want)
+    return server, fix
+
+
+def _watch(proc, seconds):
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        r, _, _ = select.select([proc.stdout], [], [], left)
+        if r:
+            line = proc.stdout.readline()
+            if not line:
+                raise errors.NsbError("the demo server exited unexpectedly (code %s)" % proc.poll())
+            print("  | " + line.rstrip())
+
+
+def run(args):
+    workdir = args.workdir or _cache_dir()
+    server, fix = _build(workdir)
+    print("\nStarting the demo server: 4 threads answer requests by calling quote_price().")
+    print("Its quote ignores the loyalty discount; the live patch fix.so (from %s) makes it apply it."
+          % os.path.join(DEMO_SRC, "fix.c"))
+    proc = subprocess.Popen([server], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, bufsize=1,
+                            start_new_session=True)
+    try:
+        _watch(proc, args.seconds)
+        pid = str(proc.pid)
+        print("\nPatching the running server (pid %s), without stopping it for longer than a blink:" % pid)
+        _nsb("patch", "-p", pid, "-f", fix)
+        _watch(proc, args.seconds)
+        _nsb("list", "-p", pid)
+        print("\nTaking the patch back:")
+        _nsb("revert", "-p", pid, "-f", fix)
+        _watch(proc, args.seconds)
+        if proc.poll() is not None:
+            raise errors.NsbError("the demo server died (code %s)" % proc.returncode)
+        print("\nThe server ran the whole time: same pid, requests never stopped. Demo done.")
+        return 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
