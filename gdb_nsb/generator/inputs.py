@@ -58,10 +58,29 @@ class Target:
             out = self.image.symbols_named(name)
         return out
 
+    def all_symbols(self):
+        """Every symbol of the target (.symtab, of the debug file when stripped; else .dynsym)."""
+        return self._symimage.symtab or self.image.dynsyms
+
+    def function_symbols_at(self, addr):
+        """Defined FUNC / IFUNC symbols whose value is ``addr``."""
+        if not hasattr(self, "_func_by_addr"):
+            d = {}
+            for s in self.all_symbols():
+                if s.defined and s.type in ("STT_FUNC", "STT_GNU_IFUNC") and s.name:
+                    d.setdefault(s.value, []).append(s)
+            self._func_by_addr = d
+        return list(self._func_by_addr.get(addr, ()))
+
     def function_symbol(self, name, addr):
         """The FUNC symbol at ``addr`` (named ``name`` if there is one)."""
         syms = [s for s in self.symbols(name) if s.value == addr and s.type in ("STT_FUNC", "STT_GNU_IFUNC")]
         return syms[0] if syms else None
+
+    def variable_type(self, info):
+        """The type DIE of a target VariableInfo (None: unknown)."""
+        from gdb_nsb.generator.dwarf_types import type_of
+        return type_of(self.dwarf.die(info.die_offset))
 
     def is_external_at(self, name, addr):
         """True when DWARF has a global (DW_AT_external) ``name`` at ``addr``."""
@@ -155,6 +174,41 @@ class Patch:
     def is_reference_symbol(self, name):
         return any(r.patch_symbol == name for r in self.records if r.kind not in ("file", "alias"))
 
+    # ---- declarations (for type checks) ----
+
+    def _declarations(self):
+        """[(DIE, C name, linkage name, "file:line")] of every variable / function declaration in the patch."""
+        if getattr(self, "_decls", None) is not None:
+            return self._decls
+        out = []
+        di = self.image.elffile.get_dwarf_info(relocate_dwarf_sections=False, follow_links=False)
+        for cu in di.iter_CUs():
+            files = _line_files(di, cu)
+            stack = [cu.get_top_DIE()]
+            while stack:
+                for d in stack.pop().iter_children():
+                    if d.tag in ("DW_TAG_variable", "DW_TAG_subprogram") and "DW_AT_declaration" in d.attributes:
+                        name = _attr_str(d, "DW_AT_name")
+                        link = _attr_str(d, "DW_AT_linkage_name") or name
+                        fidx = d.attributes.get("DW_AT_decl_file")
+                        fname = files.get(fidx.value) if fidx is not None else None
+                        line = d.attributes.get("DW_AT_decl_line")
+                        where = "%s:%s" % (display(fname or cu.get_top_DIE().get_full_path()),
+                                           line.value if line is not None else "?")
+                        out.append((d, name, link, where))
+                    if d.has_children and d.tag in ("DW_TAG_subprogram", "DW_TAG_lexical_block"):
+                        stack.append(d)
+        self._decls = out
+        return out
+
+    def declaration(self, linkage_name):
+        """The declaration DIE whose assembler name is ``linkage_name`` (a vzp.h reference), or None."""
+        return next((d for d, _n, link, _w in self._declarations() if link == linkage_name), None)
+
+    def extern_declarations(self):
+        """[(DIE, C name, "file:line")] of plain extern declarations (no vzp.h assembler name)."""
+        return [(d, n, w) for d, n, link, w in self._declarations() if n and link == n]
+
     # ---- records ----
 
     def _ref(self, r, address):
@@ -202,6 +256,32 @@ class Patch:
     def function_alias(self, fn):
         """The VZP_STATIC_SYM_ALIAS that names the target static a patch function replaces."""
         return self._aliases(fn.name, fn.decl_file)
+
+
+def _attr_str(die, attr):
+    a = die.attributes.get(attr)
+    if a is None:
+        return None
+    return a.value.decode("utf-8", "replace") if isinstance(a.value, bytes) else a.value
+
+
+def _line_files(di, cu):
+    """DW_AT_decl_file index -> path, from the unit's line program header (DWARF 4 and 5 numbering)."""
+    lp = di.line_program_for_CU(cu)
+    if lp is None:
+        return {}
+    out = {}
+    dirs = [d.decode() if isinstance(d, bytes) else d for d in lp.header.include_directory]
+    base = 0 if cu.header.version >= 5 else 1
+    for i, fe in enumerate(lp.header.file_entry):
+        n = fe.name.decode() if isinstance(fe.name, bytes) else fe.name
+        d = fe.dir_index
+        if cu.header.version >= 5:
+            dn = dirs[d] if d < len(dirs) else ""
+        else:
+            dn = dirs[d - 1] if 0 < d <= len(dirs) else ""
+        out[i + base] = os.path.join(dn, n) if dn and not os.path.isabs(n) else n
+    return out
 
 
 def load_patch(path) -> Patch:

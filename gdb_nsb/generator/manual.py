@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from gdb_nsb.elf.image import SHF_WRITE
 from gdb_nsb.elf.livepatch import FORMAT_VERSION, FuncJump, LivePatch, MarkedSym
 from gdb_nsb.errors import GenerateError
-from gdb_nsb.generator import inputs
+from gdb_nsb.generator import checks, dwarf_types, inputs
 from gdb_nsb.generator.paths import display
 
 ENDBR64 = b"\xf3\x0f\x1e\xfa"
@@ -46,24 +46,45 @@ class Generation:
 
     livepatch: LivePatch
     explain: list = field(default_factory=list)  # one line per decision
+    warnings: list = field(default_factory=list)  # one line each; errors with strict=True
 
 
-def generate(target_path, patch_path, debug_file=None, debug_dirs=None) -> Generation:
+def generate(target_path, patch_path, debug_file=None, debug_dirs=None, strict=False, allow_ipa_ra=False,
+             mode="manual", objects=(), originals=()) -> Generation:
     """Bind the patch at ``patch_path`` to the target at ``target_path``.
 
     ``debug_file`` names the target's separate debug file; otherwise the
     target's own DWARF, then its build-id / debuglink files under
     ``debug_dirs`` (default: the system's debug directories) are used.
+
+    ``strict``: warnings (inlined copies, clones) become a GenerateError.
+    ``allow_ipa_ra``: replace functions whose unpatched same-unit callers
+    were compiled with -fipa-ra / -fipa-pure-const anyway (a warning).
+    ``mode="auto"``: the patch is whole compile units whose object files
+    are ``objects`` (see :mod:`gdb_nsb.generator.auto`); ``originals`` are
+    the unpatched units' objects, to redirect only changed functions.
     """
+    if mode not in ("manual", "auto"):
+        raise GenerateError("unknown generator mode %r (manual or auto)" % (mode,))
+    if mode == "manual" and (objects or originals):
+        raise GenerateError("object files are for --mode auto only")
+    if mode == "auto" and not objects:
+        raise GenerateError("--mode auto needs the patch's object files (built -g -ffunction-sections "
+                            "-fdata-sections)")
     target = inputs.load_target(target_path, debug_file=debug_file, debug_dirs=debug_dirs)
     patch = inputs.load_patch(patch_path)
-    return _Binder(target, patch).run()
+    auto_units = None
+    if mode == "auto":
+        from gdb_nsb.generator import auto
+        auto_units = auto.AutoBinding(target, patch, objects, originals)
+    return _Binder(target, patch, strict=strict, allow_ipa_ra=allow_ipa_ra, auto_units=auto_units).run()
 
 
-def generate_file(target_path, patch_path, out=None, debug_file=None, debug_dirs=None) -> Generation:
+def generate_file(target_path, patch_path, out=None, debug_file=None, debug_dirs=None, **options) -> Generation:
     """Generate and write: into ``patch_path`` itself (a ``vzpatch`` section,
-    temporary file + rename), or, with ``out``, the raw section bytes to ``out``."""
-    gen = generate(target_path, patch_path, debug_file=debug_file, debug_dirs=debug_dirs)
+    temporary file + rename), or, with ``out``, the raw section bytes to ``out``.
+    ``options`` are those of :func:`generate`."""
+    gen = generate(target_path, patch_path, debug_file=debug_file, debug_dirs=debug_dirs, **options)
     if out is None:
         gen.livepatch.write_into(patch_path)
     else:
@@ -96,19 +117,34 @@ def _hex(v):
 class _Binder:
     """One generation run: everything it decides, with the reasons."""
 
-    def __init__(self, target: inputs.Target, patch: inputs.Patch):
+    def __init__(self, target: inputs.Target, patch: inputs.Patch, strict=False, allow_ipa_ra=False,
+                 auto_units=None):
         self.t = target
         self.p = patch
+        self.strict = strict
+        self.allow_ipa_ra = allow_ipa_ra
+        self.auto = auto_units
         self.explain = []
+        self.warnings = []
         self.jumps = {}  # patch function die_offset -> (FuncJump, target FunctionInfo)
+        self._units = {}  # target CU offset -> checks.UnitCode
 
     # ------------------------------------------------------------------ run
 
     def run(self) -> Generation:
+        self._refuse_lto_and_languages()
+        static_fixups = []
+        if self.auto is not None:
+            static_fixups = self.auto.bind(self)
         self._refuse_writable_data()
-        self._bind_functions()
+        if self.auto is None:
+            self._bind_functions()
+        self._check_replacements()
         manual = self._bind_references()
         globals_ = self._bind_globals({m.idx for m in manual})
+        self._check_extern_variables()
+        if self.warnings and self.strict:
+            raise GenerateError("refused with --strict: %s" % "; ".join(self.warnings))
         t = self.t.image
         lp = LivePatch(
             old_bid=t.build_id,
@@ -116,6 +152,7 @@ class _Binder:
             new_path=os.path.abspath(self.p.image.path),
             func_jumps=[j for j, _ in sorted(self.jumps.values(), key=lambda x: x[0].func_value)],
             manual_symbols=sorted(manual, key=lambda m: m.idx),
+            static_symbols=static_fixups,
             global_symbols=sorted(globals_, key=lambda m: m.idx),
             format_version=FORMAT_VERSION,
             target_name=t.soname or os.path.basename(t.path),
@@ -124,7 +161,11 @@ class _Binder:
         problem = lp.problem()
         if problem:  # a bug of ours, never the user's input
             raise GenerateError("generated an invalid vzpatch section: %s" % problem)
-        return Generation(lp, self.explain)
+        return Generation(lp, self.explain, self.warnings)
+
+    def warn(self, text):
+        self.warnings.append(text)
+        self.explain.append("warning: " + text)
 
     # ---------------------------------------------------------- functions
 
@@ -141,6 +182,7 @@ class _Binder:
             if tf is None:
                 self.explain.append("helper %s: new code at patch %s (%s)" % (pf.name, _hex(pf.entry), where))
                 continue
+            self._refuse_prototype_change(name, pf, tf, where)
             jump = self._jump(pf, tf, name, where)
             self.jumps[pf.die_offset] = (jump, tf)
             any_replaced = True
@@ -157,6 +199,20 @@ class _Binder:
         cands = self.t.functions(name)
         globals_ = [f for f in cands if f.external]
         statics = [f for f in cands if not f.external]
+        if not pf.external and not static_only and statics:
+            # A patch static is new code, not a replacement, when the target's
+            # static of that name has another prototype (an unrelated function).
+            keep = []
+            for f in statics:
+                diff = self._prototype_difference(f, pf)
+                if diff is None:
+                    keep.append(f)
+                else:
+                    self.explain.append("helper %s (%s): not a replacement of target static %s (%s): prototype "
+                                        "differs: %s" % (pf.name, where, name, self._twhere(f), diff))
+            statics = keep
+            if not statics and not globals_:
+                return None
         if ctx is not None and (static_only or not pf.external):
             in_ctx = self._in_file(statics, ctx.file)
             if len(in_ctx) == 1:
@@ -211,6 +267,120 @@ class _Binder:
         return FuncJump(name=name, func_value=entry, func_size=size, patch_value=pf.entry, shndx=sec.index,
                         fragments=fragments, entry_bytes=entry_bytes)
 
+    # ------------------------------------------------------------- checks
+
+    def _twhere(self, info):
+        """The target definition of a FunctionInfo / VariableInfo as file:line."""
+        return _where(info.decl_file or self.t.cu_path(info.cu), info.decl_line)
+
+    def _prototype_difference(self, tf, pf):
+        return dwarf_types.prototype_difference(self.t.dwarf.die(tf.die_offset), self.p.dwarf.die(pf.die_offset))
+
+    def _refuse_prototype_change(self, name, pf, tf, where):
+        diff = self._prototype_difference(tf, pf)
+        if diff:
+            raise GenerateError("function %s (patch %s, target %s): prototype differs: %s"
+                                % (name, where, self._twhere(tf), diff))
+
+    def _refuse_lto_and_languages(self):
+        for image, dwarf, what in ((self.t.debug_image, self.t.dwarf, "target"),
+                                   (self.p.image, self.p.dwarf, "patch")):
+            problem = checks.lto_problem(image, dwarf, what)
+            if problem:
+                raise GenerateError(problem)
+        if self.t.debug_image is not self.t.image and checks.lto_sections(self.t.image):
+            raise GenerateError(checks.lto_problem(self.t.image, self.t.dwarf, "target"))
+        for cu in self.p.dwarf.compile_units():
+            if cu.name and os.path.basename(cu.name) in self.p.own_source_names() and cu.language is not None:
+                problem = checks.language_problem(cu, "patch")
+                if problem and self._cu_has_code(cu):
+                    raise GenerateError(problem)
+
+    def _cu_has_code(self, cu):
+        return any(f.cu.offset == cu.offset for f in self.p.functions())
+
+    def _unit(self, tf):
+        u = self._units.get(tf.cu.offset)
+        if u is None:
+            u = self._units[tf.cu.offset] = checks.UnitCode(self.t, tf.cu, tf.die_offset)
+        return u
+
+    def _check_replacements(self):
+        """Language, identical code folding, IPA callers, inlined copies and clones of every replaced function."""
+        replaced = {j.func_value for j, _tf in self.jumps.values()}
+        for pf_off, (jump, tf) in sorted(self.jumps.items(), key=lambda kv: kv[1][0].func_value):
+            pf = next(f for f in self.p.functions() if f.die_offset == pf_off)
+            where = _where(pf.decl_file, pf.decl_line)
+            head = "function %s (patch %s, target %s)" % (jump.name, where, self._twhere(tf))
+            problem = checks.language_problem(tf.cu, "target")
+            if problem:
+                raise GenerateError("%s: %s" % (head, problem))
+            folded = checks.folded_with(self.t, jump.name, jump.func_value)
+            if folded:
+                raise GenerateError("%s shares its code at %s with %s (identical code folding or an alias): "
+                                    "redirecting it would redirect %s too; rebuild the target with -fno-ipa-icf "
+                                    "(and no --icf link option)" % (head, _hex(jump.func_value), ", ".join(folded),
+                                                                    "them" if len(folded) > 1 else "it"))
+            unit = self._unit(tf)
+            assumed = checks.ipa_assumptions(tf.cu.producer, unit.has_call_sites)
+            if assumed:
+                callers = [i for i in unit.callers(tf.die_offset, tf.entry) if unit.entry_of(i) not in replaced]
+                if callers:
+                    names = ", ".join(sorted({unit.function_name(i) for i in callers}))
+                    text = ("%s has callers in its compile unit that the patch does not replace: %s; %s was "
+                            "compiled with %s (no -flive-patching=inline-clone), so they may rely on the old "
+                            "code's register use or purity" % (head, names, display(self.t.cu_path(tf.cu)),
+                                                                " and ".join(assumed)))
+                    if not self.allow_ipa_ra:
+                        raise GenerateError(text + "; replace them too, or override with --allow-ipa-ra")
+                    self.warn(text + " (allowed by --allow-ipa-ra)")
+            inl = [i for i in unit.inlined_into(tf.die_offset) if unit.entry_of(i) not in replaced]
+            if inl:
+                self.warn("%s is also inlined into %s, which the patch does not replace: those copies keep the "
+                          "old code" % (head, ", ".join(sorted({unit.function_name(i) for i in inl}))))
+            clones = checks.clone_symbols(self.t, jump.name, tf.ranges, self.t.cu_path(tf.cu))
+            clones = [c for c in clones if not any(s.value in replaced for s in self.t.symbols(c))]
+            if clones:
+                self.warn("%s also exists as compiler clones %s, which keep the old code"
+                          % (head, ", ".join(clones)))
+
+    def _check_reference_type(self, rec, name, addr):
+        """A vzp.h reference's declared type against the target object it binds to."""
+        pdie = self.p.declaration(rec.patch_symbol)
+        if pdie is None:
+            return
+        where = _where(rec.source_file, rec.source_line)
+        if rec.kind.endswith("_var"):
+            tinfo = next((v for v in self.t.variables(name) if v.address == addr), None)
+            if tinfo is None:
+                return
+            diff = dwarf_types.type_difference(self.t.variable_type(tinfo), dwarf_types.type_of(pdie))
+            if diff:
+                raise GenerateError("variable %s (patch %s, target %s): type differs: %s"
+                                    % (name, where, self._twhere(tinfo), diff))
+        else:
+            tinfo = next((f for f in self.t.functions(name) if f.entry == addr), None)
+            if tinfo is None:
+                return
+            diff = dwarf_types.prototype_difference(self.t.dwarf.die(tinfo.die_offset), pdie)
+            if diff:
+                raise GenerateError("function %s (patch %s, target %s): prototype differs: %s"
+                                    % (name, where, self._twhere(tinfo), diff))
+
+    def _check_extern_variables(self):
+        """Plain extern declarations of target globals: same type as the target's definition."""
+        refs = {r.patch_symbol for r in self.p.references()}
+        for pdie, cname, pwhere in self.p.extern_declarations():
+            if cname in refs or pdie.tag != "DW_TAG_variable":
+                continue
+            defs = [v for v in self.t.variables(cname) if v.external and v.function is None]
+            if len({v.address for v in defs}) != 1:
+                continue
+            diff = dwarf_types.type_difference(self.t.variable_type(defs[0]), dwarf_types.type_of(pdie))
+            if diff:
+                raise GenerateError("variable %s (patch %s, target %s): type differs: %s"
+                                    % (cname, pwhere, self._twhere(defs[0]), diff))
+
     def _in_file(self, infos, file):
         cus = self.t.cus_for(file)
         offs = {cu.offset for cu in cus}
@@ -229,6 +399,7 @@ class _Binder:
             if alias is not None:
                 name = alias.target_name
             addr, what = self._resolve(rec, name)
+            self._check_reference_type(rec, name, addr)
             prev = resolved.get(rec.patch_symbol)
             if prev is not None and prev[0] != addr:
                 raise GenerateError("patch symbol %s means two things: %s (%s) and %s (%s); rename one of them"
