@@ -344,6 +344,23 @@ class _Binder:
                 self.warn("%s also exists as compiler clones %s, which keep the old code"
                           % (head, ", ".join(clones)))
 
+    def _variable_type_difference(self, tinfo, pinfo):
+        """Type difference between a target and a patch VariableInfo (None: same)."""
+        return dwarf_types.type_difference(self.t.variable_type(tinfo),
+                                           dwarf_types.type_of(self.p.dwarf.die(pinfo.die_offset)))
+
+    def target_global(self, name, kind):
+        """The target's global definition of ``name`` the binder will bind a patch definition to, or None:
+        for an executable its .symtab global (pre-resolved in global_symbols), for a library its export."""
+        if self.t.image.is_executable:
+            defs = [s for s in self.t.symbols(name) if s.defined and not s.is_local
+                    and s.bind in ("STB_GLOBAL", "STB_WEAK") and s.type == kind]
+        else:
+            defs = [s for s in self.t.image.dynsyms if s.name == name and s.defined and s.type == kind
+                    and s.bind in ("STB_GLOBAL", "STB_WEAK") and s.visibility in ("STV_DEFAULT", "STV_PROTECTED")]
+        strong = [s for s in defs if s.bind == "STB_GLOBAL"] or defs
+        return strong[0] if strong else None
+
     def _check_reference_type(self, rec, name, addr):
         """A vzp.h reference's declared type against the target object it binds to."""
         pdie = self.p.declaration(rec.patch_symbol)
@@ -535,8 +552,21 @@ class _Binder:
             self.explain.append("globals: target is a shared library; plain externs bind at run time")
             return []
         out = []
+        jumped = {j.patch_value for j, _tf in self.jumps.values()}
         for sym in self.p.image.dynsyms:
-            if not sym.index or sym.defined or sym.index in taken or not sym.name:
+            if not sym.index or sym.index in taken or not sym.name:
+                continue
+            if sym.defined:
+                # Auto mode: the units' own globals that the target has mean the target's
+                # (redirected functions are bound through their jump by the binder).
+                if self.auto is None or sym.type not in ("STT_OBJECT", "STT_FUNC") or sym.value in jumped \
+                        or not self.auto.defines(sym.name):
+                    continue
+                s = self.target_global(sym.name, sym.type)
+                if s is not None:
+                    out.append(MarkedSym(idx=sym.index, addr=s.value))
+                    self.explain.append("global %s (defined by the patch unit) -> target %s [patch .dynsym %d]"
+                                        % (sym.name, _hex(s.value), sym.index))
                 continue
             if self.p.is_reference_symbol(sym.name):
                 continue
@@ -563,6 +593,8 @@ class _Binder:
                 continue  # the C runtime's own (crtstuff.c, linker-made symbols)
             if s.name.startswith("__vzp_rec_"):
                 continue
+            if self.auto is not None and s.value in self.auto.rebound_data:
+                continue  # every use was rebound to the target's variable
             sec = img.sections[s.shndx] if s.shndx < len(img.sections) else None
             if sec is None or not sec.flags & SHF_WRITE or sec.name.startswith(_RELRO_SECTIONS):
                 continue
