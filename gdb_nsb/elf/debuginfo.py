@@ -120,7 +120,7 @@ def find_alt_file(image, search_dirs=None) -> str | None:
         if not os.path.isfile(c):
             continue
         try:
-            alt = ElfImage(c)
+            alt = ElfImage(c, allow_relocatable=True)
         except ElfError:
             continue
         if alt.build_id == bid:
@@ -141,4 +141,4 @@ def open_dwarf(image, explicit: str | None = None, search_dirs=None):
                              % image.path)
     dbg = image if path == image.path else ElfImage(path)
     alt = find_alt_file(dbg, search_dirs)
-    return DwarfIndex(dbg, ElfImage(alt) if alt else None)
+    return DwarfIndex(dbg, ElfImage(alt, allow_relocatable=True) if alt else None)

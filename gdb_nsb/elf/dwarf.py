@@ -606,7 +606,7 @@ class DwarfIndex:
         if not isinstance(image, ElfImage):
             image = ElfImage(image)
         if alt_image is not None and not isinstance(alt_image, ElfImage):
-            alt_image = ElfImage(alt_image)
+            alt_image = ElfImage(alt_image, allow_relocatable=True)
         self.image, self.alt_image = image, alt_image
         if not image.has_debug_info:
             raise DebugInfoError("%s: no DWARF debug info (.debug_info)" % image.path)

@@ -159,7 +159,8 @@ def _cstr(data: bytes, off: int) -> str:
 class ElfImage:
     """An x86_64 ELF64 little-endian file, read once into memory."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, allow_relocatable: bool = False):
+        """``allow_relocatable`` admits ET_REL files: a dwz common debug file is one."""
         self.path = str(path)
         try:
             with open(self.path, "rb") as f:
@@ -175,7 +176,7 @@ class ElfImage:
             self._shoff, self._shnum = hdr["e_shoff"], hdr["e_shnum"]
         except _PARSE_ERRORS as e:
             raise ElfError("%s: corrupt ELF header (%s)" % (self.path, e)) from e
-        if self.elf_type not in ("ET_EXEC", "ET_DYN"):
+        if self.elf_type not in ("ET_EXEC", "ET_DYN") and not (allow_relocatable and self.elf_type == "ET_REL"):
             raise ElfError("%s: unsupported ELF type %s (need an executable or shared object)"
                            % (self.path, self.elf_type))
         if self._phoff + self._phnum * 56 > len(self.data):
