@@ -1,0 +1,92 @@
+"""Fault injection at named steps of apply and revert (for the reliability tests).
+
+The environment variable ``NSB_FAULT`` (read at each step, so a script
+inside GDB may change it between operations) holds comma-separated specs::
+
+    [ACTION@]POINT[:K][=SECONDS]
+
+ACTION is ``fail`` (default: raise InjectedFault, which the undo log rolls
+back), ``kill`` (GDB sends itself SIGKILL: the tool dies at that exact
+instant, as if an operator killed it) or ``sleep`` (pause SECONDS there, to
+widen a window for an outside SIGKILL).  K selects the K-th time the point
+is reached in this GDB process (default 1; ``*`` = every time).
+
+Points, in the order an apply reaches them: ``after-mmap``,
+``after-mprotect`` (once per protection run), ``after-segment-write`` (per
+segment), ``registry-save``, ``after-jump`` (per jump), ``before-commit``;
+a revert: ``revert-after-jump`` (per restored entry), ``revert-registry-save``,
+``revert-before-commit``.  Unset, every check is one dictionary lookup.
+"""
+
+import os
+import signal
+import time
+
+from gdb_nsb.errors import NsbError, UsageError
+
+ENV = "NSB_FAULT"
+ACTIONS = ("fail", "kill", "sleep")
+APPLY_POINTS = ("after-mmap", "after-mprotect", "after-segment-write", "registry-save", "after-jump",
+                "before-commit")
+REVERT_POINTS = ("revert-after-jump", "revert-registry-save", "revert-before-commit")
+POINTS = APPLY_POINTS + REVERT_POINTS
+
+
+class InjectedFault(NsbError):
+    """A failure forced by NSB_FAULT (tests only)."""
+
+    exit_code = 10
+
+
+_hits = {}
+
+
+def reset():
+    """Forget how often each point was reached."""
+    _hits.clear()
+
+
+def hits(point):
+    """How often ``point`` was reached since the last reset."""
+    return _hits.get(point, 0)
+
+
+def parse(text):
+    """``NSB_FAULT`` text → [(action, point, k or None for every time, seconds)]."""
+    specs = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        action, _, rest = part.rpartition("@")
+        action = action or "fail"
+        rest, _, secs = rest.partition("=")
+        point, _, k = rest.partition(":")
+        if action not in ACTIONS or point not in POINTS:
+            raise UsageError("%s: bad fault %r (actions %s; points %s)" % (ENV, part, "/".join(ACTIONS),
+                                                                         ", ".join(POINTS)))
+        try:
+            count = None if k == "*" else int(k or 1)
+            seconds = float(secs or 0)
+        except ValueError:
+            raise UsageError("%s: bad count or seconds in %r" % (ENV, part))
+        specs.append((action, point, count, seconds))
+    return specs
+
+
+def point(name, detail=""):
+    """Called by the engine when it reaches step ``name``; acts when NSB_FAULT says so."""
+    _hits[name] = _hits.get(name, 0) + 1
+    text = os.environ.get(ENV)
+    if not text:
+        return
+    n = _hits[name]
+    for action, where, k, seconds in parse(text):
+        if where != name or (k is not None and k != n):
+            continue
+        if action == "sleep":
+            time.sleep(seconds)
+        elif action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        else:
+            raise InjectedFault("injected fault at %s #%d%s" % (name, n, " (%s)" % detail if detail else ""))
