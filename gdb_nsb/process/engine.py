@@ -12,6 +12,7 @@ stores the registry.  A tool killed in between leaves a state that
 ``nsb-check`` reports as partial and ``nsb-revert`` repairs.
 """
 
+import copy
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,13 +25,13 @@ from gdb_nsb.binder.errors import IfuncNeedsResolver
 from gdb_nsb.binder.jumps import decode_jump
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.elf.livepatch import LivePatch
-from gdb_nsb.process import environment, snapshot as snap, stop, symbols
+from gdb_nsb.process import environment, faults, snapshot as snap, stop, symbols
 from gdb_nsb.process.inferior import Inferior
 from gdb_nsb.process.registry_store import RegistryStore
 from gdb_nsb.process.stacks import collect_stacks
 from gdb_nsb.process.syscalls import (MAP_ANONYMOUS, MAP_PRIVATE, PROT_EXEC, PROT_NONE, SyscallInjector)
 from gdb_nsb.process.undo import Deadline, UndoLog
-from gdb_nsb.registry import STATE_ACTIVE, Registry
+from gdb_nsb.registry import STATE_ACTIVE, STATE_INACTIVE, Registry
 from gdb_nsb.safepoint import SafePointCheck
 
 STRATEGIES = ("retry", "runout")
@@ -250,12 +251,13 @@ def apply(path, opts: Options) -> Outcome:
     clock.mark("safe_point")
     if checks > 1:
         # The process ran between tries: take a fresh look before writing.
-        view = snap.snapshot(inf)
+        before, view = view, snap.snapshot(inf)
+        abort_if_exec(before, view, inf.pid)
         registry = _load_registry(store)
         plan = _plan_apply(view, lp, image, registry, opts)
         plan.check()
         clock.mark("replan")
-    _execute_apply(inf, injector, store, plan, deadline)
+    _execute_apply(inf, injector, store, plan, deadline, view)
     clock.mark("write")
     out.timings = clock.total()
     rec = plan.registry_after.patch(lp.new_bid)
@@ -269,22 +271,38 @@ def apply(path, opts: Options) -> Outcome:
     return out
 
 
-def _execute_apply(inf, injector, store, plan, deadline):
+def _execute_apply(inf, injector, store, plan, deadline, view):
+    guard_apply_writes(plan, view)
     disabled = []
     try:
         with injector.session(), UndoLog(inf, injector, deadline) as undo:
             if plan.mapping is not None:
                 m = plan.mapping
+                if store.location is None:
+                    # Create the registry first, so that recording the mapping right after the
+                    # mmap is a plain memory write and not more injected syscalls.
+                    store.save(Registry(generation=plan.registry_after.generation), undo)
                 undo.mmap(m.start, m.length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS)
+                faults.point("after-mmap")
+                # Record the new mapping (inactive, no jumps) at once: a tool killed from here on
+                # leaves a registered, reusable mapping rather than an anonymous orphan.
+                pending = _pending_registry(plan)
+                store.save(pending, undo)
+                plan.registry_after.generation = max(plan.registry_after.generation, pending.generation)
                 for start, length, prot in m.protections:
                     injector.check("mprotect", 10, start, length, prot)
+                    faults.point("after-mprotect", "%#x" % start)
             for w in plan.segment_writes:
                 undo.write(w.addr, w.data, w.expected)
+                faults.point("after-segment-write", "%#x" % w.addr)
             store.save(plan.registry_after, undo)
+            faults.point("registry-save")
             for c in plan.breakpoints_to_disable:
                 disabled += _disable_breakpoints_at(c.addr)
             for w in plan.jump_writes:
                 undo.write(w.addr, w.data, w.expected)
+                faults.point("after-jump", w.what)
+            faults.point("before-commit")
             failed = undo.commit()
             if failed:
                 gdb.write("nsb: warning: %s\n" % "; ".join(failed))
@@ -292,6 +310,66 @@ def _execute_apply(inf, injector, store, plan, deadline):
         for b in disabled:
             b.enabled = True
         raise
+
+
+def _program(view):
+    m = view.main_executable
+    return None if m is None else (m.path, m.build_id, m.load_bias)
+
+
+def abort_if_exec(before, after, pid):
+    """An exec during a run window replaces the whole image: abort (nothing was written yet)."""
+    if _program(before) != _program(after):
+        old, new = _program(before), _program(after)
+        raise errors.MismatchError("process %d executed a new program while it ran between safe-point tries "
+                                   "(%s -> %s); operation aborted, nothing written"
+                                   % (pid, old[0] if old else "?", new[0] if new else "?"))
+
+
+def _pending_registry(plan):
+    """The registry as it must be while the new mapping exists but nothing jumps into it."""
+    reg = copy.deepcopy(plan.registry_after)
+    rec = reg.patch(plan.patch_build_id)
+    rec.state = STATE_INACTIVE
+    rec.functions = []
+    return reg
+
+
+def _within(lo, hi, ranges):
+    return any(start <= lo and hi <= end for start, end in ranges)
+
+
+def guard_apply_writes(plan, view):
+    """Refuse a plan that would write outside what the tool owns (a last line against a hostile patch).
+
+    Segment bytes must fall inside the patch's own mapping; each jump inside the
+    jump bytes recorded for that function entry, in an executable mapping of the
+    target object.
+    """
+    own = [(plan.placement.start, plan.placement.end)]
+    for w in plan.segment_writes:
+        if not _within(w.addr, w.end, own):
+            raise errors.MismatchError("refusing to write %s at %#x..%#x: outside the patch mapping %#x..%#x"
+                                       % (w.what, w.addr, w.end, own[0][0], own[0][1]))
+    rec = plan.registry_after.patch(plan.patch_build_id)
+    jumps = [(f.entry, f.entry + len(f.jump)) for f in rec.functions] if rec is not None else []
+    target = view.object_by_build_id(plan.target_build_id)
+    code = [(m.start, m.end) for m in (target.ranges if target is not None else []) if m.executable]
+    for w in plan.jump_writes:
+        if not _within(w.addr, w.end, jumps) or not _within(w.addr, w.end, code):
+            raise errors.MismatchError("refusing to write %s at %#x..%#x: not the recorded jump bytes of a "
+                                       "function entry in the target's code" % (w.what, w.addr, w.end))
+
+
+def guard_revert_writes(plan, record, view):
+    """Every byte a revert restores lies in the jump bytes recorded for one of the patch's entries."""
+    jumps = [(f.entry, f.entry + len(f.jump)) for f in record.functions]
+    target = view.object_by_build_id(record.target_build_id)
+    code = [(m.start, m.end) for m in (target.ranges if target is not None else []) if m.executable]
+    for w in plan.writes:
+        if not _within(w.addr, w.end, jumps) or (code and not _within(w.addr, w.end, code)):
+            raise errors.MismatchError("refusing to write %s at %#x..%#x: not the recorded jump bytes of a "
+                                       "function entry in the target's code" % (w.what, w.addr, w.end))
 
 
 def _disable_breakpoints_at(addr):
@@ -360,12 +438,24 @@ def revert(ident, opts: Options) -> Outcome:
                                                  "cannot be reverted now: " + reasons[0])
         out.timings = clock.total()
         return out
-    _safe_point(_busy_for_revert(rec), opts, deadline)
+    if _safe_point(_busy_for_revert(rec), opts, deadline) > 1:
+        before, view = view, snap.snapshot(inf)
+        abort_if_exec(before, view, inf.pid)
+        if _load_registry(store) != registry:
+            raise errors.PartialStateError("the registry of process %d changed while it ran between safe-point "
+                                           "tries; nothing written, run the revert again" % inf.pid)
     clock.mark("safe_point")
+    guard_revert_writes(plan, rec, view)
     with injector.session(), UndoLog(inf, injector, deadline) as undo:
         for w in plan.writes:
+            if inf.read(w.addr, len(w.data)) == w.data:
+                # Already restored (a revert cut short) or never redirected (an apply cut short
+                # after its registry write): finishing the job is the repair.
+                continue
             undo.write(w.addr, w.data, w.expected)
+            faults.point("revert-after-jump", w.what)
         store.save(plan.registry_after, undo)
+        faults.point("revert-registry-save")
         if plan.unmap is not None:
             start, length = plan.unmap
             holder = find_pointer_into(inf, start, start + length, exclude=[(start, start + length)] +
@@ -374,6 +464,7 @@ def revert(ident, opts: Options) -> Outcome:
                 raise errors.BusyError("not unmapping patch %s: %s still points into it (the patch is reverted "
                                        "but must stay mapped; revert without --unmap)" % (bid[:16], holder))
             undo.defer(lambda: injector.check("munmap", 11, start, length), "unmap the patch at %#x" % start)
+        faults.point("revert-before-commit")
         failed = undo.commit()
         if failed:
             raise errors.PartialStateError("patch reverted but: %s" % "; ".join(failed))
