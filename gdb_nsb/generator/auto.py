@@ -295,12 +295,16 @@ class AutoBinding:
         if not binder.jumps and orig is not None:
             binder.explain.append("unit %s: no function changed" % unit.name)
 
+    def _binder_not_clones(self, infos, name):
+        own = [f for f in infos if any(s.name == name for s in self.t.function_symbols_at(f.entry))]
+        return own if own else infos
+
     def _target_function(self, pf, tcu, where):
         if pf.external:
             cands = [f for f in self.t.functions(pf.name) if f.external]
         else:
             cands = [f for f in self.t.functions(pf.name, cu=tcu) if not f.external]
-        by_entry = {f.entry: f for f in cands}
+        by_entry = {f.entry: f for f in self._binder_not_clones(cands, pf.name)}
         if len(by_entry) > 1:
             raise GenerateError("function %s (%s): the target defines it %d times (%s)"
                                 % (pf.name, where, len(by_entry), ", ".join("%#x" % e for e in by_entry)))

@@ -25,7 +25,7 @@ _REF_SYMBOL = re.compile(r"\A__vzp_.+_(\d+)\Z")
 def _dwarf_of(image, search_dirs=None):
     """DwarfIndex over ``image``, with its dwz common file when it names one."""
     alt = debuginfo.find_alt_file(image, search_dirs=search_dirs)
-    return DwarfIndex(image, ElfImage(alt) if alt else None)
+    return DwarfIndex(image, ElfImage(alt, allow_relocatable=True) if alt else None)
 
 
 class Target:
@@ -189,7 +189,8 @@ class Patch:
                 for d in stack.pop().iter_children():
                     if d.tag in ("DW_TAG_variable", "DW_TAG_subprogram") and "DW_AT_declaration" in d.attributes:
                         name = _attr_str(d, "DW_AT_name")
-                        link = _attr_str(d, "DW_AT_linkage_name") or name
+                        # gcc records an __asm__ name with its quotes.
+                        link = (_attr_str(d, "DW_AT_linkage_name") or name or "").strip('"') or None
                         fidx = d.attributes.get("DW_AT_decl_file")
                         fname = files.get(fidx.value) if fidx is not None else None
                         line = d.attributes.get("DW_AT_decl_line")

@@ -196,7 +196,7 @@ class _Binder:
 
     def _target_function(self, name, ctx, pf, where, static_only):
         """The target function a patch function replaces, or None (new helper)."""
-        cands = self.t.functions(name)
+        cands = self._not_clones(self.t.functions(name), name)
         globals_ = [f for f in cands if f.external]
         statics = [f for f in cands if not f.external]
         if not pf.external and not static_only and statics:
@@ -397,6 +397,11 @@ class _Binder:
             if diff:
                 raise GenerateError("variable %s (patch %s, target %s): type differs: %s"
                                     % (cname, pwhere, self._twhere(defs[0]), diff))
+
+    def _not_clones(self, infos, name):
+        """Drop compiler clones (f.constprop.0: DWARF calls them f too) when f itself is there."""
+        own = [f for f in infos if any(s.name == name for s in self.t.function_symbols_at(f.entry))]
+        return own if own else infos
 
     def _in_file(self, infos, file):
         cus = self.t.cus_for(file)

@@ -1,23 +1,52 @@
 """Bind a patch .so to its target: write the patch's vzpatch section.
 
-    nsb generate TARGET PATCH_SO [-o OUT] [--debug-file F] [--explain]
+    nsb generate TARGET PATCH_SO [-o OUT] [--debug-file F] [--explain] [--strict] [--allow-ipa-ra]
+    nsb generate TARGET PATCH_SO OBJ... --mode auto [--original ORIG_OBJ]... [options]
 
 TARGET is the binary the patch is for (executable or shared library), with
 debug information in itself, in --debug-file F, or in a separate debug file
 found by build-id or .gnu_debuglink under the debug directories
-(--debug-dir, default /usr/lib/debug).  PATCH_SO is built with
-`cc $(nsb cflags) -shared fix.c -o fix.so`.
+(--debug-dir, default /usr/lib/debug).
+
+Manual mode (default): PATCH_SO is built with
+`cc $(nsb cflags) -shared fix.c -o fix.so` and reaches target statics
+through the vzp.h macros.
+
+Auto mode (--mode auto): the patch is whole compile units of the target,
+edited, each compiled `cc $(nsb cflags) -ffunction-sections -fdata-sections
+-c unit.c` and linked `cc -shared unit.o -o fix.so`; give the objects (OBJ)
+after PATCH_SO.  Their static variables and functions are rebound to the
+target's (displacement fix-ups in the section), no macros needed.  With
+--original ORIG_OBJ (the unpatched unit built the same way; repeatable, one
+per unit) only functions whose code changed are redirected; without it every
+function of the unit is redirected, with a warning.
 
 Without -o, the vzpatch section is written into PATCH_SO (through a temporary
 file renamed over it; regenerating replaces the section).  With -o OUT, the
 raw section bytes go to OUT and PATCH_SO is left unchanged.
 
+Checks (refusals name the symbol, the patch file:line and the target's
+definition): a referenced variable whose type differs from the target's
+(size, member order and offsets, member types, array lengths, const-ness;
+typedefs looked through); a replaced function whose prototype differs (a
+patch static with another prototype than the target's static of that name
+is a new helper instead); a target or patch built with LTO; a unit not
+written in C; writable data in the patch; a replaced function that shares
+its code with another (identical code folding); a replaced function with
+callers in its unit compiled with -fipa-ra / -fipa-pure-const (-O2 without
+-flive-patching=inline-clone) that the patch does not replace too
+(--allow-ipa-ra overrides).  Warnings, errors with --strict: the replaced
+function also exists inlined into callers the patch does not replace, or
+as compiler clones (.isra, .constprop, .part, .cold).
+
 --explain prints one line per decision: each replaced function and the target
 address and file it binds to, each helper (new) function, each vzp.h
-reference and the target symbol it means, each pre-resolved global.
+reference and the target symbol it means, each pre-resolved global; in auto
+mode each unchanged function and each fix-up.
 
-Exit status: 0 done; 11 debug information missing; 12 the patch is refused
-(unknown or ambiguous symbol, writable data, too-short function ...);
+Exit status: 0 done (warnings go to stderr); 11 debug information missing;
+12 the patch is refused (unknown or ambiguous symbol, type or prototype
+mismatch, writable data, LTO, -fipa-ra callers, a warning with --strict ...);
 9 a file is not a usable ELF file.
 """
 
@@ -27,11 +56,22 @@ import sys
 def add_arguments(parser):
     parser.add_argument("target", metavar="TARGET", help="the target executable or shared library")
     parser.add_argument("patch", metavar="PATCH_SO", help="the patch shared object (built -O0 -g -fPIC -shared)")
+    parser.add_argument("objects", metavar="OBJ", nargs="*",
+                        help="auto mode: the patch's object files (-g -ffunction-sections -fdata-sections)")
     parser.add_argument("-o", "--output", metavar="OUT",
                         help="write the raw vzpatch section bytes to OUT instead of into PATCH_SO")
     parser.add_argument("--debug-file", metavar="F", help="the target's separate debug file")
     parser.add_argument("--debug-dir", metavar="DIR", action="append",
                         help="where separate debug files live (.build-id/xx/yyyy.debug); repeatable")
+    parser.add_argument("--mode", choices=("manual", "auto"), default="manual",
+                        help="manual: vzp.h macros (default); auto: whole units given as OBJ files")
+    parser.add_argument("--original", metavar="ORIG_OBJ", action="append", default=[],
+                        help="auto mode: the unpatched unit's object, to redirect only changed functions; "
+                             "repeatable")
+    parser.add_argument("--strict", action="store_true",
+                        help="treat warnings (inlined copies, clones, no --original) as errors")
+    parser.add_argument("--allow-ipa-ra", action="store_true",
+                        help="replace functions whose unpatched callers in the unit were built with -fipa-ra")
     parser.add_argument("--explain", action="store_true", help="print what was bound to what")
 
 
@@ -39,14 +79,19 @@ def run(args):
     from gdb_nsb.generator import generate_file
 
     gen = generate_file(args.target, args.patch, out=args.output, debug_file=args.debug_file,
-                        debug_dirs=args.debug_dir)
+                        debug_dirs=args.debug_dir, strict=args.strict, allow_ipa_ra=args.allow_ipa_ra,
+                        mode=args.mode, objects=args.objects, originals=args.original)
     if args.explain:
         for line in gen.explain:
             print(line)
+    for w in gen.warnings:
+        print("nsb: warning: %s" % w, file=sys.stderr)
     lp = gen.livepatch
-    print("nsb: %s: %d function%s redirected, %d reference%s, %d global%s pre-resolved -> %s"
+    fix = (", %d fix-up%s" % (len(lp.static_symbols), "" if len(lp.static_symbols) == 1 else "s")
+           if lp.static_symbols else "")
+    print("nsb: %s: %d function%s redirected, %d reference%s, %d global%s pre-resolved%s -> %s"
           % (args.patch, len(lp.func_jumps), "" if len(lp.func_jumps) == 1 else "s",
              len(lp.manual_symbols), "" if len(lp.manual_symbols) == 1 else "s",
-             len(lp.global_symbols), "" if len(lp.global_symbols) == 1 else "s",
+             len(lp.global_symbols), "" if len(lp.global_symbols) == 1 else "s", fix,
              args.output or args.patch), file=sys.stderr)
     return 0
