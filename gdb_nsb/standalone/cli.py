@@ -2,6 +2,7 @@
 
 import argparse
 import importlib
+import json
 import sys
 
 from gdb_nsb.errors import NsbError
@@ -27,14 +28,23 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(1)
 
 
-def build_parser():
+def build_parser(only=None):
+    """The nsb parser.  With ``only``, just that subcommand's module is imported
+    (the others keep their one-line help): `nsb patch` need not load the demo
+    or the generator to start."""
+    from gdb_nsb.standalone.runner import EPILOG  # small: no GDB, no ELF code
+
     parser = _Parser(
         prog="nsb",
         description="gdb-nsb: live patching of running x86_64 Linux processes.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The exit codes of patch, revert, list and check (the runner):\n" + EPILOG.split("\n", 1)[1],
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, helptext) in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=helptext)
+            continue
         mod = importlib.import_module(module)
         p = sub.add_parser(name, help=helptext, description=(mod.__doc__ or helptext),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,8 +54,17 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    parser = build_parser(only=chosen) if chosen else build_parser(only="")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        if e.code == 1 and chosen and "--json" in argv:
+            # --json promises one document on stdout, also for a usage error.
+            print(json.dumps({"command": chosen, "result": "error", "exit_code": 1, "processes": [],
+                              "message": "usage error (see stderr)"}, indent=2, sort_keys=True))
+        raise
     if not getattr(args, "command", None):
         parser.print_help()
         return 1

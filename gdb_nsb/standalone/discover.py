@@ -26,6 +26,7 @@ def mapped_objects(pid):
 
 
 def processes_mapping_build_id(build_id):
+    """Pids (ascending) of the processes that map an object whose build-id is ``build_id``."""
     found = []
     cache = {}
     for name in os.listdir("/proc"):
@@ -36,7 +37,12 @@ def processes_mapping_build_id(build_id):
             try:
                 st = os.stat(mapfile)
             except OSError:
-                continue
+                # map_files may be closed to us; the path still names the object unless it was replaced.
+                mapfile = path
+                try:
+                    st = os.stat(mapfile)
+                except OSError:
+                    continue
             key = (st.st_dev, st.st_ino)
             if key not in cache:
                 try:
@@ -50,4 +56,5 @@ def processes_mapping_build_id(build_id):
 
 
 def processes_mapping_patch_target(patch_path):
+    """Pids of the processes that map the target of the live patch in ``patch_path``."""
     return processes_mapping_build_id(LivePatch.read(patch_path).old_bid)

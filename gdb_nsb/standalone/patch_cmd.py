@@ -29,14 +29,30 @@ def mutating_options(args):
     return opts
 
 
+def patch_info(path, livepatch):
+    """The patch as the JSON result names it (same fields as the extension's)."""
+    return {"path": path, "build_id": livepatch.new_bid, "target_build_id": livepatch.old_bid,
+            "target_name": livepatch.target_name or ""}
+
+
 def require_patch(args):
+    """The patch file's absolute path and description, read before any process is stopped.
+
+    A missing, non-ELF or unbound patch file fails here (exit 9) without attaching to anything.
+    """
     if not args.patch:
         raise errors.UsageError("give the live patch with -f PATCH")
-    if not os.path.isfile(args.patch):
+    path = os.path.abspath(args.patch)
+    if not os.path.isfile(path):
         raise errors.PatchFileError("patch file not found: %s" % args.patch)
-    return os.path.abspath(args.patch)
+    from gdb_nsb.elf.livepatch import LivePatch
+    return path, patch_info(path, LivePatch.read(path))
+
+
+def _prepare(args):
+    path, info = require_patch(args)
+    return mutating_options(args) + [runner.quote(path)], info
 
 
 def run(args):
-    path = require_patch(args)
-    return runner.run("patch", args, mutating_options(args) + [runner.quote(path)])
+    return runner.run("patch", args, _prepare)

@@ -1,12 +1,14 @@
 """Take an applied live patch back (nsb-revert in a gdb -batch session each).
 
-The patch is named by its file or by its build-id (-f accepts either)."""
+The patch is named by its file or by its build-id (-f accepts either; a
+build-id prefix is enough when it is unambiguous in the process).
+Exit 0: reverted.  2: the patch is not applied there."""
 
 import os
 
 from gdb_nsb import errors
 from gdb_nsb.standalone import runner
-from gdb_nsb.standalone.patch_cmd import mutating_options
+from gdb_nsb.standalone.patch_cmd import mutating_options, patch_info
 
 
 def add_arguments(parser):
@@ -16,11 +18,34 @@ def add_arguments(parser):
                         help="also unmap the patch's memory (after a scan finds no pointer into it)")
 
 
-def run(args):
+def identify(ident):
+    """(what nsb-revert is given, patch description) for a patch file or a build-id."""
+    if os.path.isfile(ident):
+        path = os.path.abspath(ident)
+        from gdb_nsb.elf.livepatch import LivePatch
+        try:
+            return path, patch_info(path, LivePatch.read(path, check_identity=False))
+        except errors.PatchFileError:
+            # Any ELF file names its patch by its build-id, vzpatch section or not.
+            from gdb_nsb.elf.image import ElfImage
+            bid = ElfImage(path).build_id
+            if not bid:
+                raise errors.PatchFileError("%s has no build-id: it cannot name a live patch" % ident)
+            return path, {"path": path, "build_id": bid}
+    if len(ident) >= 4 and all(c in "0123456789abcdef" for c in ident.lower()):
+        return ident.lower(), {"build_id": ident.lower()}
+    raise errors.PatchFileError("no such patch file, and not a build-id: %s" % ident)
+
+
+def _prepare(args):
     if not args.patch:
         raise errors.UsageError("give the live patch with -f PATCH (file or build-id)")
-    ident = os.path.abspath(args.patch) if os.path.exists(args.patch) else args.patch
+    ident, info = identify(args.patch)
     opts = mutating_options(args)
     if args.unmap:
         opts.append("--unmap")
-    return runner.run("revert", args, opts + [runner.quote(ident)])
+    return opts + [runner.quote(ident)], info
+
+
+def run(args):
+    return runner.run("revert", args, _prepare)

@@ -3,16 +3,23 @@
 Each process is handled by its own `gdb -batch -nx` session that loads the
 extension, attaches (or connects to a gdbserver), runs the matching nsb-*
 command and detaches.  The command writes its outcome as JSON into a result
-file; GDB's own exit status is never trusted: no result file means failure.
+file; GDB's own exit status is never trusted: no result file means failure,
+and a failed attach overrides whatever the command wrote afterwards (GDB runs
+the remaining -ex commands even when `-p PID` failed).
+
+Deadlines: ``--timeout`` is enforced inside the extension (roll back, detach).
+The runner kills GDB only ``GRACE_SECONDS`` later (environment variable
+NSB_GRACE_SECONDS overrides it, for tests) and then makes sure the target is
+running, not left in group-stop.
 """
 
-import concurrent.futures
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from gdb_nsb import errors
@@ -22,7 +29,7 @@ EXIT_CODES = [
     (0, "done (check: applied)"),
     (1, "usage error"),
     (2, "not applied (check: not applied but applicable now; revert: patch not applied)"),
-    (3, "busy: no safe point reached in time (check: not applied and not applicable now)"),
+    (3, "busy: no safe point within --retries or --timeout (check: not applied and not applicable now)"),
     (4, "target/patch mismatch (build-id, entry bytes, symbols)"),
     (5, "already applied"),
     (6, "process not found"),
@@ -34,14 +41,51 @@ EXIT_CODES = [
     (12, "generate: the patch is refused (unknown symbol, writable data ...)"),
     (13, "unsupported (relocation type, language ...)"),
     (14, "refused by the environment (seccomp filter, policy)"),
-    (15, "timeout: deadline passed, everything rolled back"),
+    (15, "timeout: the deadline passed after the safe point (writes rolled back), or GDB overran it and was killed"),
     (16, "registry corrupt: read-only mode"),
 ]
 
 EPILOG = "exit codes:\n" + "\n".join("  %3d  %s" % c for c in EXIT_CODES) + (
-    "\n\nWith several processes the exit code is that of the first one that failed.")
+    "\n\nWith several processes the exit code is that of the first one (in -p order) that failed.")
 
-GRACE_SECONDS = 15.0  # the runner kills GDB only this long after --timeout
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_GRACE_SECONDS = 15.0
+
+
+def grace_seconds():
+    """How long after --timeout the runner kills GDB (NSB_GRACE_SECONDS overrides the default 15)."""
+    value = os.environ.get("NSB_GRACE_SECONDS")
+    if value is None:
+        return DEFAULT_GRACE_SECONDS
+    try:
+        grace = float(value)
+    except ValueError:
+        raise errors.UsageError("NSB_GRACE_SECONDS is not a number: %r" % value)
+    if grace < 0:
+        raise errors.UsageError("NSB_GRACE_SECONDS must not be negative: %r" % value)
+    return grace
+
+
+def _positive_seconds(text):
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number of seconds: %r" % text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds: %r" % text)
+    return value
+
+
+def _positive_int(text):
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a whole number: %r" % text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1: %r" % text)
+    return value
 
 
 def add_common(parser, need_patch=True, patch_help="live patch file"):
@@ -49,9 +93,11 @@ def add_common(parser, need_patch=True, patch_help="live patch file"):
                         help="target process; repeat or separate with commas for several")
     if need_patch:
         parser.add_argument("-f", "--file", dest="patch", metavar="PATCH", help=patch_help)
-    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="hard bound: roll back and detach when it passes (default 60)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document on stdout (schema: gdb_nsb/data/result.schema.json)")
+    parser.add_argument("--timeout", type=_positive_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help="hard bound: roll back and detach when it passes (default %g); GDB itself is "
+                             "killed %g s later (NSB_GRACE_SECONDS)" % (DEFAULT_TIMEOUT, DEFAULT_GRACE_SECONDS))
     parser.add_argument("--remote", metavar="HOST:PORT",
                         help="reach the process through a running gdbserver (with -p: extended-remote + attach)")
     parser.add_argument("-v", dest="verbose", type=int, default=0, metavar="N", help="detail level (0-3)")
@@ -60,8 +106,8 @@ def add_common(parser, need_patch=True, patch_help="live patch file"):
 
 def add_mutating(parser):
     parser.add_argument("--dry-run", action="store_true", help="compute and check everything, write nothing")
-    parser.add_argument("--retries", type=int, default=None, metavar="N",
-                        help="safe-point tries before giving up (default 25)")
+    parser.add_argument("--retries", type=_positive_int, default=None, metavar="N",
+                        help="safe-point checks before giving up (default 25)")
     parser.add_argument("--strategy", choices=("retry", "run-out"), default=None,
                         help="how to reach a safe point: retry with growing delays, or run busy threads out")
     parser.add_argument("--allow-seccomp", action="store_true",
@@ -82,43 +128,66 @@ def parse_pids(values):
     return pids
 
 
+def _status(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return dict((k, v.strip()) for k, v in (line.split(":", 1) for line in f if ":" in line))
+
+
 def preflight(pid):
-    """Classify a local pid before starting GDB: not found (6) / not attachable (7)."""
+    """Classify a local pid before starting GDB: not found (6) / not attachable (7).
+
+    Returns whether the process was already stopped (state T) by someone
+    else: the runner then leaves it stopped afterwards.
+    """
+    if pid == os.getpid():
+        raise errors.NotAttachableError("process %d is the runner itself" % pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         raise errors.ProcessNotFoundError("process %d not found" % pid)
     except PermissionError:
-        raise errors.NotAttachableError("process %d: not permitted to trace it (other user)" % pid)
+        raise errors.NotAttachableError("process %d: not permitted to trace it (it belongs to another user)" % pid)
     try:
-        with open("/proc/%d/status" % pid) as f:
-            status = dict(line.split(":", 1) for line in f if ":" in line)
+        status = _status(pid)
     except OSError:
         raise errors.ProcessNotFoundError("process %d not found" % pid)
-    if status.get("State", "").strip().startswith("Z"):
-        raise errors.ProcessNotFoundError("process %d is a zombie" % pid)
-    tracer = int(status.get("TracerPid", "0").strip() or 0)
+    state = status.get("State", "")
+    if state.startswith(("Z", "X")):
+        raise errors.ProcessNotFoundError("process %d is a zombie (it has exited)" % pid)
+    tracer = int(status.get("TracerPid", "0") or 0)
     if tracer:
-        raise errors.NotAttachableError("process %d is already traced by pid %d" % (pid, tracer))
-    if pid == os.getpid():
-        raise errors.NotAttachableError("process %d is the runner itself" % pid)
+        raise errors.NotAttachableError("process %d is already traced by pid %d (%s)" % (pid, tracer, _comm(tracer)))
+    return state.startswith("T")
 
 
-def ensure_running(pid):
-    """After GDB is gone, a target left in group-stop (T) is continued."""
-    for _ in range(50):
+def _comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def ensure_running(pid, was_stopped=False):
+    """After GDB is gone, a target left in group-stop (T) is continued.
+
+    A process that was stopped before we came (``was_stopped``) stays as it was.
+    Returns the thread states seen last.
+    """
+    states = {}
+    for _ in range(100):
         states = _thread_states(pid)
-        if not states:
-            return
-        if not any(s == "T" for s in states.values()):
-            if not any(s == "t" for s in states.values()):
-                return
-        else:
+        if not states or was_stopped:
+            return states
+        if any(s == "T" for s in states.values()):
             try:
                 os.kill(pid, signal.SIGCONT)
             except OSError:
-                return
+                return states
+        elif not any(s == "t" for s in states.values()):
+            return states
         time.sleep(0.02)
+    return states
 
 
 def _thread_states(pid):
@@ -137,21 +206,30 @@ def _thread_states(pid):
     return out
 
 
-def run_one(command, pid, args, extra):
+def _new_doc(command, pid, patch_info):
+    """A process result with every field the schema requires."""
+    return {"pid": pid, "command": command, "result": "error", "code": 10, "message": "",
+            "patch": dict(patch_info or {}), "target": {}, "functions": [], "timings": {}}
+
+
+def run_one(command, pid, args, extra, patch_info=None):
     """Run one GDB session for one process; returns the per-process result dict."""
     started = time.monotonic()
-    doc = {"pid": pid, "command": command}
+    doc = _new_doc(command, pid, patch_info)
+    was_stopped = False
     try:
         if pid is not None and not args.remote:
-            preflight(pid)
+            was_stopped = preflight(pid)
     except errors.NsbError as e:
-        doc.update(result="error", code=e.exit_code, message=str(e), error=type(e).__name__)
+        doc.update(code=e.exit_code, message=str(e), error=type(e).__name__)
+        doc["timings"]["total_s"] = round(time.monotonic() - started, 4)
         return doc
+    grace = grace_seconds()
     fd, result_file = tempfile.mkstemp(prefix="nsb-result-", suffix=".json")
     os.close(fd)
     os.unlink(result_file)  # the extension creates it; absence means GDB failed
     try:
-        gdb_cmd = "nsb-%s --result-file %s" % (command, result_file)
+        gdb_cmd = "nsb-%s --result-file %s" % (command, quote(result_file))
         for opt in extra:
             gdb_cmd += " " + opt
         argv = gdbrun.gdb_base_args(batch=True)
@@ -169,27 +247,47 @@ def run_one(command, pid, args, extra):
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
         killed = False
         try:
-            out, err = proc.communicate(timeout=args.timeout + GRACE_SECONDS)
+            out, err = proc.communicate(timeout=args.timeout + grace)
         except subprocess.TimeoutExpired:
             killed = True
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
+        except BaseException:
+            # Interrupted (^C): GDB is in its own session and finishes (or rolls back) on
+            # its own deadline; wait for it so that the target is never left stopped.
+            try:
+                proc.wait(timeout=args.timeout + grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            if pid is not None and not args.remote:
+                ensure_running(pid, was_stopped)
+            raise
+        states = {}
         if pid is not None and not args.remote:
-            ensure_running(pid)
-        doc["timings"] = {"total_s": round(time.monotonic() - started, 4)}
-        if os.path.exists(result_file):
+            states = ensure_running(pid, was_stopped)
+        doc["timings"]["total_s"] = round(time.monotonic() - started, 4)
+        attach_failure = _attach_failure(err) if pid is not None else None
+        if attach_failure is not None:
+            code, message = attach_failure
+            doc.update(code=code, message="process %d: %s" % (pid, message), error="AttachFailed")
+        elif os.path.exists(result_file):
             with open(result_file) as f:
                 inner = json.load(f)
-            timings = inner.pop("timings", {})
+            timings = inner.pop("timings", {}) or {}
             doc.update(inner)
-            doc["timings"].update(timings)
+            doc["timings"] = dict(timings, total_s=round(time.monotonic() - started, 4))
         elif killed:
-            doc.update(result="error", code=errors.TimeoutExpired.exit_code,
-                       message="GDB did not finish within %.0f s (+%.0f s grace); it was killed and the process "
-                               "continued" % (args.timeout, GRACE_SECONDS), error="TimeoutExpired")
+            doc.update(code=errors.TimeoutExpired.exit_code,
+                       message="GDB did not finish within --timeout %g s + %g s grace: it was killed and the process "
+                               "left running; its patch state is unknown (see `nsb check`)" % (args.timeout, grace),
+                       error="TimeoutExpired")
         else:
-            doc.update(result="error", code=_classify_gdb_failure(err), message=_gdb_failure_message(err, out),
-                       error="GdbFailure")
+            doc.update(code=10, message=_gdb_failure_message(err), error="GdbFailure")
+        if doc["code"] != 0:
+            doc["result"] = "error"
+        if states and any(s in "Tt" for s in states.values()) and not was_stopped:
+            doc["warning"] = "process %d is still stopped after GDB left (thread states %s)" % (
+                pid, "".join(sorted(states.values())))
         if args.verbose >= 2:
             doc["gdb_output"] = out
         if args.verbose >= 1 and err.strip():
@@ -200,60 +298,119 @@ def run_one(command, pid, args, extra):
     return doc
 
 
-def _classify_gdb_failure(err):
-    if "ptrace: Operation not permitted" in err:
-        return errors.NotAttachableError.exit_code
-    if "ptrace: No such process" in err:
-        return errors.ProcessNotFoundError.exit_code
-    return 10
+def _attach_failure(err):
+    """(exit code, reason) when GDB could not attach, from its stderr; None when it attached."""
+    lines = [l.strip() for l in (err or "").splitlines()]
+    if "ptrace: Operation not permitted." in lines:
+        traced = next((l for l in lines if "is already traced by process" in l), None)
+        if traced:
+            return errors.NotAttachableError.exit_code, traced.replace("warning: ", "")
+        reason = "ptrace: Operation not permitted"
+        try:
+            with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+                scope = f.read().strip()
+            if scope != "0":
+                reason += " (kernel.yama.ptrace_scope is %s)" % scope
+        except OSError:
+            pass
+        return errors.NotAttachableError.exit_code, "GDB could not attach: " + reason
+    if "ptrace: No such process." in lines:
+        return errors.ProcessNotFoundError.exit_code, "not found (it exited)"
+    return None
 
 
-def _gdb_failure_message(err, out):
+def _gdb_failure_message(err):
     lines = [l.strip() for l in (err or "").splitlines() if l.strip() and "warning:" not in l]
-    if "ptrace: Operation not permitted" in err:
-        return "GDB could not attach: ptrace: Operation not permitted (check /proc/sys/kernel/yama/ptrace_scope)"
     if lines:
         return "GDB failed without a result: %s" % lines[-1]
     return "GDB failed without a result"
 
 
-def run(command, args, extra):
-    pids = parse_pids(args.pid)
-    if getattr(args, "all_of", False):
-        from gdb_nsb.standalone.discover import processes_mapping_patch_target
-        pids += [p for p in processes_mapping_patch_target(args.patch) if p not in pids]
-        if not pids:
-            raise errors.ProcessNotFoundError("no process maps the target of %s" % args.patch)
-    if not pids and not args.remote:
-        raise errors.UsageError("give a process with -p PID (or --remote HOST:PORT)")
-    targets = pids or [None]
+def _run_all(command, targets, args, extra, patch_info):
     if len(targets) == 1:
-        docs = [run_one(command, targets[0], args, extra)]
-    else:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, len(targets))) as pool:
-            docs = list(pool.map(lambda p: run_one(command, p, args, extra), targets))
-    code = 0
-    for d in docs:
-        if d.get("code", 10) != 0:
-            code = d.get("code", 10)
-            break
+        return [run_one(command, targets[0], args, extra, patch_info)]
+    # Independent GDB sessions, a few at a time; results keep the -p order.
+    docs = [None] * len(targets)
+    next_index = [0]
+    lock = threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                i = next_index[0]
+                next_index[0] += 1
+            if i >= len(targets):
+                return
+            try:
+                docs[i] = run_one(command, targets[i], args, extra, patch_info)
+            except Exception as e:  # never lose the other processes' results
+                docs[i] = _new_doc(command, targets[i], patch_info)
+                docs[i].update(message="internal error: %s: %s" % (type(e).__name__, e), error="InternalError")
+
+    workers = [threading.Thread(target=work) for _ in range(min(4, len(targets)))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return docs
+
+
+def run(command, args, prepare):
+    """Run ``command`` for every process of ``args``; print the outcome; return the exit code.
+
+    ``prepare(args)`` checks the command's own arguments before any process is
+    touched and returns (extra nsb-* arguments, patch description).
+    """
+    try:
+        extra, patch_info = prepare(args)
+        pids = parse_pids(args.pid)
+        if getattr(args, "all_of", False):
+            from gdb_nsb.standalone.discover import processes_mapping_build_id
+            found = processes_mapping_build_id(patch_info["target_build_id"])
+            pids += [p for p in found if p not in pids]
+            if not pids:
+                raise errors.ProcessNotFoundError("no process maps the target of %s (build-id %s)"
+                                                  % (args.patch, patch_info["target_build_id"]))
+        if not pids and not args.remote:
+            raise errors.UsageError("give a process with -p PID (or --remote HOST:PORT)")
+    except errors.NsbError as e:
+        if not args.json:
+            raise
+        print_json(command, e.exit_code, [], message=str(e))
+        return e.exit_code
+    docs = _run_all(command, pids or [None], args, extra, patch_info)
+    code = next((d["code"] for d in docs if d["code"] != 0), 0)
     if args.json:
-        result = "ok" if code == 0 else ("error" if all(d.get("code") for d in docs) else "mixed")
-        print(json.dumps({"command": command, "result": result, "exit_code": code, "processes": docs},
-                         indent=2, sort_keys=True))
+        print_json(command, code, docs)
     else:
         for d in docs:
             _print_human(d, len(docs) > 1, args.verbose)
     return code
 
 
+def print_json(command, code, docs, message=None):
+    """The one JSON document of --json (gdb_nsb/data/result.schema.json)."""
+    if code == 0:
+        result = "ok"
+    elif docs and any(d["code"] == 0 for d in docs):
+        result = "mixed"
+    else:
+        result = "error"
+    doc = {"command": command, "result": result, "exit_code": code, "processes": docs}
+    if message is not None:
+        doc["message"] = message
+    print(json.dumps(doc, indent=2, sort_keys=True))
+
+
 def _print_human(doc, several, verbose):
     prefix = ("pid %s: " % doc["pid"]) if several else ""
-    stream = sys.stdout if doc.get("code", 10) in (0, 2) else sys.stderr
+    stream = sys.stdout if doc["code"] in (0, 2) else sys.stderr
     for line in doc.get("lines", []):
         print(prefix + line, file=sys.stdout)
-    if doc.get("message") and doc.get("message") not in doc.get("lines", []):
+    if doc.get("message") and doc["message"] not in doc.get("lines", []):
         print(prefix + ("nsb: " if stream is sys.stderr else "") + doc["message"], file=stream)
+    if doc.get("warning"):
+        print(prefix + "nsb: warning: " + doc["warning"], file=sys.stderr)
     if verbose >= 1 and doc.get("gdb_stderr"):
         print(doc["gdb_stderr"], file=sys.stderr)
     if verbose >= 2 and doc.get("gdb_output"):
