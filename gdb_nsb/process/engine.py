@@ -201,8 +201,14 @@ def _safe_point(busy, opts, deadline, entries=None):
         calls[0] += 1
         return collect_stacks()
 
-    stop.wait_for_safe_point(check, strategy=opts.strategy, tries=max(1, opts.retries),
-                             deadline=deadline, collect=collect)
+    try:
+        stop.wait_for_safe_point(check, strategy=opts.strategy, tries=max(1, opts.retries),
+                                 deadline=deadline, collect=collect)
+    except errors.BusyError as e:
+        # Still "busy" (3), not "timeout" (15): the cause is a thread inside the code, not us.
+        if deadline is not None and deadline.expired():
+            raise errors.BusyError("the --timeout of %gs passed before a safe point: %s" % (deadline.seconds, e))
+        raise
     return calls[0]
 
 
