@@ -284,12 +284,15 @@ def _execute_apply(inf, injector, store, plan, deadline, view):
         with injector.session(), UndoLog(inf, injector, deadline) as undo:
             if plan.mapping is not None:
                 m = plan.mapping
-                if store.location is None:
-                    # Create the registry first, so that recording the mapping right after the
-                    # mmap is a plain memory write and not more injected syscalls.
-                    store.save(Registry(generation=plan.registry_after.generation), undo)
+                # Reserve the planned range before anything else is mapped: the registry and its
+                # scratch page are mmap(0) and the kernel puts them in the same kind of gap near
+                # the target that placement chose (seen: EEXIST next to a shared library).
                 undo.mmap(m.start, m.length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS)
                 faults.point("after-mmap")
+                if store.location is None:
+                    # First patch of this process: the registry is created now.  Later patches
+                    # find it in place, so recording their mapping is a plain memory write.
+                    store.save(Registry(generation=plan.registry_after.generation), undo)
                 # Record the new mapping (inactive, no jumps) at once: a tool killed from here on
                 # leaves a registered, reusable mapping rather than an anonymous orphan.
                 pending = _pending_registry(plan)
