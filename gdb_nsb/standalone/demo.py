@@ -7,11 +7,12 @@ output again, and stops the server.  No arguments needed.
 """
 
 import os
-import select
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from gdb_nsb import errors
@@ -66,18 +67,47 @@ def _build(workdir):
     return server, fix
 
 
-def _watch(proc, seconds):
-    deadline = time.monotonic() + seconds
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        r, _, _ = select.select([proc.stdout], [], [], left)
-        if r:
-            line = proc.stdout.readline()
-            if not line:
-                raise errors.NsbError("the demo server exited unexpectedly (code %s)" % proc.poll())
-            print("  | " + line.rstrip())
+class _ServerOutput:
+    """The server's lines, read by a thread so that none waits in a pipe buffer.
+
+    Lines printed while an nsb command runs describe the moment before the change
+    took effect; ``skip_stale`` drops them so the output after a command shows its effect.
+    """
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.lines = queue.Queue()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def watch(self, seconds):
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                return
+            if line is None:
+                raise errors.NsbError("the demo server exited unexpectedly (code %s)" % self.proc.wait())
+            print("  | " + line.rstrip(), flush=True)
+
+    def skip_stale(self):
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return
+            if line is None:
+                self.lines.put(None)
+                return
 
 
 def run(args):
@@ -89,15 +119,18 @@ def run(args):
     proc = subprocess.Popen([server], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, bufsize=1,
                             start_new_session=True)
     try:
-        _watch(proc, args.seconds)
+        output = _ServerOutput(proc)
+        output.watch(args.seconds)
         pid = str(proc.pid)
         print("\nPatching the running server (pid %s), without stopping it for longer than a blink:" % pid)
         _nsb("patch", "-p", pid, "-f", fix)
-        _watch(proc, args.seconds)
+        output.skip_stale()
+        output.watch(args.seconds)
         _nsb("list", "-p", pid)
         print("\nTaking the patch back:")
         _nsb("revert", "-p", pid, "-f", fix)
-        _watch(proc, args.seconds)
+        output.skip_stale()
+        output.watch(args.seconds)
         if proc.poll() is not None:
             raise errors.NsbError("the demo server died (code %s)" % proc.returncode)
         print("\nThe server ran the whole time: same pid, requests never stopped. Demo done.")
