@@ -19,8 +19,15 @@ What works in GDB 13.1 here (measured; see REFERENCE 6):
   with ``handle SIGSTOP stop nopass`` for the duration: the stop is reported
   to GDB, never delivered, and cannot be caught or blocked by the program.
   Run windows of 1/5/50/200 ms came back in about 13/19/52/207 ms.
-  Needs a native target (``tgkill`` from GDB's host); a remote target is refused
-  for run windows (its ``interrupt`` reaches the process group as SIGINT).
+  On a native target the timer is a thread of GDB's own that calls ``tgkill``.
+* A remote target (gdbserver) cannot be reached by ``tgkill`` from GDB's host,
+  and its ``interrupt`` (``\x03``/``vCtrlC``) makes gdbserver send SIGINT to the
+  process group.  So the same SIGSTOP is sent by the kernel instead: a POSIX
+  timer created inside the process by injected syscalls (``timer_create`` with
+  ``SIGEV_THREAD_ID`` on one thread, armed per window with ``timer_settime``,
+  deleted with its one-page scratch mapping when the loop ends).  gdbserver
+  reports the SIGSTOP like any signal and GDB drops it (``nopass``).  The
+  first safe-point check needs no window at all.
 
 Stops we did not cause are never swallowed: an application signal stays the
 thread's pending stop signal and GDB delivers it when the thread resumes (or
@@ -75,10 +82,11 @@ def _check_mode(inf):
     if gdb.parameter("non-stop"):
         raise UnsupportedError("non-stop mode is not supported for run windows: attach in all-stop mode "
                                "(set non-stop off before attaching)")
+
+
+def _is_native(inf):
     conn = getattr(inf, "connection", None)
-    if conn is not None and conn.type != "native":
-        raise UnsupportedError("run windows need a native target (this one is %s): its interrupt would "
-                               "send SIGINT to the process" % conn.type)
+    return conn is None or conn.type == "native"
 
 
 def ensure_all_stopped():
@@ -106,15 +114,19 @@ def _tgkill(pid, tid, sig):
     return 0
 
 
-def _sigstop_pending(pid, tid):
-    """Whether a SIGSTOP waits in ``tid``'s private pending set (native only)."""
+def _sigstop_pending(pid, tid, native=True):
+    """Whether a SIGSTOP waits in ``tid``'s private pending set (remote: read through GDB)."""
     try:
-        with open("/proc/%d/task/%d/status" % (pid, tid)) as f:
-            for line in f:
-                if line.startswith("SigPnd:"):
-                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGSTOP - 1)))
-    except OSError:
+        if native:
+            with open("/proc/%d/task/%d/status" % (pid, tid)) as f:
+                text = f.read()
+        else:
+            text = gdb.execute("info proc status %d" % tid, to_string=True)
+    except (OSError, gdb.error):
         return False
+    for line in text.splitlines():
+        if line.startswith("SigPnd:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGSTOP - 1)))
     return False
 
 
@@ -186,6 +198,8 @@ def run_window(seconds, ours=()):
     """
     inf = _inferior()
     _check_mode(inf)
+    if not _is_native(inf):
+        return _remote_window(inf, seconds, set(ours))
     pid = inf.pid
     ours = set(ours)
     cancel = threading.Event()
@@ -224,6 +238,40 @@ def run_window(seconds, ours=()):
         mine = [e for e in log.events if e[1] == sent]
         if sent is not None and mine and mine[-1][0] == "signal" and mine[-1][2] == "SIGSTOP":
             _forget_sigstop(inf, sent)
+    return _window_result(elapsed, log, ours)
+
+
+def _remote_window(inf, seconds, ours):
+    """run_window on a remote target: the SIGSTOP comes from a timer inside the process."""
+    own = _RemoteAlarm.current is None
+    alarm = _RemoteAlarm() if own else _RemoteAlarm.current
+    try:
+        anchor_lwp = _pick_thread(inf).ptid[1]
+        alarm.arm(inf, anchor_lwp, seconds)
+        t0 = time.monotonic()
+        with _StopLog() as log:
+            try:
+                gdb.execute("continue", to_string=True)
+            except gdb.error as e:
+                raise NsbError("the process did not come back from a run window: %s" % e)
+            elapsed = time.monotonic() - t0
+            if not inf.pid:
+                raise NsbError("the process exited during a run window")
+            fired = any(k == "signal" and l == anchor_lwp and d == "SIGSTOP" for k, l, d in log.events)
+            if not fired:
+                # Something else ended the window first: the timer must not fire later.
+                alarm.disarm()
+                _drain_sigstop(inf, inf.pid, anchor_lwp, log)
+            mine = [e for e in log.events if e[1] == anchor_lwp]
+            if mine and mine[-1][0] == "signal" and mine[-1][2] == "SIGSTOP":
+                _forget_sigstop(inf, anchor_lwp)
+    finally:
+        if own:
+            alarm.close()
+    return _window_result(elapsed, log, ours)
+
+
+def _window_result(elapsed, log, ours):
     user = [e for e in log.events if e[0] == "breakpoint" and not set(e[2]) <= ours]
     if user:
         _, lwp, nums = user[0]
@@ -233,6 +281,103 @@ def run_window(seconds, ours=()):
     return WindowResult(elapsed, log.events, ours_hit)
 
 
+class _RemoteAlarm:
+    """A one-shot POSIX timer inside the process that sends SIGSTOP to one thread.
+
+    Created by injected syscalls on first use (its sigevent and itimerspec
+    live in a one-page private scratch mapping), re-armed for each window,
+    deleted with the page by :meth:`close`.  ``current`` is the alarm of the
+    safe-point loop in progress, so a loop of windows creates it once.
+    """
+
+    current = None
+    _SIGEV_THREAD_ID = 4
+    _CLOCK_MONOTONIC = 1
+    _TIMER_CREATE, _TIMER_SETTIME, _TIMER_DELETE = 222, 223, 226
+
+    def __init__(self):
+        self.injector = None
+        self.page = None
+        self.timer = None
+        self.tid = None
+
+    def _injector(self):
+        if self.injector is None:
+            from gdb_nsb.process.syscalls import SyscallInjector
+            self.injector = SyscallInjector()
+        return self.injector
+
+    def arm(self, inf, lwp, seconds):
+        import struct
+        from gdb_nsb.process import syscalls as sc
+        inj = self._injector()
+        mem = inj.inferior
+        try:
+            with inj.session():
+                if self.page is None:
+                    self.page = inj.mmap(0, 4096, sc.PROT_READ | sc.PROT_WRITE, sc.MAP_PRIVATE | sc.MAP_ANONYMOUS)
+                if self.timer is not None and self.tid != lwp:
+                    inj.check("timer_delete", self._TIMER_DELETE, self.timer)
+                    self.timer = None
+                if self.timer is None:
+                    sev = struct.pack("<qiii", 0, signal.SIGSTOP, self._SIGEV_THREAD_ID, lwp) + bytes(44)
+                    mem.write(self.page, sev)
+                    inj.check("timer_create", self._TIMER_CREATE, self._CLOCK_MONOTONIC, self.page, self.page + 64)
+                    self.timer = struct.unpack("<i", mem.read(self.page + 64, 4))[0]
+                    self.tid = lwp
+                ns = max(1000, int(seconds * 1e9))
+                mem.write(self.page + 128, struct.pack("<qqqq", 0, 0, ns // 10 ** 9, ns % 10 ** 9))
+                inj.check("timer_settime", self._TIMER_SETTIME, self.timer, 0, self.page + 128, 0)
+        except NsbError as e:
+            raise UnsupportedError("cannot end a run window on this remote target: %s (gdbserver's interrupt "
+                                   "would send SIGINT to the process, so none is used)" % e)
+
+    def disarm(self):
+        if self.timer is None:
+            return
+        inj = self._injector()
+        # Another thread runs it, so a SIGSTOP that just came due stays pending on ours for the drain.
+        other = [t for t in inj.inferior.threads() if t.ptid[1] != self.tid]
+        if other:
+            inj.prefer(other[0])
+        inj.inferior.write(self.page + 128, bytes(32))
+        inj.check("timer_settime", self._TIMER_SETTIME, self.timer, 0, self.page + 128, 0)
+
+    def close(self):
+        """Delete the timer and the scratch page (best effort once the process is gone)."""
+        if self.injector is None or not gdb.selected_inferior().pid:
+            return
+        inj = self.injector
+        with inj.session():
+            if self.timer is not None:
+                inj.check("timer_delete", self._TIMER_DELETE, self.timer)
+                self.timer = None
+            if self.page is not None:
+                inj.munmap(self.page, 4096)
+                self.page = None
+
+
+class remote_alarm:
+    """Context of a safe-point loop: one remote alarm for all its windows (nothing on native targets)."""
+
+    def __enter__(self):
+        inf = gdb.selected_inferior()
+        self.mine = inf.pid and not _is_native(inf) and _RemoteAlarm.current is None
+        if self.mine:
+            _RemoteAlarm.current = _RemoteAlarm()
+        return self
+
+    def __exit__(self, *exc):
+        if self.mine:
+            alarm, _RemoteAlarm.current = _RemoteAlarm.current, None
+            try:
+                alarm.close()
+            except (NsbError, gdb.error):
+                if exc[0] is None:
+                    raise
+        return False
+
+
 def _drain_sigstop(inf, pid, lwp, log):
     """Consume our SIGSTOP if it still waits for its thread (that thread had stopped first).
 
@@ -240,7 +385,8 @@ def _drain_sigstop(inf, pid, lwp, log):
     detach.  The thread alone takes one step with the scheduler locked: the
     signal is reported before any instruction runs, and ``nopass`` drops it.
     """
-    if not _sigstop_pending(pid, lwp):
+    native = _is_native(inf)
+    if not _sigstop_pending(pid, lwp, native):
         return
     th = next((t for t in inf.threads() if t.ptid[1] == lwp), None)
     if th is None:
@@ -252,7 +398,7 @@ def _drain_sigstop(inf, pid, lwp, log):
         th.switch()
         for _ in range(3):
             gdb.execute("stepi", to_string=True)
-            if not _sigstop_pending(pid, lwp):
+            if not _sigstop_pending(pid, lwp, native):
                 break
     finally:
         gdb.execute("set scheduler-locking %s" % lock, to_string=True)
@@ -334,7 +480,7 @@ def wait_for_safe_point(check, strategy="retry", tries=DEFAULT_TRIES, delays=Non
     checks = 1
     if verdict.safe:
         return verdict
-    with sigstop_handling():
+    with sigstop_handling(), remote_alarm():
         for i in range(tries - 1):
             if deadline is not None and deadline.expired():
                 break
