@@ -1,0 +1,425 @@
+"""The acceptance matrix harness: scenario targets, their patches, the driver
+process and the oracles (REFERENCE.md section 5).
+
+A scenario is one C file under ``scenarios/``: without ``PATCH`` it is the
+target code (it defines ``int scenario_value(void)``), with ``-DPATCH=N`` it is
+patch variant N.  Comment lines ``//@ key: value`` declare what the test
+expects: ``before`` / ``after`` (/ ``after2``) values, ``ipa_ra`` (the callers
+the generator must name for a plain ``-O2`` target, comma separated),
+``driver`` (extra driver arguments such as ``sig``), ``busy`` (a thread keeps
+running old code).  The generic driver ``driver.c`` is linked into every
+target; it runs the workers and answers the control lines on stdin.
+"""
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from elftools.elf.elffile import ELFFile
+
+import cbuild
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SCENARIOS = os.path.join(HERE, "scenarios")
+DRIVER = os.path.join(HERE, "driver.c")
+
+FLAVORS = ("pie", "nopie", "static", "shlib", "dlopen")
+OPT_FLAGS = {
+    "O2ic": ["-O2", "-flive-patching=inline-clone"],
+    "O2": ["-O2"],
+    "O0": ["-O0"],
+}
+COMMON_FLAGS = ["-g", "-pthread"]
+LIB_NAME = "libscen.so"
+
+RUNNER_TIMEOUT = 30.0  # --timeout of every runner call; the runner adds its grace period
+STEP_TIMEOUT = 10.0  # one control line to the driver
+
+
+class MatrixFailure(AssertionError):
+    """An oracle of the matrix failed (one line, with the step)."""
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+def scenario_text(name):
+    with open(os.path.join(SCENARIOS, name + ".c")) as f:
+        return f.read()
+
+
+def scenario_meta(name):
+    """The ``//@ key: value`` lines of a scenario, typed."""
+    meta = {"ipa_ra": [], "driver": [], "busy": False}
+    for line in scenario_text(name).splitlines():
+        if not line.startswith("//@"):
+            continue
+        key, _, value = line[3:].partition(":")
+        key, value = key.strip(), value.strip()
+        if key in ("before", "after", "after2"):
+            meta[key] = int(value)
+        elif key == "ipa_ra":
+            meta[key] = sorted(v.strip() for v in value.split(",") if v.strip())
+        elif key == "driver":
+            meta[key] = value.split()
+        elif key == "busy":
+            meta[key] = value == "yes"
+        else:
+            raise ValueError("scenario %s: unknown key %r" % (name, key))
+    return meta
+
+
+def positive_scenarios():
+    return sorted(n[:-2] for n in os.listdir(SCENARIOS) if n.endswith(".c") and n != "neg.c")
+
+
+# ------------------------------------------------------------------ building
+
+
+class Built:
+    """A compiled target: ``exe`` to run, ``obj`` the target object (the
+    executable, or libscen.so), ``argv_extra`` for the driver."""
+
+    def __init__(self, exe, obj, flavor, argv_extra=()):
+        self.exe = exe
+        self.obj = obj
+        self.flavor = flavor
+        self.argv_extra = list(argv_extra)
+
+
+def build_target(name, flavor, opt, defines=()):
+    """Compile scenario ``name`` for ``flavor`` at optimisation ``opt`` (cached)."""
+    text = scenario_text(name)
+    with open(DRIVER) as f:
+        driver = f.read()
+    flags = OPT_FLAGS[opt] + COMMON_FLAGS + ["-D" + d for d in defines]
+    if flavor in ("pie", "nopie", "static"):
+        exe = cbuild.build([("driver.c", driver), (name + ".c", text)], flags + cbuild.FLAVOR_FLAGS[flavor],
+                           "target")
+        return Built(exe, exe, flavor)
+    lib = cbuild.build([(name + ".c", text)], flags + ["-fPIC", "-shared", "-Wl,-soname," + LIB_NAME], LIB_NAME)
+    if flavor == "shlib":
+        exe = cbuild.build([("driver.c", driver)], flags + ["-Wl,-rpath," + os.path.dirname(lib)], "driver",
+                           extra_inputs=[lib])
+        return Built(exe, lib, flavor)
+    if flavor == "dlopen":
+        exe = cbuild.build([("driver.c", driver)], OPT_FLAGS[opt] + COMMON_FLAGS + ["-DMATRIX_DLOPEN", "-ldl"],
+                           "driver-dlopen")
+        return Built(exe, lib, flavor, ["lib=" + lib])
+    raise ValueError("unknown flavor %r" % flavor)
+
+
+def build_patch(name, built, workdir, variant=1, **options):
+    """Build patch variant ``variant`` of scenario ``name`` and bind it to
+    ``built.obj``; returns the generated patch path inside ``workdir``.
+    GenerateError (and other NsbErrors) propagate."""
+    from gdb_nsb.generator.manual import generate_file
+
+    so = cbuild.build_patch([("%s_patch.c" % name, scenario_text(name))], "patch.so",
+                            extra=["-DPATCH=%d" % variant])
+    out = os.path.join(workdir, "%s-%s-v%d.so" % (name, built.flavor, variant))
+    shutil.copyfile(so, out)
+    generate_file(built.obj, out, **options)
+    return out
+
+
+def raw_patch(name, workdir, variant=1):
+    """The patch .so without a vzpatch section (a copy in ``workdir``)."""
+    so = cbuild.build_patch([("%s_patch.c" % name, scenario_text(name))], "patch.so",
+                            extra=["-DPATCH=%d" % variant])
+    out = os.path.join(workdir, "%s-raw-v%d.so" % (name, variant))
+    shutil.copyfile(so, out)
+    return out
+
+
+# ------------------------------------------------------------------ the driver process
+
+
+class Driver:
+    """A running target: the driver with its workers, under a step timeout.
+
+    Every answer is read with a deadline; the process is killed on exit."""
+
+    def __init__(self, built, workers, allow, extra=()):
+        self.built = built
+        argv = [built.exe, str(workers), "allow=" + ",".join(str(v) for v in allow)]
+        argv += built.argv_extra + list(extra)
+        self.argv = argv
+        self.proc = None
+        self.workers = workers
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True, text=True, bufsize=1)
+        line = self._readline("start")
+        if not line.startswith("ready "):
+            raise MatrixFailure("driver did not start: %r %s" % (line, self._stderr()))
+        self.pid = self.proc.pid
+        if self.built.flavor == "dlopen":
+            self.command("load", expect="loaded")
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=10)
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+        return False
+
+    def _stderr(self):
+        if self.proc.poll() is None:
+            return ""
+        return "(exit %s, stderr %r)" % (self.proc.returncode, self.proc.stderr.read()[-400:])
+
+    def _readline(self, step, timeout=STEP_TIMEOUT):
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise MatrixFailure("%s: driver gave no answer within %.0f s" % (step, timeout))
+        line = self.proc.stdout.readline()
+        if not line:
+            raise MatrixFailure("%s: driver died %s" % (step, self._stderr()))
+        return line.strip()
+
+    def command(self, text, expect=None):
+        if self.proc.poll() is not None:
+            raise MatrixFailure("%s: driver is gone %s" % (text, self._stderr()))
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+        line = self._readline(text)
+        if line.startswith("error"):
+            raise MatrixFailure("driver: %s -> %s" % (text, line))
+        if expect is not None and not line.startswith(expect):
+            raise MatrixFailure("driver: %s -> %r, expected %r" % (text, line, expect))
+        return line
+
+    def values(self):
+        """The latest value of every worker slot, each at least 2 calls fresh."""
+        return [int(v) for v in self.command("value", expect="value").split()[1:]]
+
+    def bad(self):
+        words = self.command("bad", expect="bad").split()
+        return [int(v) for v in words[1:-2]], int(words[-1])
+
+    def allow(self, *values):
+        self.command("allow " + " ".join(str(v) for v in values), expect="allowed")
+
+    def release(self):
+        self.command("release", expect="released")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    # ---------------------------------------------------------------- oracles
+
+    def expect_values(self, value, step, wait=3.0):
+        """Every worker shows ``value`` (allowing ``wait`` seconds to settle)."""
+        deadline = time.monotonic() + wait
+        while True:
+            vals = self.values()
+            if all(v == value for v in vals):
+                return
+            if time.monotonic() > deadline:
+                raise MatrixFailure("%s: workers show %s, expected all %d" % (step, vals, value))
+            time.sleep(0.02)
+
+    def expect_no_bad(self, step):
+        counts, last = self.bad()
+        if any(counts):
+            raise MatrixFailure("%s: workers saw unexpected values: counts %s, last %d" % (step, counts, last))
+
+    def maps(self):
+        with open("/proc/%d/maps" % self.pid) as f:
+            return f.read().splitlines()
+
+    def read_mem(self, addr, size):
+        with open("/proc/%d/mem" % self.pid, "rb") as f:
+            f.seek(addr)
+            return f.read(size)
+
+    def write_mem(self, addr, data):
+        with open("/proc/%d/mem" % self.pid, "r+b", buffering=0) as f:
+            f.seek(addr)
+            f.write(data)
+
+
+# ------------------------------------------------------------------ target object bytes
+
+
+def load_bias(pid, path):
+    """The load bias of the object at ``path`` in process ``pid`` (0 for ET_EXEC)."""
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        if elf["e_type"] == "ET_EXEC":
+            return 0
+        first = min(s["p_vaddr"] for s in elf.iter_segments() if s["p_type"] == "PT_LOAD")
+    real = os.path.realpath(path)
+    with open("/proc/%d/maps" % pid) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and os.path.realpath(parts[5]) == real and int(parts[2], 16) == 0:
+                return int(parts[0].split("-")[0], 16) - (first & ~0xFFF)
+    raise MatrixFailure("%s is not mapped in process %d" % (path, pid))
+
+
+def file_bytes(path, vaddr, size):
+    """The bytes of the file at link-time address ``vaddr``."""
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        for s in elf.iter_segments():
+            if s["p_type"] == "PT_LOAD" and s["p_vaddr"] <= vaddr and vaddr + size <= s["p_vaddr"] + s["p_filesz"]:
+                f.seek(s["p_offset"] + vaddr - s["p_vaddr"])
+                return f.read(size)
+    raise MatrixFailure("%#x+%d is not in a PT_LOAD segment of %s" % (vaddr, size, path))
+
+
+def replaced_functions(patch_path):
+    from gdb_nsb.elf.livepatch import LivePatch
+    return LivePatch.read(patch_path).func_jumps
+
+
+def entry_state(drv, patch_path):
+    """{function: (bytes in memory, bytes in the file)} over each replaced function's whole size."""
+    bias = load_bias(drv.pid, drv.built.obj)
+    out = {}
+    for j in replaced_functions(patch_path):
+        out[j.name] = (drv.read_mem(bias + j.func_value, j.func_size), file_bytes(drv.built.obj, j.func_value,
+                                                                                  j.func_size))
+    return out
+
+
+def expect_file_bytes(drv, patch_path, step):
+    for name, (mem, disk) in entry_state(drv, patch_path).items():
+        if mem != disk:
+            raise MatrixFailure("%s: code of %s differs from the file: %s vs %s" % (step, name, mem[:16].hex(),
+                                                                                     disk[:16].hex()))
+
+
+def expect_jumps(drv, patch_path, step):
+    """Each replaced entry holds a jump (after an endbr64 if there is one)."""
+    for name, (mem, disk) in entry_state(drv, patch_path).items():
+        at = 4 if disk[:4] == b"\xf3\x0f\x1e\xfa" else 0
+        if mem[at:at + 1] != b"\xe9" and mem[at:at + 2] != b"\xff\x25":
+            raise MatrixFailure("%s: no jump at the entry of %s: %s" % (step, name, mem[:16].hex()))
+
+
+# ------------------------------------------------------------------ the runner
+
+
+def nsb(command, pid, patch=None, *options, timeout=RUNNER_TIMEOUT):
+    """Run ``nsb COMMAND -p PID [-f PATCH] OPTIONS --json``; returns (exit code, process doc)."""
+    argv = [sys.executable, "-m", "gdb_nsb.standalone.cli", command, "-p", str(pid), "--json",
+            "--timeout", "%g" % timeout]
+    if patch is not None:
+        argv += ["-f", patch]
+    argv += list(options)
+    try:
+        r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout + 40)
+    except subprocess.TimeoutExpired:
+        raise MatrixFailure("nsb %s did not return within %.0f s" % (command, timeout + 40))
+    try:
+        doc = json.loads(r.stdout)
+    except ValueError:
+        raise MatrixFailure("nsb %s printed no JSON (exit %d): %s %s" % (command, r.returncode, r.stdout[-300:],
+                                                                        r.stderr[-300:]))
+    procs = doc.get("processes") or [{}]
+    return r.returncode, procs[0]
+
+
+def nsb_ok(command, pid, patch, *options, step):
+    code, doc = nsb(command, pid, patch, *options)
+    if code != 0:
+        raise MatrixFailure("%s: nsb %s exit %d: %s" % (step, command, code, doc.get("message")))
+    return doc
+
+
+def nsb_fails(command, pid, patch, *options, code, contains, step):
+    """The runner must fail with exit ``code`` and a message containing every string of ``contains``."""
+    got, doc = nsb(command, pid, patch, *options)
+    message = doc.get("message") or ""
+    if got != code or any(c not in message for c in contains):
+        raise MatrixFailure("%s: nsb %s: expected exit %d with %s, got exit %d: %s"
+                            % (step, command, code, contains, got, message))
+    return message
+
+
+# ------------------------------------------------------------------ the positive cell
+
+
+def run_positive(name, flavor, opt, workers, workdir):
+    """Every step of a positive scenario in one target process (REFERENCE.md section 5)."""
+    meta = scenario_meta(name)
+    before, after = meta["before"], meta["after"]
+    assert before != after
+    built = build_target(name, flavor, opt)
+    patch = build_patch(name, built, workdir)
+    with Driver(built, workers, [before], meta["driver"]) as drv:
+        drv.expect_values(before, "before")
+        expect_file_bytes(drv, patch, "before")
+        drv.expect_no_bad("before")
+
+        drv.allow(before, after)
+        doc = nsb_ok("patch", drv.pid, patch, step="apply")
+        drv.expect_values(after, "after apply")
+        drv.allow(after)
+        expect_jumps(drv, patch, "after apply")
+        maps_applied = drv.maps()
+        drv.expect_no_bad("after apply")
+        if meta["busy"] and "replan" not in doc.get("timings", {}):
+            raise MatrixFailure("apply: a thread was inside the replaced function, yet the engine did not wait "
+                                "(timings %s)" % doc.get("timings"))
+
+        drv.allow(before, after)
+        nsb_ok("revert", drv.pid, patch, step="revert")
+        drv.expect_values(before, "after revert")
+        drv.allow(before)
+        expect_file_bytes(drv, patch, "after revert")
+        drv.expect_no_bad("after revert")
+
+        drv.allow(before, after)
+        nsb_ok("patch", drv.pid, patch, step="re-apply")
+        drv.expect_values(after, "after re-apply")
+        drv.allow(after)
+        expect_jumps(drv, patch, "after re-apply")
+        maps_again = drv.maps()
+        if maps_again != maps_applied:
+            raise MatrixFailure("re-apply changed the mappings:\n%s"
+                                % "\n".join(sorted(set(maps_again) ^ set(maps_applied))))
+        drv.expect_no_bad("after re-apply")
+        if not drv.alive():
+            raise MatrixFailure("the target died")
+
+
+def run_ipa_ra(name, flavor, workers, workdir):
+    """Plain -O2: the generator must refuse, naming exactly the callers the
+    scenario declares; a scenario without such callers runs in full."""
+    from gdb_nsb.errors import GenerateError
+
+    meta = scenario_meta(name)
+    if not meta["ipa_ra"]:
+        return run_positive(name, flavor, "O2", workers, workdir)
+    built = build_target(name, flavor, "O2")
+    try:
+        build_patch(name, built, workdir)
+    except GenerateError as e:
+        text = str(e)
+        marker = "that the patch does not replace: "
+        if marker not in text or "-fipa-ra" not in text:
+            raise MatrixFailure("generator refused for another reason: %s" % text)
+        named = text.split(marker, 1)[1].split(";", 1)[0]
+        if sorted(n.strip() for n in named.split(",")) != meta["ipa_ra"]:
+            raise MatrixFailure("generator named callers %r, expected %s" % (named, meta["ipa_ra"]))
+        return
+    raise MatrixFailure("generator accepted a plain -O2 target whose callers %s assume -fipa-ra" % meta["ipa_ra"])
