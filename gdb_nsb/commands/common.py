@@ -9,6 +9,7 @@ also when it fails, so a failure inside GDB never looks like success.
 import argparse
 import json
 import os
+import time
 
 import gdb
 
@@ -94,6 +95,9 @@ def register_settings():
 
 def add_operation_options(parser, mutating=True):
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
+    # The runner's deadline (time.monotonic() value): --timeout then counts from when
+    # the runner started GDB, so GDB's start-up and attach are inside the bound.
+    parser.add_argument("--deadline-at", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=None, help="seconds before rolling back (set nsb timeout)")
     parser.add_argument("-v", dest="verbose", type=int, default=0, help="detail level")
     if mutating:
@@ -108,6 +112,9 @@ def add_operation_options(parser, mutating=True):
 
 def options_from(args):
     timeout = args.timeout if args.timeout is not None else float(SETTINGS["timeout"].value or 0)
+    if getattr(args, "deadline_at", None) is not None:
+        # Already passed: a minimal bound, so the operation stops at its first deadline check.
+        timeout = max(0.001, args.deadline_at - time.monotonic())
     strategy = getattr(args, "strategy", None) or SETTINGS["strategy"].value
     return engine.Options(
         dry_run=getattr(args, "dry_run", False),
