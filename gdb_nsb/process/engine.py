@@ -207,7 +207,7 @@ def _safe_point(busy, opts, deadline, entries=None):
     except errors.BusyError as e:
         # Still "busy" (3), not "timeout" (15): the cause is a thread inside the code, not us.
         if deadline is not None and deadline.expired():
-            raise errors.BusyError("the --timeout of %gs passed before a safe point: %s" % (deadline.seconds, e))
+            raise errors.BusyError("the deadline (--timeout) passed before a safe point: %s" % e)
         raise
     return calls[0]
 
