@@ -229,7 +229,9 @@ def run_one(command, pid, args, extra, patch_info=None):
     os.close(fd)
     os.unlink(result_file)  # the extension creates it; absence means GDB failed
     try:
-        gdb_cmd = "nsb-%s --result-file %s" % (command, quote(result_file))
+        # The extension's deadline counts from now, GDB's start-up and attach included.
+        gdb_cmd = "nsb-%s --result-file %s --deadline-at %.6f" % (command, quote(result_file),
+                                                                   time.monotonic() + args.timeout)
         for opt in extra:
             gdb_cmd += " " + opt
         argv = gdbrun.gdb_base_args(batch=True)
