@@ -8,7 +8,7 @@ import pytest
 
 from enginefix import Running, build_flavor, maps_lines, memory_matches_file, nsb, patch_for
 
-pytestmark = [pytest.mark.gdb, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.gdb, pytest.mark.timeout(300)]
 
 
 def _assert_file_bytes(t, flavor):

@@ -1,0 +1,110 @@
+"""Stacked patches reverted in both orders; applied twice; revert of a patch not applied; --dry-run (issue 4).
+
+Each step is one runner call (its own GDB).  compute() tells which layer is on
+top: base + 1 (original), + 100 (plus100), + 200 (plus200).
+"""
+
+import pytest
+
+from enginefix import Running, build_flavor, maps_lines, memory_matches_file, nsb, patch_for
+from gdbharness import read_mem
+
+pytestmark = [pytest.mark.gdb, pytest.mark.timeout(300)]
+
+
+def _apply(t, patch, delta):
+    rc, doc = nsb("patch", t.pid, "-f", patch)
+    assert rc == 0, doc
+    assert t.value() == t.expect(delta)
+    return doc
+
+
+def _revert(t, patch, delta):
+    rc, doc = nsb("revert", t.pid, "-f", patch)
+    assert rc == 0, doc
+    assert t.value() == t.expect(delta), "after reverting %s" % patch
+    return doc
+
+
+@pytest.mark.parametrize("flavor", ["pie", "shlib"])
+def test_stacked_layers_reverted_in_both_orders(flavor, tmp_path):
+    f = build_flavor(flavor)
+    a, b = patch_for(f, "plus100"), patch_for(f, "plus200")
+    with Running(f, tmp_path) as t:
+        # Bottom first: B stays on top, then the original comes back.
+        _apply(t, a, 100)
+        doc = _apply(t, b, 200)
+        assert doc["functions"][0]["layer"] == 2, doc
+        rc, listing = nsb("list", t.pid)
+        assert rc == 0, listing
+        layers = {p["build_id"]: p["functions"][0]["layer"] for p in listing["patches"]}
+        assert sorted(layers.values()) == [1, 2], listing
+        _revert(t, a, 200)
+        t.wait_calls()
+        _revert(t, b, 0)
+        mem, want = memory_matches_file(t.pid, f.target, "compute")
+        assert mem == want
+        # Top first: A comes back, then the original.
+        _apply(t, a, 100)
+        _apply(t, b, 200)
+        _revert(t, b, 100)
+        t.wait_calls()
+        _revert(t, a, 0)
+        mem, want = memory_matches_file(t.pid, f.target, "compute")
+        assert mem == want
+        s = t.stats()
+        assert s["unexpected"] == 0, s
+        assert s["seen"][100] > 0 and s["seen"][200] > 0, s
+
+
+def test_applied_twice_not_applied_and_dry_run(tmp_path):
+    f = build_flavor("pie")
+    a, b = patch_for(f, "plus100"), patch_for(f, "plus200")
+    with Running(f, tmp_path) as t:
+        # Revert before anything was applied: code 2, nothing touched.
+        rc, doc = nsb("revert", t.pid, "-f", a)
+        assert rc == 2, doc
+        assert "not applied" in doc["message"] or "no live patch" in doc["message"], doc
+
+        # Dry run of an apply: the plan is printed, no byte and no mapping changes.
+        maps0 = maps_lines(t.pid)
+        mem0, want = memory_matches_file(t.pid, f.target, "compute")
+        rc, doc = nsb("patch", t.pid, "-f", a, "--dry-run")
+        assert rc == 0, doc
+        assert doc["lines"][0].startswith("dry run"), doc
+        assert any("compute" in line for line in doc["lines"][1:]), doc["lines"]
+        assert maps_lines(t.pid) == maps0
+        assert memory_matches_file(t.pid, f.target, "compute") == (mem0, want) and mem0 == want
+        assert t.value() == t.expect(0)
+
+        _apply(t, a, 100)
+        # The same patch again: "already applied", code 5, nothing changed.
+        maps1 = maps_lines(t.pid)
+        mem1, _ = memory_matches_file(t.pid, f.target, "compute")
+        rc, doc = nsb("patch", t.pid, "-f", a)
+        assert rc == 5, doc
+        assert "already applied" in doc["message"], doc
+        assert maps_lines(t.pid) == maps1
+        assert memory_matches_file(t.pid, f.target, "compute")[0] == mem1
+        assert t.value() == t.expect(100)
+
+        # A patch that was never applied, while another one is: code 2.
+        rc, doc = nsb("revert", t.pid, "-f", b)
+        assert rc == 2, doc
+        assert t.value() == t.expect(100)
+
+        # Dry run of a revert: plan printed, nothing written; dry run of a stacked apply too.
+        rc, doc = nsb("revert", t.pid, "-f", a, "--dry-run")
+        assert rc == 0, doc
+        assert doc["lines"][0].startswith("dry run") and len(doc["lines"]) > 1, doc
+        rc, doc = nsb("patch", t.pid, "-f", b, "--dry-run")
+        assert rc == 0, doc
+        assert maps_lines(t.pid) == maps1
+        assert memory_matches_file(t.pid, f.target, "compute")[0] == mem1
+        assert t.value() == t.expect(100)
+
+        _revert(t, a, 0)
+        # Reverted means not applied: a second revert is code 2.
+        rc, doc = nsb("revert", t.pid, "-f", a)
+        assert rc == 2, doc
+        assert t.stats()["unexpected"] == 0
