@@ -7,7 +7,8 @@ patch variant N.  Comment lines ``//@ key: value`` declare what the test
 expects: ``before`` / ``after`` (/ ``after2``) values, ``ipa_ra`` (the callers
 the generator must name for a plain ``-O2`` target, comma separated),
 ``driver`` (extra driver arguments such as ``sig``), ``busy`` (a thread keeps
-running old code).  The generic driver ``driver.c`` is linked into every
+running old code: apply must have waited), ``strategy`` (the runner's
+safe-point strategy).  The generic driver ``driver.c`` is linked into every
 target; it runs the workers and answers the control lines on stdin.
 """
 
@@ -56,7 +57,7 @@ def scenario_text(name):
 
 def scenario_meta(name):
     """The ``//@ key: value`` lines of a scenario, typed."""
-    meta = {"ipa_ra": [], "driver": [], "busy": False}
+    meta = {"ipa_ra": [], "driver": [], "busy": False, "strategy": None}
     for line in scenario_text(name).splitlines():
         if not line.startswith("//@"):
             continue
@@ -70,6 +71,8 @@ def scenario_meta(name):
             meta[key] = value.split()
         elif key == "busy":
             meta[key] = value == "yes"
+        elif key == "strategy":
+            meta[key] = value
         else:
             raise ValueError("scenario %s: unknown key %r" % (name, key))
     return meta
@@ -365,31 +368,32 @@ def run_positive(name, flavor, opt, workers, workdir):
     assert before != after
     built = build_target(name, flavor, opt)
     patch = build_patch(name, built, workdir)
+    opts = ["--strategy", meta["strategy"]] if meta["strategy"] else []
     with Driver(built, workers, [before], meta["driver"]) as drv:
         drv.expect_values(before, "before")
         expect_file_bytes(drv, patch, "before")
         drv.expect_no_bad("before")
 
         drv.allow(before, after)
-        doc = nsb_ok("patch", drv.pid, patch, step="apply")
+        doc = nsb_ok("patch", drv.pid, patch, *opts, step="apply")
         drv.expect_values(after, "after apply")
         drv.allow(after)
         expect_jumps(drv, patch, "after apply")
         maps_applied = drv.maps()
         drv.expect_no_bad("after apply")
-        if meta["busy"] and "replan" not in doc.get("timings", {}):
+        if meta["busy"] and "replan_s" not in doc.get("timings", {}):
             raise MatrixFailure("apply: a thread was inside the replaced function, yet the engine did not wait "
                                 "(timings %s)" % doc.get("timings"))
 
         drv.allow(before, after)
-        nsb_ok("revert", drv.pid, patch, step="revert")
+        nsb_ok("revert", drv.pid, patch, *opts, step="revert")
         drv.expect_values(before, "after revert")
         drv.allow(before)
         expect_file_bytes(drv, patch, "after revert")
         drv.expect_no_bad("after revert")
 
         drv.allow(before, after)
-        nsb_ok("patch", drv.pid, patch, step="re-apply")
+        nsb_ok("patch", drv.pid, patch, *opts, step="re-apply")
         drv.expect_values(after, "after re-apply")
         drv.allow(after)
         expect_jumps(drv, patch, "after re-apply")

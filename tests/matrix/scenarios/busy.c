@@ -1,10 +1,12 @@
-/* Old code still running in another thread when the patch comes: a thread
- * spends half its time inside the replaced function (20 ms spins), so apply
- * and revert must wait for a moment when it is outside. */
+/* Old code still running in another thread when the patch comes: a thread is
+ * practically always inside the replaced function (40 ms spins back to back),
+ * so apply must wait until it has left (run-out: a breakpoint at the return
+ * address).  The new code sleeps 20 ms inside, so revert must wait too. */
 //@ before: 501
 //@ after: 1000
 //@ ipa_ra: scenario_busy_value, scenario_value
 //@ busy: yes
+//@ strategy: run-out
 #include <time.h>
 #define NOINLINE __attribute__((noinline, noclone))
 #ifndef PATCH
@@ -32,17 +34,16 @@ int scenario_value(void)
 
 int scenario_busy_value(void)
 {
-    int v = scen_busy(20);
-    struct timespec ts = { 0, 20000000L };
-    nanosleep(&ts, NULL);
-    return v;
+    return scen_busy(40);
 }
 #else
 extern int g_busy_base;
 
 int scen_busy(int spin_ms)
 {
-    (void)spin_ms;
+    struct timespec ts = { 0, spin_ms * 500000L };
+    if (spin_ms)
+        nanosleep(&ts, NULL);
     return g_busy_base * 2;
 }
 #endif

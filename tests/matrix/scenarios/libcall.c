@@ -1,6 +1,6 @@
 /* The patch calls external library functions (snprintf, atoi from libc). */
 //@ before: 201
-//@ after: 412
+//@ after: 4003
 //@ ipa_ra: scenario_value
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* Hidden, protected and internal variables and functions of the target. */
 //@ before: 6
-//@ after: 654321
+//@ after: 510341
 //@ ipa_ra: scenario_value
 #define NOINLINE __attribute__((noinline, noclone))
 #define HIDDEN __attribute__((visibility("hidden")))
