@@ -1017,6 +1017,10 @@ class DwarfIndex:
         if di is None:
             di = self._pyelf[id(dfile)] = dfile.image.elffile.get_dwarf_info(relocate_dwarf_sections=False,
                                                                               follow_links=False)
+            # References into a dwz common file (DW_FORM_GNU_ref_alt, strp_alt) resolve through it.
+            alt = getattr(self._file, "alt", None)
+            if alt is not None and dfile is not alt:
+                di.supplementary_dwarfinfo = self._pyelf_dwarf(alt)
         return di
 
     def _cu_info(self, unit):

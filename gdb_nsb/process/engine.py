@@ -25,7 +25,7 @@ from gdb_nsb.binder.errors import IfuncNeedsResolver
 from gdb_nsb.binder.jumps import decode_jump
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.elf.livepatch import LivePatch
-from gdb_nsb.process import environment, faults, snapshot as snap, stop, symbols
+from gdb_nsb.process import bpguard, environment, faults, snapshot as snap, stop, symbols
 from gdb_nsb.process.inferior import Inferior
 from gdb_nsb.process.registry_store import RegistryStore
 from gdb_nsb.process.stacks import collect_stacks
@@ -268,6 +268,7 @@ def apply(path, opts: Options) -> Outcome:
     out.timings = clock.total()
     rec = plan.registry_after.patch(lp.new_bid)
     symbols.register(rec, [path])
+    bpguard.track(plan.registry_after)
     out.functions = [{"name": name, "entry": j.entry, "jump": j.kind, "destination": j.dest,
                       "layer": len(plan.registry_after.stack(j.at))} for name, j in plan.jumps]
     out.message = "patch %s applied to %s: %d function%s redirected (load base %#x)" % (
@@ -480,6 +481,7 @@ def revert(ident, opts: Options) -> Outcome:
     clock.mark("write")
     if plan.unmap is not None:
         symbols.unregister(rec)
+    bpguard.track(plan.registry_after)
     out.timings = clock.total()
     out.functions = [{"name": f.name, "entry": f.entry} for f in rec.functions]
     out.message = "patch %s reverted: %d function%s restored%s" % (
