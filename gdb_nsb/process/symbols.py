@@ -70,6 +70,9 @@ def register_all(registry, hints=()):
     for rec in registry.patches:
         if register(rec, hints) is None:
             missing.append(rec.patch_build_id)
+    # With the patches' symbols known, keep breakpoints out of the redirected old bodies.
+    from gdb_nsb.process import bpguard
+    bpguard.track(registry)
     return missing
 
 
