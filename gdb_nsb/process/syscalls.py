@@ -285,7 +285,10 @@ class SyscallInjector:
                 inf.write_registers([("rax", nr)] + list(zip(_ARG_REGISTERS, args)) + [("orig_rax", -1)])
                 gdb.events.stop.connect(on_stop)
                 try:
-                    gdb.execute("stepi", to_string=True)
+                    # Run to the int3 behind the syscall with PTRACE_CONT, not stepi: a single-step
+                    # leaves the thread's trap flag armed until GDB next resumes it, so a GDB killed
+                    # before its detach made that thread die of SIGTRAP at its next syscall exit.
+                    gdb.execute("continue", to_string=True)
                 finally:
                     gdb.events.stop.disconnect(on_stop)
                 if not thread.is_valid():
@@ -297,7 +300,7 @@ class SyscallInjector:
             if thread.is_valid():
                 inf.restore_registers(thread, saved)
         signal = next((s for s in stops if s), None)
-        if new_pc == pc + SYSCALL_LEN and rax not in _RESTART_CODES:
+        if new_pc in (pc + SYSCALL_LEN, pc + len(STUB)) and rax not in _RESTART_CODES:
             # The syscall ran.  A signal reported with it stays with GDB for the
             # thread and is delivered on the restored registers at the next resume.
             return True, rax
