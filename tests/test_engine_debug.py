@@ -1,0 +1,131 @@
+"""Breakpoints and debuggability around a live patch; a fresh GDB session meeting a patched process (issue 4).
+
+Each test drives whole GDB sessions (tests/gdbharness.run_gdb) on a running
+target whose worker threads keep calling compute().
+"""
+
+import pytest
+
+from enginefix import Running, build_flavor, maps_lines, memory_matches_file, nsb, patch_for
+from gdbharness import run_gdb, wait_running
+
+pytestmark = [pytest.mark.gdb, pytest.mark.timeout(300)]
+
+PRELUDE = '''
+import gdb, json
+def result(**kw):
+    print("NSB-RESULT: " + json.dumps(kw))
+def attempt(command):
+    try:
+        gdb.execute(command, to_string=True)
+        return "ok"
+    except gdb.error as e:
+        return "error: %s" % e
+def objfile_at(addr):
+    text = gdb.execute("info symbol %#x" % addr, to_string=True)
+    return text.strip()
+'''
+
+
+def test_break_before_and_after_patching_O0(tmp_path):
+    f = build_flavor("O0")
+    patch = patch_for(f, "plus100")
+    with Running(f, tmp_path) as t:
+        maps0 = maps_lines(t.pid)
+        r = run_gdb(t.pid, timeout=120, python=PRELUDE + '''
+inf = gdb.selected_inferior()
+entry = int(gdb.parse_and_eval("(long)&compute"))
+b = gdb.Breakpoint("compute")
+loc = b.locations[0].address
+original = bytes(inf.read_memory(entry, 5))
+refused = attempt("nsb-patch %(patch)s")
+untouched = bytes(inf.read_memory(entry, 5)) == original
+applied = attempt("nsb-patch --breakpoints disable %(patch)s")
+result(entry=entry, loc=loc, refused=refused, untouched=untouched, applied=applied, b1_enabled=b.enabled)
+
+# `break compute` after patching: only the patch's copy keeps an enabled location.
+b2 = gdb.Breakpoint("compute")
+enabled = [l.address for l in b2.locations if l.enabled]
+where = [objfile_at(a) for a in enabled]
+gdb.execute("continue")
+pc = int(gdb.parse_and_eval("$pc"))
+frames = []
+fr = gdb.newest_frame()
+while fr is not None and len(frames) < 4:
+    frames.append(fr.name())
+    fr = fr.older()
+dis = gdb.execute("disassemble", to_string=True)
+result(enabled=enabled, where=where, pc=pc, frames=frames, hit=pc in enabled,
+       info_symbol=objfile_at(pc), dis="=>" in dis and "compute" in dis.splitlines()[0])
+b2.delete()
+reverted = attempt("nsb-revert %(patch)s")
+
+# The setting does what the option does (on a breakpoint inside the jump's bytes again).
+b.delete()
+b3 = gdb.Breakpoint("*%%d" %% (entry + 4))
+gdb.execute("set nsb breakpoints disable")
+setting = attempt("nsb-patch %(patch)s")
+result(reverted=reverted, setting=setting, b3_after_setting=b3.enabled)
+b3.delete()
+result(final=attempt("nsb-revert %(patch)s"))
+''' % {"patch": patch})
+        assert len(r.results) == 4, r
+        first, second, third, final = r.results
+        assert first["entry"] <= first["loc"] < first["entry"] + 5, first
+        assert first["refused"].startswith("error:") and "breakpoint" in first["refused"] \
+            and "compute" in first["refused"], first
+        assert first["untouched"], first
+        assert first["applied"] == "ok" and first["b1_enabled"] is False, (first, r)
+        assert second["enabled"] and all("plus100-O0.so" in w for w in second["where"]), (second, r)
+        assert second["hit"], (second, r)
+        assert second["frames"][:2] == ["compute", "worker"], second
+        assert "compute" in second["info_symbol"] and "plus100-O0.so" in second["info_symbol"], second
+        assert second["dis"], second
+        assert third["reverted"] == "ok", (third, r)
+        assert third["setting"] == "ok" and third["b3_after_setting"] is False, (third, r)
+        assert final["final"] == "ok", (final, r)
+        assert wait_running(t.pid)
+        assert t.value() == t.expect(0)
+        mem, want = memory_matches_file(t.pid, f.target, "compute")
+        assert mem == want
+        assert t.stats()["unexpected"] == 0
+        assert len(maps_lines(t.pid)) > len(maps0)  # the inactive patch stays mapped
+
+
+def test_fresh_session_lists_checks_reverts(tmp_path):
+    f = build_flavor("pie")
+    patch = patch_for(f, "plus100")
+    with Running(f, tmp_path) as t:
+        rc, doc = nsb("patch", t.pid, "-f", patch)
+        assert rc == 0, doc
+        bid = doc["patch"]["build_id"]
+        dest = doc["functions"][0]["destination"]
+        assert t.value() == t.expect(100)
+        # Another GDB session, which has never seen the patch file: it finds everything by build-id.
+        r = run_gdb(t.pid, timeout=120, python=PRELUDE + '''
+before = objfile_at(%(dest)d)
+listing = gdb.execute("nsb-list", to_string=True)
+after = objfile_at(%(dest)d)
+bt_ok = attempt("info symbol %(dest)d")
+check = gdb.execute("nsb-check %(patch)s", to_string=True)
+revert = attempt("nsb-revert %(bid)s")
+listing2 = gdb.execute("nsb-list", to_string=True)
+result(before=before, listing=listing, after=after, check=check, revert=revert, listing2=listing2)
+''' % {"dest": dest, "patch": patch, "bid": bid[:12]})
+        assert len(r.results) == 1, r
+        out = r.results[0]
+        assert "No symbol matches" in out["before"], out
+        assert bid in out["listing"] and "active" in out["listing"] and "compute" in out["listing"], out
+        assert "layer 1 of 1" in out["listing"], out
+        assert out["after"].startswith("compute in section .text of") and "plus100-pie.so" in out["after"], out
+        assert "is applied" in out["check"], out
+        assert out["revert"] == "ok", (out, r)
+        assert "inactive" in out["listing2"], out
+        assert wait_running(t.pid)
+        assert t.value() == t.expect(0)
+        mem, want = memory_matches_file(t.pid, f.target, "compute")
+        assert mem == want
+        # A third session (the runner) sees it reverted: check says not applied but applicable (2).
+        rc, doc = nsb("check", t.pid, "-f", patch)
+        assert rc == 2, doc
+        assert t.stats()["unexpected"] == 0
