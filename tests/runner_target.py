@@ -145,3 +145,82 @@ def nsb(*args, timeout=120, env=None, prefix=()):
     e.update(env or {})
     return subprocess.run(list(prefix) + NSB + [str(a) for a in args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env=e)
+
+
+SCHEMA = os.path.join(ROOT, "gdb_nsb", "data", "result.schema.json")
+
+_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def validate(value, schema, where="$"):
+    """Check ``value`` against the subset of JSON Schema result.schema.json uses (raises AssertionError)."""
+    kinds = schema.get("type")
+    if kinds is not None:
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+
+        def is_kind(k):
+            if k == "integer":
+                return isinstance(value, int) and not isinstance(value, bool)
+            if k == "number":
+                return isinstance(value, (int, float)) and not isinstance(value, bool)
+            return isinstance(value, _TYPES[k])
+        assert any(is_kind(k) for k in kinds), "%s: %r is not %s" % (where, value, kinds)
+    if "enum" in schema:
+        assert value in schema["enum"], "%s: %r not in %s" % (where, value, schema["enum"])
+    if "minimum" in schema:
+        assert value >= schema["minimum"], "%s: %r < %r" % (where, value, schema["minimum"])
+    if "maximum" in schema:
+        assert value <= schema["maximum"], "%s: %r > %r" % (where, value, schema["maximum"])
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            assert key in value, "%s: missing %r" % (where, key)
+        props = schema.get("properties", {})
+        for key, item in value.items():
+            if key in props:
+                validate(item, props[key], "%s.%s" % (where, key))
+            elif isinstance(schema.get("additionalProperties"), dict):
+                validate(item, schema["additionalProperties"], "%s.%s" % (where, key))
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            validate(item, schema["items"], "%s[%d]" % (where, i))
+
+
+def nsb_json(*args, timeout=120, env=None, prefix=()):
+    """Run ``nsb ARGS --json``: (exit code, document), the document checked against the schema.
+
+    Stdout must hold exactly that one JSON document and nothing else.
+    """
+    import json
+    r = nsb(*(list(args) + ["--json"]), timeout=timeout, env=env, prefix=prefix)
+    try:
+        doc = json.loads(r.stdout)
+    except ValueError:
+        raise AssertionError("stdout is not one JSON document (rc %d):\n%s\nstderr:\n%s" % (r.returncode, r.stdout, r.stderr))
+    with open(SCHEMA) as f:
+        validate(doc, json.load(f))
+    assert doc["exit_code"] == r.returncode, (doc, r.stderr)
+    return r.returncode, doc
+
+
+def entries(target, pid):
+    """{function: entry address} of compute and scale in the running ``target`` (load bias from /proc/PID/maps)."""
+    from gdb_nsb.elf.image import ElfImage
+    image = ElfImage(target)
+    real = os.path.realpath(target)
+    bias = None
+    for line in gdbharness.maps(pid):
+        parts = line.split(None, 5)
+        if len(parts) == 6 and parts[5] == real and int(parts[2], 16) == 0:
+            bias = int(parts[0].split("-")[0], 16)
+            break
+    assert bias is not None, "target not mapped in %d" % pid
+    syms = {s.name: s.value for s in image.symtab if s.name in ("compute", "scale")}
+    return {name: bias + value for name, value in syms.items()}
+
+
+def original_bytes(target, name, size=5):
+    """The first ``size`` bytes of function ``name`` in the target file."""
+    from gdb_nsb.elf.image import ElfImage
+    image = ElfImage(target)
+    sym = next(s for s in image.symtab if s.name == name)
+    return image.read_vaddr(sym.value, size)

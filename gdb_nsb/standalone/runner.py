@@ -171,21 +171,37 @@ def _comm(pid):
 def ensure_running(pid, was_stopped=False):
     """After GDB is gone, a target left in group-stop (T) is continued.
 
-    A process that was stopped before we came (``was_stopped``) stays as it was.
+    A process that was stopped before we came (``was_stopped``) is left stopped:
+    GDB's attach continues a stopped process (SIGCONT), so it gets its SIGSTOP back.
     Returns the thread states seen last.
     """
-    states = {}
-    for _ in range(100):
+    states = _thread_states(pid)
+    if was_stopped:
+        if states and not all(s == "T" for s in states.values()):
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except OSError:
+                pass
+        return states
+    # Until the states stay calm: a dying tracer's stops may still turn into group-stops.
+    deadline = time.monotonic() + 5.0
+    calm = 0
+    while time.monotonic() < deadline:
         states = _thread_states(pid)
-        if not states or was_stopped:
+        if not states:
             return states
         if any(s == "T" for s in states.values()):
+            calm = 0
             try:
                 os.kill(pid, signal.SIGCONT)
             except OSError:
                 return states
-        elif not any(s == "t" for s in states.values()):
-            return states
+        elif any(s == "t" for s in states.values()):
+            calm = 0
+        else:
+            calm += 1
+            if calm >= 3:
+                return states
         time.sleep(0.02)
     return states
 
@@ -241,7 +257,11 @@ def run_one(command, pid, args, extra, patch_info=None):
             else:
                 argv += ["-ex", "target remote " + args.remote]
         else:
-            argv += ["-p", str(pid)]
+            # Parse files and load the executable's symbols while the target still runs, then attach:
+            # the target is stopped for less time (gdb_nsb/process/fastattach.py, bench/README.md).
+            files = [p for p in [getattr(args, "patch", None)] if p and os.path.isfile(p)]
+            argv += ["-ex", "python import gdb_nsb.process.fastattach as _f; _f.prepare(%d, %r)"
+                     % (pid, [os.path.abspath(p) for p in files]), "-ex", "attach %d" % pid]
         argv += ["-ex", gdb_cmd, "-ex", "detach"]
         if args.verbose >= 3:
             print("nsb: running %s" % " ".join(argv), file=sys.stderr)

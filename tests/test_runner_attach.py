@@ -1,0 +1,165 @@
+"""Processes the runner may not attach to (7), and the runner's hard kill of a hung GDB (15).
+
+The unprivileged cases run the runner as `nobody` (setpriv): against a root process
+(refused before GDB starts) and against a non-dumpable process of its own user (GDB's
+ptrace attach fails with EPERM; GDB goes on with the next -ex command, whose result must
+not win over the failed attach).
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+import gdbharness
+import runner_target as rt
+
+pytestmark = [pytest.mark.gdb, pytest.mark.timeout(300)]
+
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                                reason="needs root and setpriv to run the runner as nobody")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    target = rt.build_target()
+    patch = rt.make_patch(target, tmp_path_factory.mktemp("attach"))
+    return target, patch
+
+
+@pytest.fixture
+def public_patch(built):
+    """The patch in a directory `nobody` can read (pytest's tmp dirs are private)."""
+    d = tempfile.mkdtemp(prefix="nsb-runner-")
+    try:
+        os.chmod(d, 0o755)
+        path = os.path.join(d, "patch.so")
+        shutil.copyfile(built[1], path)
+        os.chmod(path, 0o644)
+        yield path
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def one(doc):
+    assert len(doc["processes"]) == 1, doc
+    return doc["processes"][0]
+
+
+def tracer_of(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_already_traced_is_7_naming_the_tracer(built):
+    target, patch = built
+    with rt.start(target) as t:
+        holder = subprocess.Popen(["gdb", "-nx", "-batch", "-p", str(t.pid), "-ex", "shell sleep 60"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while tracer_of(t.pid) == 0:
+                assert time.monotonic() < deadline, "gdb never attached"
+                time.sleep(0.05)
+            for cmd in (["patch", "-f", patch], ["check", "-f", patch], ["list"]):
+                rc, doc = rt.nsb_json(*(cmd + ["-p", t.pid]))
+                p = one(doc)
+                assert rc == 7, p
+                assert "already traced by pid %d (gdb)" % holder.pid in p["message"], p
+        finally:
+            os.killpg(holder.pid, signal.SIGKILL)
+            holder.wait(timeout=10)
+        assert gdbharness.wait_running(t.pid, 10)
+        assert t.ask("v") == rt.ORIGINAL
+
+
+@needs_root
+def test_unprivileged_runner_against_root_process_is_7(built, public_patch):
+    target, _ = built
+    with rt.start(target) as t:
+        for cmd in (["patch", "-f", public_patch], ["list"]):
+            rc, doc = rt.nsb_json(*(cmd + ["-p", t.pid]), prefix=AS_NOBODY)
+            p = one(doc)
+            assert rc == 7 and "not permitted" in p["message"], p
+        assert t.ask("v") == rt.ORIGINAL
+
+
+@needs_root
+def test_gdb_attach_eperm_wins_over_the_command_result():
+    """Same user, non-dumpable: only GDB's ptrace fails; the runner must say 7, not the 10 nsb-list wrote."""
+    code = ("import ctypes, sys, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); "
+            "print('ready', flush=True); time.sleep(120)")
+    with gdbharness.Target(AS_NOBODY + ["/usr/bin/python3", "-c", code], ready_line="ready") as t:
+        # The target is the setpriv'd python itself (setpriv execs).
+        rc, doc = rt.nsb_json("list", "-p", t.pid, prefix=AS_NOBODY)
+        p = one(doc)
+        assert rc == 7, p
+        assert p["error"] == "AttachFailed" and "ptrace: Operation not permitted" in p["message"], p
+        assert t.alive()
+
+
+def test_hung_gdb_is_killed_after_the_grace_and_the_target_keeps_running(built):
+    """GDB stopped (SIGSTOP) right after it attached: the runner kills it at --timeout + grace,
+    exits 15, and the target is left running (not in state T), unpatched."""
+    target, patch = built
+    with rt.start(target) as t:
+        env = dict(os.environ, PYTHONPATH=rt.ROOT, NSB_GRACE_SECONDS="1")
+        runner = subprocess.Popen(rt.NSB + ["patch", "-p", str(t.pid), "-f", patch, "--timeout", "15", "--json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=rt.ROOT, env=env,
+                                  start_new_session=True)
+        gdb_pid = None
+        try:
+            deadline = time.monotonic() + 60
+            while gdb_pid is None and runner.poll() is None and time.monotonic() < deadline:
+                tracer = tracer_of(t.pid)
+                if tracer:
+                    os.kill(tracer, signal.SIGSTOP)
+                    gdb_pid = tracer
+                time.sleep(0.002)
+            assert gdb_pid is not None, "GDB never attached (runner rc %s)" % runner.poll()
+            started = time.monotonic()
+            out, err = runner.communicate(timeout=60)
+            waited = time.monotonic() - started
+        finally:
+            if runner.poll() is None:
+                os.killpg(runner.pid, signal.SIGKILL)
+                runner.wait(timeout=10)
+        import json
+        doc = json.loads(out)
+        p = one(doc)
+        assert runner.returncode == 15 and doc["exit_code"] == 15, (doc, err)
+        assert p["error"] == "TimeoutExpired" and "killed" in p["message"], p
+        assert waited < 15 + 1 + 10, waited
+        assert not os.path.exists("/proc/%d" % gdb_pid) or gdbharness.proc_state(gdb_pid) in (None, "Z")
+        assert tracer_of(t.pid) == 0
+        states = gdbharness.thread_states(t.pid)
+        assert states and not any(s in "Tt" for s in states.values()), (states, p)
+        assert t.ask("v") == rt.ORIGINAL
+        assert rt.nsb_json("check", "-p", t.pid, "-f", patch)[0] == 2
+
+
+def test_a_process_stopped_before_us_stays_stopped(built):
+    """The runner continues a target GDB left stopped, but not one the operator had stopped."""
+    target, patch = built
+    with rt.start(target) as t:
+        os.kill(t.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while gdbharness.proc_state(t.pid) != "T":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        rc, doc = rt.nsb_json("list", "-p", t.pid)
+        assert rc == 0, doc
+        time.sleep(0.2)
+        assert gdbharness.proc_state(t.pid) == "T"
+        os.kill(t.pid, signal.SIGCONT)
+        assert gdbharness.wait_running(t.pid, 10)
+        assert t.ask("v") == rt.ORIGINAL
