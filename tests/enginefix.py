@@ -304,7 +304,7 @@ class Running(Target):
 
 # ---------------------------------------------------------------------------- runner and memory helpers
 
-def nsb(command, pid, *args, timeout=30):
+def nsb(command, pid, *args, timeout=90):
     """Run ``nsb COMMAND -p PID ARGS... --json`` (the standalone runner); returns (exit code, process doc)."""
     argv = [sys.executable, "-m", "gdb_nsb.standalone.cli", command, "-p", str(pid), "--json",
             "--timeout", str(timeout)] + [str(a) for a in args]
