@@ -31,3 +31,14 @@ def _positive_cells():
 @pytest.mark.parametrize("name,flavor,opt,workers", _positive_cells())
 def test_positive(name, flavor, opt, workers, tmp_path):
     harness.run_positive(name, flavor, opt, workers, str(tmp_path))
+
+
+def _negative_cells():
+    return [pytest.param(kind, flavor, 4, id="neg-%s-%s-t4" % (kind, flavor))
+            for kind in harness.NEGATIVE for flavor in ("pie",)]
+
+
+@pytest.mark.timeout(CELL_TIMEOUT)
+@pytest.mark.parametrize("kind,flavor,workers", _negative_cells())
+def test_negative(kind, flavor, workers, tmp_path):
+    harness.run_negative(kind, flavor, workers, str(tmp_path))

@@ -337,7 +337,8 @@ def nsb(command, pid, patch=None, *options, timeout=RUNNER_TIMEOUT):
     except ValueError:
         raise MatrixFailure("nsb %s printed no JSON (exit %d): %s %s" % (command, r.returncode, r.stdout[-300:],
                                                                         r.stderr[-300:]))
-    procs = doc.get("processes") or [{}]
+    # Errors found before any process was reached (the patch file) are top-level.
+    procs = doc.get("processes") or [doc]
     return r.returncode, procs[0]
 
 
@@ -427,3 +428,197 @@ def run_ipa_ra(name, flavor, workers, workdir):
             raise MatrixFailure("generator named callers %r, expected %s" % (named, meta["ipa_ra"]))
         return
     raise MatrixFailure("generator accepted a plain -O2 target whose callers %s assume -fipa-ra" % meta["ipa_ra"])
+
+
+# ------------------------------------------------------------------ the negative cells
+
+NEGATIVE = ("wrong_buildid", "corrupt_section", "missing_section", "unresolvable", "too_short", "entry_changed",
+            "applied_twice", "revert_not_applied", "parked", "seccomp", "stacked_out_of_order")
+
+
+class _Untouched:
+    """What a failed operation must leave as it was: mappings, code, values."""
+
+    def __init__(self, drv, patch, value):
+        self.drv, self.patch, self.value = drv, patch, value
+        self.maps = drv.maps()
+        self.code = {n: mem for n, (mem, _disk) in entry_state(drv, patch).items()}
+
+    def check(self, step):
+        drv = self.drv
+        if not drv.alive():
+            raise MatrixFailure("%s: the target died %s" % (step, drv._stderr()))
+        now = drv.maps()
+        if now != self.maps:
+            raise MatrixFailure("%s: mappings changed:\n%s" % (step, "\n".join(sorted(set(now) ^ set(self.maps)))))
+        code = {n: mem for n, (mem, _disk) in entry_state(drv, self.patch).items()}
+        for name in code:
+            if code[name] != self.code[name]:
+                raise MatrixFailure("%s: code of %s changed: %s" % (step, name, code[name][:16].hex()))
+        drv.expect_values(self.value, step)
+        drv.expect_no_bad(step)
+
+
+def _section_range(path, name):
+    with open(path, "rb") as f:
+        sec = ELFFile(f).get_section_by_name(name)
+        return (sec["sh_offset"], sec["sh_size"]) if sec is not None else None
+
+
+def _build_id(patch_path):
+    from gdb_nsb.elf.livepatch import LivePatch
+    return LivePatch.read(patch_path).new_bid
+
+
+def _entry_offset(disk):
+    return 4 if disk[:4] == b"\xf3\x0f\x1e\xfa" else 0
+
+
+def run_negative(kind, flavor, workers, workdir):
+    """One failure path on a live target: the exact error, an untouched process,
+    and where there is one, the way out (the operation then succeeds)."""
+    from gdb_nsb.errors import GenerateError
+
+    meta = scenario_meta("neg")
+    before, after, after2 = meta["before"], meta["after"], meta["after2"]
+    built = build_target("neg", flavor, "O2ic")
+    good = build_patch("neg", built, workdir)
+    extra = ["seccomp"] if kind == "seccomp" else []
+
+    if kind == "too_short":
+        try:
+            build_patch("neg", built, workdir, variant=4)
+        except GenerateError as e:
+            if "function scen_tiny" not in str(e) or "too short for a 5-byte jump" not in str(e):
+                raise MatrixFailure("too_short: generator refused for another reason: %s" % e)
+        else:
+            raise MatrixFailure("too_short: the generator accepted a 1-byte function")
+
+    with Driver(built, workers, [before], extra) as drv:
+        drv.expect_values(before, "before")
+        untouched = _Untouched(drv, good, before)
+
+        if kind == "wrong_buildid":
+            other_dir = os.path.join(workdir, "other")
+            os.makedirs(other_dir)
+            other = build_target("neg", flavor, "O2ic", defines=["NEG_OTHER_BUILD"])
+            wrong = build_patch("neg", other, other_dir)
+            nsb_fails("patch", drv.pid, wrong, code=4, contains=["build-id"], step="wrong build-id")
+            untouched.check("after wrong build-id")
+        elif kind == "corrupt_section":
+            bad = os.path.join(workdir, "corrupt.so")
+            shutil.copyfile(good, bad)
+            off, size = _section_range(bad, "vzpatch")
+            with open(bad, "r+b") as f:
+                f.seek(off)
+                f.write(b"\xff" * size)
+            nsb_fails("patch", drv.pid, bad, code=9, contains=["corrupt"], step="corrupt section")
+            untouched.check("after corrupt section")
+        elif kind == "missing_section":
+            raw = raw_patch("neg", workdir)
+            nsb_fails("patch", drv.pid, raw, code=9, contains=["no vzpatch section in", "nsb generate"],
+                      step="missing section")
+            untouched.check("after missing section")
+        elif kind == "unresolvable":
+            unres = build_patch("neg", built, workdir, variant=3)
+            nsb_fails("patch", drv.pid, unres, code=4, contains=["scen_no_such_symbol"], step="unresolvable symbol")
+            untouched.check("after unresolvable symbol")
+        elif kind == "too_short":
+            # The engine refuses too: a section claiming scen_spare is 4 bytes long.
+            from gdb_nsb.elf.livepatch import LivePatch
+            forged = os.path.join(workdir, "short.so")
+            shutil.copyfile(good, forged)
+            lp = LivePatch.read(forged)
+            for j in lp.func_jumps:
+                if j.name == "scen_spare":
+                    j.func_size = _entry_offset(j.entry_bytes) + 4
+                    j.entry_bytes = j.entry_bytes[:j.func_size]
+                    j.fragments = [(j.func_value, j.func_value + j.func_size)]
+            lp.write_into(forged)
+            nsb_fails("patch", drv.pid, forged, code=13,
+                      contains=["function scen_spare is 4 bytes, too short for the 5-byte rel32 jump"],
+                      step="too short")
+            untouched.check("after too short")
+        elif kind == "entry_changed":
+            bias = load_bias(drv.pid, built.obj)
+            spare = next(j for j in replaced_functions(good) if j.name == "scen_spare")
+            disk = file_bytes(built.obj, spare.func_value, spare.func_size)
+            at = bias + spare.func_value + _entry_offset(disk)
+            drv.write_mem(at, b"\xcc")  # someone else's breakpoint; no worker runs scen_spare
+            untouched = _Untouched(drv, good, before)
+            now = drv.read_mem(at, 5).hex()
+            want = disk[_entry_offset(disk):_entry_offset(disk) + 5].hex()
+            nsb_fails("patch", drv.pid, good, code=4, contains=["bytes at %#x are %s, expected %s" % (at, now, want)],
+                      step="entry bytes changed")
+            untouched.check("after entry bytes changed")
+            drv.write_mem(at, disk[_entry_offset(disk):_entry_offset(disk) + 1])
+            drv.allow(before, after)
+            nsb_ok("patch", drv.pid, good, step="apply once the bytes are back")
+            drv.expect_values(after, "after apply")
+        elif kind == "applied_twice":
+            drv.allow(before, after)
+            nsb_ok("patch", drv.pid, good, step="apply")
+            drv.expect_values(after, "after apply")
+            drv.allow(after)
+            again = _Untouched(drv, good, after)
+            nsb_fails("patch", drv.pid, good, code=5, contains=["already applied"], step="apply twice")
+            again.check("after applying twice")
+        elif kind == "revert_not_applied":
+            nsb_fails("revert", drv.pid, good, code=2, contains=["no live patch is applied in process %d" % drv.pid],
+                      step="revert with nothing applied")
+            untouched.check("after revert of a patch not applied")
+            # Another patch applied, this one not.
+            second = build_patch("neg", built, workdir, variant=2)
+            drv.allow(before, after2)
+            nsb_ok("patch", drv.pid, second, step="apply another patch")
+            drv.expect_values(after2, "after applying another patch")
+            drv.allow(after2)
+            other = _Untouched(drv, good, after2)
+            bid = _build_id(good)
+            nsb_fails("revert", drv.pid, good, code=2, contains=[bid, "not applied"], step="revert of a patch not applied")
+            other.check("after revert of a patch not applied")
+        elif kind == "parked":
+            parked = build_patch("neg", built, workdir, variant=5)
+            untouched = _Untouched(drv, parked, before)
+            nsb_fails("patch", drv.pid, parked, "--retries", "3", code=3, contains=["scen_parked", "thread"],
+                      step="thread parked inside")
+            untouched.check("after parked refusal")
+            drv.release()
+            nsb_ok("patch", drv.pid, parked, step="apply once the thread left")
+            expect_jumps(drv, parked, "after apply")
+            drv.expect_values(before, "after apply (workers never call scen_parked)")
+            nsb_ok("revert", drv.pid, parked, step="revert")
+            expect_file_bytes(drv, parked, "after revert")
+        elif kind == "seccomp":
+            nsb_fails("patch", drv.pid, good, code=14, contains=["seccomp", "--allow-seccomp"], step="seccomp filter")
+            untouched.check("after seccomp refusal")
+            drv.allow(before, after)
+            nsb_ok("patch", drv.pid, good, "--allow-seccomp", step="apply with --allow-seccomp")
+            drv.expect_values(after, "after apply")
+            drv.allow(after)
+        elif kind == "stacked_out_of_order":
+            second = build_patch("neg", built, workdir, variant=2)
+            drv.allow(before, after)
+            nsb_ok("patch", drv.pid, good, step="apply layer 1")
+            drv.expect_values(after, "after layer 1")
+            drv.allow(after, after2)
+            nsb_ok("patch", drv.pid, second, step="apply layer 2")
+            drv.expect_values(after2, "after layer 2")
+            drv.allow(after2)
+            expect_jumps(drv, good, "after layer 2")
+            nsb_ok("revert", drv.pid, good, step="revert layer 1 (below)")
+            drv.expect_values(after2, "after reverting layer 1")
+            # scen_spare was only in layer 1: back to the file's code.
+            state = entry_state(drv, good)
+            if state["scen_spare"][0] != state["scen_spare"][1]:
+                raise MatrixFailure("after reverting layer 1: scen_spare is not the file's code")
+            drv.allow(before, after2)
+            nsb_ok("revert", drv.pid, second, step="revert layer 2")
+            drv.expect_values(before, "after reverting layer 2")
+            drv.allow(before)
+            expect_file_bytes(drv, good, "after reverting both")
+        else:
+            raise ValueError("unknown negative scenario %r" % kind)
+        drv.expect_no_bad("end")
+        if not drv.alive():
+            raise MatrixFailure("the target died")
