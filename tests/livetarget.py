@@ -1,0 +1,273 @@
+"""A small live-patching scenario for the remote, dlopen, fork and replaced-executable tests.
+
+The target (``compute``) answers ``base_value + 2*x``; the patch answers
+``base_value + 2*x + 500``, so the patched value depends on the target's own
+variable (a patch bound to the wrong object shows a wrong number).  Worker
+threads call ``compute`` all the time and count any value outside the set a
+test declares allowed.
+
+Line protocol on stdin/stdout:
+  v             -> "v N"        compute(1) as the main thread sees it
+  base N        -> "base N"     set base_value
+  bad           -> "bad B C"    unexpected values seen by the workers, calls made
+  allow A B     -> "allow A B"  the values the workers accept (for base 1000: 1002 1502)
+  park / unpark -> a thread parks inside compute (x == 0 spins while parked)
+  fork          -> "child PID"  a forked child that keeps serving the same protocol on a FIFO pair
+  pid           -> "pid P"
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import cbuild
+import gdbharness
+
+ROOT = cbuild.ROOT
+NSB = [sys.executable, "-m", "gdb_nsb.standalone.cli"]
+
+TARGET_SOURCE = r'''
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+int base_value = 1000;
+volatile int parked;
+static volatile long calls, unexpected;
+static volatile long allow_a = 1002, allow_b = 1502;
+
+__attribute__((noinline)) int compute(int x)
+{
+    if (x == 0)
+        while (parked)
+            __asm__ volatile("pause");
+    return base_value + 2 * x;
+}
+
+static void *worker(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int v = compute(1);
+        if (v != allow_a && v != allow_b)
+            __atomic_add_fetch(&unexpected, 1, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&calls, 1, __ATOMIC_SEQ_CST);
+        usleep(1000);
+    }
+    return NULL;
+}
+
+static void *parker(void *arg)
+{
+    (void)arg;
+    compute(0);
+    return NULL;
+}
+
+static void serve(FILE *in, FILE *out)
+{
+    char line[128];
+    while (fgets(line, sizeof line, in)) {
+        long a, b;
+        if (!strncmp(line, "v", 1) && (line[1] == '\n' || line[1] == 0))
+            fprintf(out, "v %d\n", compute(1));
+        else if (sscanf(line, "base %ld", &a) == 1) {
+            base_value = (int)a;
+            fprintf(out, "base %ld\n", a);
+        } else if (sscanf(line, "allow %ld %ld", &a, &b) == 2) {
+            allow_a = a; allow_b = b;
+            fprintf(out, "allow %ld %ld\n", a, b);
+        } else if (!strncmp(line, "bad", 3))
+            fprintf(out, "bad %ld %ld\n", unexpected, calls);
+        else if (!strncmp(line, "unpark", 6)) {
+            parked = 0;
+            fprintf(out, "unparked\n");
+        } else if (!strncmp(line, "park", 4)) {
+            pthread_t t;
+            parked = 1;
+            pthread_create(&t, NULL, parker, NULL);
+            usleep(20000);
+            fprintf(out, "parked\n");
+        } else if (!strncmp(line, "pid", 3))
+            fprintf(out, "pid %d\n", (int)getpid());
+        else if (!strncmp(line, "fork ", 5)) {
+            /* fork DIR: the child serves DIR/in -> DIR/out (FIFOs made by the test) */
+            char dir[100], pin[128], pout[128];
+            sscanf(line + 5, "%99s", dir);
+            snprintf(pin, sizeof pin, "%s/in", dir);
+            snprintf(pout, sizeof pout, "%s/out", dir);
+            fflush(out);
+            pid_t c = fork();
+            if (c == 0) {
+                pthread_t t;
+                pthread_create(&t, NULL, worker, NULL);
+                FILE *ci = fopen(pin, "r"), *co = fopen(pout, "w");
+                if (!ci || !co) _exit(3);
+                setvbuf(co, NULL, _IOLBF, 0);
+                fprintf(co, "child %d\n", (int)getpid());
+                serve(ci, co);
+                _exit(0);
+            }
+            fprintf(out, "forked %d\n", (int)c);
+        } else
+            fprintf(out, "? %s", line);
+        fflush(out);
+    }
+}
+
+int main(void)
+{
+    pthread_t t[2];
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    for (long i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, worker, NULL);
+    printf("ready %d\n", (int)getpid());
+    serve(stdin, stdout);
+    return 0;
+}
+'''
+
+PATCH_SOURCE = r'''
+extern int base_value;
+
+int compute(int x)
+{
+    return base_value + 2 * x + 500;
+}
+'''
+
+TARGET_FLAGS = ["-O2", "-flive-patching=inline-clone", "-g", "-pthread", "-fPIE", "-pie"]
+
+
+def build_target(variant="", flags=TARGET_FLAGS, name="target"):
+    """The compiled target; ``variant`` is C text appended (a different build, same behaviour)."""
+    return cbuild.build([("target.c", TARGET_SOURCE + variant)], list(flags), name)
+
+
+def make_patch(target, workdir, source=PATCH_SOURCE, name="patch.so"):
+    """A live patch for ``target`` in ``workdir`` (the cached .so copied, then bound)."""
+    from gdb_nsb.generator.manual import generate_file
+    built = cbuild.build_patch([("patch.c", source)], output_name=name)
+    out = os.path.join(str(workdir), name)
+    shutil.copyfile(built, out)
+    generate_file(target, out)
+    return out
+
+
+def nsb(*args, timeout=120):
+    """Run the standalone runner (``nsb ARGS``), bounded in time."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(NSB + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env=env)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class GdbServer:
+    """A gdbserver process (``argv`` after the program name), killed at exit.
+
+    ``prefix`` wraps it (e.g. ``unshare -m sh -c ...``).  Waits for "Listening on port".
+    """
+
+    def __init__(self, args, prefix=None, port=None, timeout=20):
+        self.port = port or free_port()
+        self.args = [a.replace("{port}", str(self.port)) for a in args]
+        self.prefix = prefix
+        self.timeout = timeout
+        self.proc = None
+        self.output = []
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def __enter__(self):
+        argv = ["gdbserver"] + self.args
+        if self.prefix is not None:
+            argv = self.prefix(argv)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.timeout
+        import select
+        fd = self.proc.stdout.fileno()
+        while b"Listening on port" not in b"".join(self.output):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("gdbserver did not listen: %r" % b"".join(self.output))
+            r, _, _ = select.select([fd], [], [], left)
+            if r:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    raise RuntimeError("gdbserver exited: %r" % b"".join(self.output))
+                self.output.append(chunk)
+        return self
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def wait_exit(self, timeout=10):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        return False
+
+
+def start_target(path, **kw):
+    return gdbharness.Target([path], ready_line="ready", **kw)
+
+
+def value(target):
+    line = target.ask("v")
+    assert line.startswith("v "), line
+    return int(line.split()[1])
+
+
+def no_bad_values(target):
+    line = target.ask("bad")
+    _, bad, calls = line.split()
+    return int(bad) == 0 and int(calls) > 0, line
+
+
+def text_bytes(pid, path, symbol):
+    """(address, bytes in memory, bytes in the file) of ``symbol``'s first 16 bytes in a running PIE."""
+    from gdb_nsb.elf.image import ElfImage
+    img = ElfImage(path)
+    sym = next(s for s in img.symtab if s.name == symbol)
+    base = None
+    real = os.path.realpath(path)
+    for line in gdbharness.maps(pid):
+        parts = line.split()
+        if len(parts) >= 6 and parts[5] == real and int(parts[2], 16) == 0:
+            base = int(parts[0].split("-")[0], 16)
+            break
+    assert base is not None, "no mapping of %s in %d" % (path, pid)
+    addr = base + sym.value
+    return addr, gdbharness.read_mem(pid, addr, 16), img.read_vaddr(sym.value, 16)
