@@ -19,6 +19,7 @@ import gdb
 from gdb_nsb import errors
 from gdb_nsb.binder.process_view import MappedObject, ProcessView, compute_load_bias
 from gdb_nsb.elf.image import ElfImage
+from gdb_nsb.process import filecache
 
 _AT_ENTRY = re.compile(r"^\s*9\s+AT_ENTRY\s.*?(0x[0-9a-fA-F]+)", re.M)
 _REMOTE_CACHE = None
@@ -61,7 +62,7 @@ class ObjectFiles:
             except OSError:
                 same = False
             try:
-                image = ElfImage(name if same else mapfile)
+                image = filecache.image(name if same else mapfile)  # parsed before the stop when prefetched
             except (OSError, errors.NsbError):
                 image = None
         else:

@@ -12,7 +12,7 @@ import os
 import gdb
 
 from gdb_nsb import errors
-from gdb_nsb.elf.image import ElfImage
+from gdb_nsb.process import filecache
 
 
 def loaded_build_ids():
@@ -24,7 +24,7 @@ def _find_file(record, hints=()):
         if not path or not os.path.isfile(path):
             continue
         try:
-            if ElfImage(path).build_id == record.patch_build_id:
+            if filecache.image(path).build_id == record.patch_build_id:
                 return os.path.abspath(path)
         except errors.NsbError:
             continue

@@ -1,0 +1,133 @@
+"""What the runner does inside GDB before it attaches, so the target is stopped for less time.
+
+GDB stops every thread when it attaches and keeps them stopped while it
+reads the symbols of every mapped object; measured here that is most of the
+pause any GDB-based tool imposes (bench/README.md).  Before ``attach`` we:
+
+* parse the patch and every mapped ELF file (:mod:`filecache`), so that the
+  engine finds them ready in the stop;
+* load the main executable's symbols (``file``) while the process still
+  runs, when the file on disk is the one mapped: GDB then keeps them at
+  attach instead of reading them in the stop;
+* skip separate debug files (``set debug-file-directory``, empty) when no
+  separate debug file of a mapped object holds unwind tables
+  (``.debug_frame``) and every mapped object has its own ``.eh_frame``:
+  reading the DWARF of such files (libc6-dbg's, for one) was the largest
+  part of the pause, and they add nothing the safe-point check needs.  If
+  any debug file carries ``.debug_frame``, or an object has no
+  ``.eh_frame``, nothing is skipped: the safe-point check relies on the
+  unwind tables of every mapped object.
+
+Native targets only; nothing here may fail the operation (errors are ignored:
+the plain attach path is then taken).
+"""
+
+import os
+import struct
+
+import gdb
+
+from gdb_nsb import errors
+from gdb_nsb.process import filecache
+
+UNWIND_SECTIONS = (".eh_frame",)
+
+
+def section_names(path):
+    """Section names of an ELF64 LE file, reading only its headers; None when unreadable."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:
+                return None
+            shoff, = struct.unpack_from("<Q", head, 0x28)
+            shentsize, shnum, shstrndx = struct.unpack_from("<HHH", head, 0x3A)
+            if not shoff or shentsize != 64 or shstrndx >= shnum:
+                return None
+            f.seek(shoff)
+            table = f.read(shnum * 64)
+            str_off, str_size = struct.unpack_from("<QQ", table, shstrndx * 64 + 0x18)
+            f.seek(str_off)
+            names = f.read(str_size)
+    except (OSError, struct.error):
+        return None
+    out = []
+    for i in range(1, shnum):
+        n, = struct.unpack_from("<I", table, i * 64)
+        out.append(names[n:names.find(b"\0", n)].decode("utf-8", "replace"))
+    return out
+
+
+def debug_file_candidates(img, debug_dir="/usr/lib/debug"):
+    """Where GDB would look for ``img``'s separate debug file (by build-id, then .gnu_debuglink)."""
+    out = []
+    bid = img.build_id
+    if bid and len(bid) > 2:
+        out.append(os.path.join(debug_dir, ".build-id", bid[:2], bid[2:] + ".debug"))
+    link = img.debuglink
+    if link:
+        d = os.path.dirname(os.path.realpath(img.path))
+        out += [os.path.join(d, link[0]), os.path.join(d, ".debug", link[0]),
+                os.path.join(debug_dir, d.lstrip("/"), link[0])]
+    return out
+
+
+def _separate_unwind_tables(img):
+    """True when an existing separate debug file of ``img`` holds .debug_frame (or cannot be read)."""
+    for cand in debug_file_candidates(img):
+        if os.path.exists(cand):
+            names = section_names(cand)
+            if names is None or ".debug_frame" in names:
+                return True
+    return False
+
+
+def _has_own_unwind_tables(img):
+    try:
+        return any(img.section_by_name(name) is not None for name in UNWIND_SECTIONS)
+    except errors.NsbError:
+        return False
+
+
+def _quote(path):
+    return '"%s"' % path.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def plan(pid, patches=()):
+    """What prepare would do, as data: {"images": n, "skip_debug_files": bool, "exe": path|None}."""
+    filecache.prefetch(pid, patches)
+    files = filecache.mapped_files(pid)
+    skip = bool(files)
+    for path in files:
+        try:
+            img = filecache.image(path)
+        except (errors.NsbError, OSError):
+            skip = False  # unreadable object: let GDB do what it always does
+            break
+        if not _has_own_unwind_tables(img) or _separate_unwind_tables(img):
+            skip = False
+            break
+    exe = None
+    try:
+        real = os.readlink("/proc/%d/exe" % pid)
+        if os.path.samestat(os.stat(real), os.stat("/proc/%d/exe" % pid)):
+            exe = real
+    except OSError:
+        exe = None
+    return {"images": len(files), "skip_debug_files": skip, "exe": exe}
+
+
+def prepare(pid, patches=()):
+    """Run in GDB before ``attach PID``: warm caches and settings; returns plan()'s dict. Never raises."""
+    try:
+        decided = plan(pid, [p for p in patches if p and os.path.isfile(p)])
+    except Exception as e:  # noqa: BLE001 - a failed speed-up must never fail the operation
+        return {"error": str(e)}
+    try:
+        if decided["skip_debug_files"]:
+            gdb.execute("set debug-file-directory", to_string=True)
+        if decided["exe"]:
+            gdb.execute("file %s" % _quote(decided["exe"]), to_string=True)
+    except gdb.error as e:
+        decided["error"] = str(e)
+    return decided

@@ -1,0 +1,106 @@
+"""ELF files read once per GDB session, and read before the process is stopped.
+
+Parsing the ELF files of the mapped objects (libc's dynamic symbols and
+version tables, section headers, build-ids) costs tens of milliseconds in
+pure Python.  Done inside the stop, that time is added to the pause the
+target sees.  So the runner calls :func:`prefetch` before attaching: it reads
+``/proc/PID/maps`` (native targets only), opens every mapped file and the
+patch, and computes what the engine will ask for.  In the stop the engine
+gets the very same :class:`ElfImage` objects back from :func:`image`, with
+their lazily computed properties already filled in.
+
+Images are keyed by the file's identity (device, inode, size, mtime), never
+by path alone: a file replaced on disk after the prefetch is a new file, and
+``/proc/PID/map_files/...`` of the same file shares its entry.
+"""
+
+import os
+
+from gdb_nsb import errors
+from gdb_nsb.elf.image import ElfImage
+
+_IMAGES = {}
+_PATCHES = {}
+
+# Properties the snapshot, the binder and the engine read from mapped objects and patches.
+_WARM = ("build_id", "segments", "sections", "_sections_by_name", "dynamic", "needed", "soname", "dynsyms",
+         "_version_index_names", "relocations")
+
+
+def _identity(path):
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def image(path):
+    """The ElfImage of ``path``, shared with every earlier open of the same file (ElfError as ElfImage)."""
+    try:
+        key = _identity(path)
+    except OSError:
+        return ElfImage(path)  # raises the usual one-line ElfError
+    img = _IMAGES.get(key)
+    if img is None:
+        img = _IMAGES[key] = ElfImage(path)
+    return img
+
+
+def livepatch(path):
+    """LivePatch.read(path), cached by file identity (the same errors)."""
+    from gdb_nsb.elf.livepatch import LivePatch
+    try:
+        key = _identity(path)
+    except OSError:
+        return LivePatch.read(path)
+    lp = _PATCHES.get(key)
+    if lp is None:
+        lp = _PATCHES[key] = LivePatch.read(path)
+    return lp
+
+
+def warm(img):
+    """Compute the lazily read parts of ``img`` now (errors are left for the real use to report)."""
+    for name in _WARM:
+        try:
+            getattr(img, name)
+        except (errors.NsbError, ValueError, KeyError, IndexError):
+            pass
+    return img
+
+
+def mapped_files(pid):
+    """Paths of the regular files mapped by process ``pid`` (from /proc/PID/maps), in map order."""
+    out = []
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) < 6:
+                    continue
+                name = parts[5].strip()
+                if name.startswith("/") and not name.startswith("/memfd:") and not name.endswith("(deleted)") \
+                        and name not in out:
+                    out.append(name)
+    except OSError:
+        pass
+    return out
+
+
+def prefetch(pid=None, patches=()):
+    """Open and warm the patch files and every file mapped by local process ``pid``; never raises.
+
+    Returns the number of images ready.  Run it before attaching: nothing
+    here touches the process beyond reading ``/proc/PID/maps``.
+    """
+    count = 0
+    for path in patches:
+        try:
+            livepatch(path)
+        except errors.NsbError:
+            pass
+    for path in list(patches) + (mapped_files(pid) if pid else []):
+        try:
+            warm(image(path))
+            count += 1
+        except (errors.NsbError, OSError):
+            continue
+    return count

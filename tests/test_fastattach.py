@@ -1,0 +1,136 @@
+"""The runner's fast attach (gdb_nsb/process/fastattach.py) never costs safety.
+
+A thread parked in read() called from a replaced function must still make
+`nsb patch` fail safe (busy, process untouched) when separate debug files are
+skipped and the executable's symbols are loaded before attaching; a patch of
+a function no thread is in applies and reverts.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import types
+
+import pytest
+
+import cbuild
+from gdbharness import ROOT, Target, read_mem, wait_running
+
+pytestmark = pytest.mark.timeout(240)
+
+SRC = r'''
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+int fds[2];
+__attribute__((noinline)) long reader_fn(void) { char c = 0; long n = read(fds[0], &c, 1); return n + c; }
+__attribute__((noinline)) long idle_fn(long x) { return x * 3 + 1; }
+long (*volatile idle_ptr)(long) = idle_fn;
+static void *worker(void *a) { (void)a; for (;;) reader_fn(); return 0; }
+int main(void) {
+  if (pipe(fds)) return 1;
+  pthread_t t; pthread_create(&t, 0, worker, 0);
+  printf("ready\n"); fflush(stdout);
+  char buf[64];
+  while (fgets(buf, sizeof buf, stdin)) { printf("%ld\n", idle_ptr(5)); fflush(stdout); }
+  return 0;
+}
+'''
+
+PATCH_READER = "long reader_fn(void) { return 42; }\n"
+PATCH_IDLE = "long idle_fn(long x) { return x * 3 + 1000; }\n"
+
+
+def _build():
+    exe = cbuild.build([("fa_target.c", SRC)], ["-O2", "-g", "-flive-patching=inline-clone", "-pthread"],
+                       "fa_target")
+    return exe
+
+
+def _patch(exe, name, text, d):
+    from gdb_nsb.generator.manual import generate_file
+    built = cbuild.build_patch([(name + ".c", text)], name + ".so")
+    out = os.path.join(d, name + ".so")
+    shutil.copy(built, out)
+    generate_file(exe, out)
+    return out
+
+
+def _nsb(*args):
+    return subprocess.run([os.path.join(ROOT, "nsb")] + list(args), stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+
+
+@pytest.fixture
+def gdbless_fastattach(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gdb", types.ModuleType("gdb"))
+    sys.modules.pop("gdb_nsb.process.fastattach", None)
+    from gdb_nsb.process import fastattach
+    yield fastattach
+    sys.modules.pop("gdb_nsb.process.fastattach", None)
+
+
+def test_plan_and_section_reader(gdbless_fastattach, tmp_path):
+    fa = gdbless_fastattach
+    exe = _build()
+    names = fa.section_names(exe)
+    assert ".eh_frame" in names and ".debug_info" in names and ".text" in names
+    assert fa.section_names(str(tmp_path / "missing")) is None
+    with Target([exe], ready_line="ready") as t:
+        decided = fa.plan(t.pid)
+        assert decided["exe"] == os.path.realpath(exe)
+        assert decided["images"] >= 2
+        from gdb_nsb.process import filecache
+        libc = next(p for p in filecache.mapped_files(t.pid) if "libc.so" in p)
+        has_frame = any(os.path.exists(c) and ".debug_frame" in (fa.section_names(c) or [])
+                        for c in fa.debug_file_candidates(filecache.image(libc)))
+        assert decided["skip_debug_files"] == (not has_frame)
+
+
+def test_separate_debug_file_with_unwind_tables_is_never_skipped(gdbless_fastattach, tmp_path):
+    fa = gdbless_fastattach
+    # CFI only in .debug_frame, then moved to a separate debug file: that file must be read.
+    lib = cbuild.build([("noeh.c", "int noeh(int x) { return x + 1; }\n")],
+                       ["-O2", "-g", "-fPIC", "-shared", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"],
+                       "libnoeh.so")
+    assert ".debug_frame" in fa.section_names(lib)
+    debug, stripped = str(tmp_path / "libnoeh.debug"), str(tmp_path / "libnoeh.so")
+    subprocess.run(["objcopy", "--only-keep-debug", lib, debug], check=True, timeout=60)
+    subprocess.run(["objcopy", "--strip-debug", "--add-gnu-debuglink=" + debug, lib, stripped], check=True,
+                   timeout=60)
+    assert ".debug_frame" not in fa.section_names(stripped)
+    from gdb_nsb.process import filecache
+    assert fa._separate_unwind_tables(filecache.image(stripped))
+    assert not fa._separate_unwind_tables(filecache.image(lib))
+
+
+def test_parked_read_in_replaced_function_fails_safe_then_other_patch_applies():
+    exe = _build()
+    d = tempfile.mkdtemp(prefix="nsb-fa-")
+    try:
+        busy_patch = _patch(exe, "reader", PATCH_READER, d)
+        idle_patch = _patch(exe, "idle", PATCH_IDLE, d)
+        with Target([exe], ready_line="ready") as t:
+            assert t.ask("x") == "16"
+            nm = {l.split()[2]: int(l.split()[0], 16) for l in cbuild.tool("nm", exe).splitlines()
+                  if len(l.split()) == 3}
+            with open("/proc/%d/maps" % t.pid) as f:
+                base = int(next(l for l in f if exe in l or os.path.realpath(exe) in l).split("-")[0], 16)
+            entry = base + nm["reader_fn"]
+            before = read_mem(t.pid, entry, 16)
+            r = _nsb("patch", "-p", str(t.pid), "-f", busy_patch, "--retries", "3", "--timeout", "60")
+            assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
+            assert "reader_fn" in (r.stdout + r.stderr)
+            assert read_mem(t.pid, entry, 16) == before
+            assert wait_running(t.pid)
+            r = _nsb("patch", "-p", str(t.pid), "-f", idle_patch)
+            assert r.returncode == 0, (r.stdout, r.stderr)
+            assert t.ask("x") == "1015"
+            r = _nsb("revert", "-p", str(t.pid), "-f", idle_patch)
+            assert r.returncode == 0, (r.stdout, r.stderr)
+            assert t.ask("x") == "16"
+            assert wait_running(t.pid)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
