@@ -87,11 +87,48 @@ class ObjectFiles:
             return None
 
 
+def ensure_main_executable(inferior, maps, entry):
+    """Make GDB read the executable the process really runs, when it reads none or another build.
+
+    After the file at the executable's path was replaced (a package upgrade),
+    GDB finds only "PATH (deleted)" or the new build: no symbols, no solibs,
+    no unwind tables, so every stack looks unreliable.  /proc/PID/exe still
+    opens the running inode (read through gdbserver on a remote target).
+    """
+    main = next((m for m in maps if entry is not None and m.contains(entry)), None)
+    if main is None or main.is_anonymous:
+        return False
+    pspace = gdb.selected_inferior().progspace
+    have = None
+    if pspace.filename:
+        have = next((o.build_id for o in gdb.objfiles() if o.is_valid() and o.filename == pspace.filename), None)
+    want = None
+    if not inferior.is_remote:
+        try:
+            want = ElfImage("/proc/%d/map_files/%x-%x" % (inferior.pid, main.start, main.end)).build_id
+        except (OSError, errors.NsbError):
+            want = None
+    if have is not None and (have == want or (want is None and not main.deleted)):
+        return False
+    exe = ("target:" if inferior.is_remote else "") + "/proc/%d/exe" % inferior.pid
+    confirm = gdb.parameter("confirm")
+    gdb.execute("set confirm off", to_string=True)
+    try:
+        gdb.execute("file %s" % exe, to_string=True)
+    except gdb.error as e:
+        raise errors.NsbError("GDB cannot read the running executable through %s: %s" % (exe, e)) from None
+    finally:
+        if confirm:
+            gdb.execute("set confirm on", to_string=True)
+    return True
+
+
 def snapshot(inferior, files=None):
     """A ProcessView of the stopped inferior (pure data plus a memory reader)."""
     files = files or ObjectFiles(inferior)
     maps = inferior.mappings()
     entry = entry_point()
+    ensure_main_executable(inferior, maps, entry)
     groups = {}
     order = []
     vdso = None
