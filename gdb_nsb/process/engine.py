@@ -129,6 +129,20 @@ def _target_dict(view, build_id):
     return {"build_id": build_id, "mapped": True, "path": obj.path, "load_bias": obj.load_bias}
 
 
+def absent_target_reason(view, lp, pid):
+    """Why the patch's target (by build-id) is not in the process: a build-id mismatch when an
+    object of the target's name (or, for an executable target, the main executable) is mapped."""
+    named = [o for o in view.objects if not o.is_vdso and lp.target_name and
+             (os.path.basename(o.path) == lp.target_name or o.soname == lp.target_name)]
+    if not named and lp.target_is_executable:
+        named = [o for o in view.objects if o.is_main_executable]
+    if named:
+        return ("build-id mismatch: %s is mapped with build-id %s, the patch is for %s (%s)"
+                % (named[0].path, named[0].build_id, lp.old_bid, lp.target_name or "?"))
+    return "target not mapped: no object with build-id %s (%s) in process %d" % (lp.old_bid, lp.target_name or "?",
+                                                                               pid)
+
+
 def _layer_ranges(registry, entry, files_by_bid):
     """Code ranges of the copies of the function at ``entry`` in every applied layer."""
     out = []
@@ -241,6 +255,8 @@ def apply(path, opts: Options) -> Outcome:
     _refuse_environment(environment.collect(inf), opts)
     view = snap.snapshot(inf)
     out.target = _target_dict(view, lp.old_bid)
+    if view.object_by_build_id(lp.old_bid) is None:
+        raise errors.MismatchError(absent_target_reason(view, lp, inf.pid))
     plan = _plan_apply(view, lp, image, registry, opts)
     plan.check()
     clock.mark("plan")
@@ -701,14 +717,7 @@ def check(path, opts: Options) -> Outcome:
             out.lines.append("warning: %s" % f.message)
     target = view.object_by_build_id(lp.old_bid)
     if target is None:
-        named = [o for o in view.objects if lp.target_name and
-                 (os.path.basename(o.path) == lp.target_name or o.soname == lp.target_name)]
-        if named:
-            add("build-id mismatch: %s is mapped with build-id %s, the patch is for %s"
-                % (named[0].path, named[0].build_id, lp.old_bid), errors.MismatchError.exit_code)
-        else:
-            add("target not mapped: no object with build-id %s (%s) in process %d"
-                % (lp.old_bid, lp.target_name or "?", inf.pid), errors.MismatchError.exit_code)
+        add(absent_target_reason(view, lp, inf.pid), errors.MismatchError.exit_code)
     else:
         try:
             plan = planmod.plan_load(view, lp, image, registry, snap.breakpoint_locations(), opts.breakpoints)
