@@ -256,13 +256,16 @@ def no_bad_values(target):
     return int(bad) == 0 and int(calls) > 0, line
 
 
-def text_bytes(pid, path, symbol):
-    """(address, bytes in memory, bytes in the file) of ``symbol``'s first 16 bytes in a running PIE."""
+def text_bytes(pid, path, symbol, mapped_as=None):
+    """(address, bytes in memory, bytes in the file) of ``symbol``'s first 16 bytes in a running PIE.
+
+    ``mapped_as``: the path the process maps ``path`` under, when it differs.
+    """
     from gdb_nsb.elf.image import ElfImage
     img = ElfImage(path)
     sym = next(s for s in img.symtab if s.name == symbol)
     base = None
-    real = os.path.realpath(path)
+    real = os.path.realpath(mapped_as or path)
     for line in gdbharness.maps(pid):
         parts = line.split()
         if len(parts) >= 6 and parts[5] == real and int(parts[2], 16) == 0:
