@@ -446,14 +446,15 @@ def revert(ident, opts: Options) -> Outcome:
     bid = resolve_patch_id(ident, registry)
     hints = [ident] if os.path.isfile(ident) else []
     rec = registry.patch(bid)
-    if rec is None or rec.state != STATE_ACTIVE:
+    if rec is None or (rec.state != STATE_ACTIVE and not opts.unmap):
         raise errors.NotAppliedError("patch %s is not applied in process %d" % (bid, inf.pid))
+    was_active = rec.state == STATE_ACTIVE
     out = Outcome(patch={"build_id": bid, "path": rec.patch_path, "target_build_id": rec.target_build_id,
                          "target_name": rec.target_name})
     symbols.register_all(registry, hints)
     view = snap.snapshot(inf)
     out.target = _target_dict(view, rec.target_build_id)
-    plan = planmod.plan_revert(registry, bid, unmap=opts.unmap)
+    plan = planmod.plan_revert(registry, bid, unmap=opts.unmap) if was_active else _plan_unmap_inactive(registry, rec)
     plan.check()
     _verify_saved_bytes(view, registry, rec, plan)
     clock.mark("plan")
@@ -505,8 +506,23 @@ def revert(ident, opts: Options) -> Outcome:
     out.message = "patch %s reverted: %d function%s restored%s" % (
         bid[:16], len(rec.functions), "" if len(rec.functions) == 1 else "s",
         ", memory unmapped" if plan.unmap else " (memory kept, inactive)")
+    if not was_active:
+        out.message = "patch %s was reverted earlier: its memory is unmapped now" % bid[:16]
     out.lines = [out.message]
     return out
+
+
+def _plan_unmap_inactive(registry, rec):
+    """``--unmap`` of a patch reverted earlier (kept mapped): no byte to restore; its record and mapping go.
+
+    Without this a patch once reverted without --unmap could never be unmapped."""
+    after = copy.deepcopy(registry)
+    after.patches.remove(after.patch(rec.patch_build_id))
+    span = None
+    if rec.ranges:
+        lo = min(r.start for r in rec.ranges)
+        span = (lo, max(r.start + r.length for r in rec.ranges) - lo)
+    return planmod.RevertPlan(rec.patch_build_id, [], after, [], span)
 
 
 def _verify_saved_bytes(view, registry, rec, plan):
