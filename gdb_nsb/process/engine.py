@@ -63,7 +63,7 @@ class Outcome:
     timings: dict = field(default_factory=dict)
     reasons: list = field(default_factory=list)
     state: str = ""
-    patches: list = field(default_factory=list)
+    patches: list | None = None  # set by list (also when empty, so --json always has the key)
 
     def as_dict(self):
         d = {"result": "ok" if self.code == 0 else "error", "code": self.code, "message": self.message,
@@ -73,7 +73,7 @@ class Outcome:
             d["reasons"] = self.reasons
         if self.state:
             d["state"] = self.state
-        if self.patches:
+        if self.patches is not None:
             d["patches"] = self.patches
         return d
 
