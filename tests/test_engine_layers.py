@@ -108,3 +108,32 @@ def test_applied_twice_not_applied_and_dry_run(tmp_path):
         rc, doc = nsb("revert", t.pid, "-f", a)
         assert rc == 2, doc
         assert t.stats()["unexpected"] == 0
+
+
+def test_unmap_now_or_after_an_earlier_revert(tmp_path):
+    f = build_flavor("pie")
+    patch = patch_for(f, "plus100")
+    with Running(f, tmp_path) as t:
+        maps0 = maps_lines(t.pid)
+        _apply(t, patch, 100)
+        with_patch = len(maps_lines(t.pid))
+        rc, doc = nsb("revert", t.pid, "-f", patch, "--unmap")
+        assert rc == 0 and "unmapped" in doc["message"], doc
+        assert t.value() == t.expect(0)
+        # Only the registry is left of it (one mapping more than before the first apply).
+        assert len(maps_lines(t.pid)) == len(maps0) + 1
+        rc, doc = nsb("list", t.pid)
+        assert rc == 0 and doc["patches"] == [], doc
+        # Reverted without --unmap (memory kept), then unmapped by a later call.
+        _apply(t, patch, 100)
+        assert len(maps_lines(t.pid)) == with_patch
+        _revert(t, patch, 0)
+        assert len(maps_lines(t.pid)) == with_patch
+        rc, doc = nsb("revert", t.pid, "-f", patch, "--unmap")
+        assert rc == 0 and "unmapped" in doc["message"], doc
+        assert len(maps_lines(t.pid)) == len(maps0) + 1
+        rc, doc = nsb("revert", t.pid, "-f", patch, "--unmap")
+        assert rc == 2, doc
+        mem, want = memory_matches_file(t.pid, f.target, "compute")
+        assert mem == want
+        assert t.value() == t.expect(0) and t.stats()["unexpected"] == 0
