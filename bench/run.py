@@ -134,7 +134,7 @@ class Target:
         """Every thread forgets its largest gap (each acknowledges the new generation)."""
         gen = self._u64(8) + 1
         self._set(8, gen)
-        self._wait(lambda: all(self.slot(i)[0] == gen for i in range(self.nthreads)), 30, "reset")
+        self._wait(lambda: all(self.slot(i)[0] == gen for i in range(self.nthreads)), 120, "reset")
 
     def worst(self, settle=0.05):
         """(largest gap in s, its start, its end) over all threads, after letting every thread run again."""
