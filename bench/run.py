@@ -96,8 +96,12 @@ class Target:
             self.mem = mmap.mmap(fd, size)
         finally:
             os.close(fd)
-        self._wait(lambda: self._u64(0) == cgen.MAGIC, 10, "target start")
-        self.reset()
+        try:
+            self._wait(lambda: self._u64(0) == cgen.MAGIC, 60, "target start")
+            self.reset()
+        except BaseException:
+            self.__exit__(None, None, None)  # never leave the target running
+            raise
         return self
 
     def __exit__(self, *exc):
