@@ -384,17 +384,21 @@ def run(command, args, prepare):
     touched and returns (extra nsb-* arguments, patch description).
     """
     try:
-        extra, patch_info = prepare(args)
         pids = parse_pids(args.pid)
-        if getattr(args, "all_of", False):
+        all_of = getattr(args, "all_of", False)
+        if not pids and not args.remote and not all_of:
+            raise errors.UsageError("give a process with -p PID%s (or --remote HOST:PORT)"
+                                    % (" or --all-of" if hasattr(args, "all_of") else ""))
+        if all_of and args.remote:
+            raise errors.UsageError("--all-of finds local processes; it does not go with --remote")
+        extra, patch_info = prepare(args)
+        if all_of:
             from gdb_nsb.standalone.discover import processes_mapping_build_id
             found = processes_mapping_build_id(patch_info["target_build_id"])
             pids += [p for p in found if p not in pids]
             if not pids:
                 raise errors.ProcessNotFoundError("no process maps the target of %s (build-id %s)"
                                                   % (args.patch, patch_info["target_build_id"]))
-        if not pids and not args.remote:
-            raise errors.UsageError("give a process with -p PID (or --remote HOST:PORT)")
     except errors.NsbError as e:
         if not args.json:
             raise

@@ -1,0 +1,110 @@
+"""The runner's command line without GDB sessions: usage errors, bad patch files, --help, exit-code table."""
+
+import inspect
+import json
+import subprocess
+import time
+
+import pytest
+
+import runner_target as rt
+from gdb_nsb import errors
+from gdb_nsb.standalone import runner
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_exit_code_table_matches_errors_module():
+    table = dict(runner.EXIT_CODES)
+    assert sorted(table) == list(range(17))
+    classes = [c for _n, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.NsbError)]
+    for cls in classes:
+        assert cls.exit_code in table, cls
+    assert errors.BusyError.exit_code == 3 and errors.TimeoutExpired.exit_code == 15
+    assert errors.NotAppliedError.exit_code == 2 and errors.UsageError.exit_code == 1
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["patch", "--help"], ["revert", "--help"], ["list", "--help"],
+                                  ["check", "--help"]])
+def test_help_documents_every_exit_code(argv):
+    r = rt.nsb(*argv)
+    assert r.returncode == 0
+    for code, text in runner.EXIT_CODES:
+        assert "%3d  %s" % (code, text) in r.stdout, (code, r.stdout)
+
+
+def test_usage_errors_are_1(tmp_path):
+    cases = [["patch", "-f", "/bin/true"],                  # no process
+             ["patch", "-p", "12x", "-f", "/bin/true"],     # not a pid
+             ["patch", "-p", "1"],                           # no patch
+             ["revert", "-p", "1"],
+             ["check", "-p", "1"],
+             ["patch", "-p", "1", "-f", "x", "--timeout", "0"],
+             ["patch", "-p", "1", "-f", "x", "--retries", "0"],
+             ["patch", "-p", "1", "-f", "x", "--bogus"],
+             ["frobnicate"]]
+    for argv in cases:
+        r = rt.nsb(*argv)
+        assert r.returncode == 1, (argv, r.stdout, r.stderr)
+        assert r.stderr.strip(), argv
+    r = rt.nsb()
+    assert r.returncode == 1 and "COMMAND" in r.stdout
+    rc, doc = rt.nsb_json("patch", "-f", "/bin/true")
+    assert rc == 1 and doc["processes"] == [] and "-p PID" in doc["message"]
+    rc, doc = rt.nsb_json("patch", "-p", "1", "-f", "x", "--timeout", "-3")
+    assert rc == 1 and doc["result"] == "error"
+
+
+def test_bad_patch_files_are_9_before_any_process_is_touched(tmp_path):
+    """Checked first: even with a pid that does not exist, the answer is 9 (no GDB was started)."""
+    not_elf = tmp_path / "notelf.so"
+    not_elf.write_text("hello\n")
+    cases = {"/nonexistent/patch.so": "patch file not found",
+             str(not_elf): "not an ELF file",
+             "/bin/true": "no vzpatch section"}
+    for path, text in cases.items():
+        for cmd in ("patch", "check"):
+            started = time.monotonic()
+            rc, doc = rt.nsb_json(cmd, "-p", "999999999", "-f", path)
+            assert rc == 9 and doc["processes"] == [] and text in doc["message"], (cmd, path, doc)
+            assert time.monotonic() - started < 60
+        r = rt.nsb("patch", "-p", "999999999", "-f", path)
+        assert r.returncode == 9 and r.stdout == "" and text in r.stderr
+    rc, doc = rt.nsb_json("revert", "-p", "999999999", "-f", "/nonexistent/patch.so")
+    assert rc == 9 and "not a build-id" in doc["message"]
+    rc, doc = rt.nsb_json("revert", "-p", "999999999", "-f", str(not_elf))
+    assert rc == 9, doc
+
+
+def test_parse_pids():
+    assert runner.parse_pids(["1,2", "3", "2", " 4 ,"]) == [1, 2, 3, 4]
+    for bad in (["0"], ["-1"], ["a"], ["1,b"]):
+        with pytest.raises(errors.UsageError):
+            runner.parse_pids(bad)
+
+
+def test_grace_seconds_from_environment(monkeypatch):
+    monkeypatch.delenv("NSB_GRACE_SECONDS", raising=False)
+    assert runner.grace_seconds() == runner.DEFAULT_GRACE_SECONDS
+    monkeypatch.setenv("NSB_GRACE_SECONDS", "0.5")
+    assert runner.grace_seconds() == 0.5
+    monkeypatch.setenv("NSB_GRACE_SECONDS", "soon")
+    with pytest.raises(errors.UsageError):
+        runner.grace_seconds()
+
+
+def test_patch_command_does_not_import_gdb_or_the_generator():
+    """Latency: `nsb patch` loads only the runner and the patch reader (GDB does the rest)."""
+    code = ("import sys\n"
+            "from gdb_nsb.standalone import cli\n"
+            "try:\n"
+            "    cli.main(['patch', '-p', '999999999', '-f', '/bin/true'])\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('gdb_nsb')))\n")
+    r = subprocess.run([rt.sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=rt.ROOT)
+    mods = json.loads(r.stdout.strip().splitlines()[-1].replace("'", '"'))
+    assert "gdb_nsb.standalone.patch_cmd" in mods
+    for unwanted in ("gdb_nsb.generator", "gdb_nsb.standalone.demo", "gdb_nsb.standalone.generate",
+                     "gdb_nsb.elf.dwarf", "gdb_nsb.binder", "gdb_nsb.process"):
+        assert not any(m == unwanted or m.startswith(unwanted + ".") for m in mods), (unwanted, mods)
