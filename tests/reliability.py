@@ -1,0 +1,397 @@
+"""Shared fixtures of the reliability tests (faults, hostile input, load).
+
+The target ``rtarget`` (PIE, -O2):
+
+* ``compute(x)`` = ``base_value + x`` and ``scale(x)`` = ``2 * x + base_value``
+  (base_value is set from the pid at start, so a patch bound to the wrong
+  object shows a wrong value).  ``compute`` also parks (sleeps inside itself)
+  while ``park_request`` is set and the caller is the parker thread: a
+  thread inside a replaced function, which makes the safe-point loop run
+  windows.
+* N worker threads (argv[2], default 16) each loop: call compute and scale
+  (a small share of the loop), check the values against every layer that may
+  be on top ({0, 100} and {0, 1000}), spin outside, and every 64 rounds send
+  themselves SIGUSR1 with tgkill and wait until their handler ran, so the
+  handler count must equal the number sent exactly (never merged, never lost).
+* mode argv[3]: ``plain``; ``spawn`` (a thread creating short-lived threads
+  all the time); ``fork`` (a thread forking children that call compute and
+  exit 0, counting children that did not); ``exec`` (on ``exec`` the main
+  thread parks a worker in compute, waits 0.3 s, and execs ``rtarget`` again
+  in mode ``execd``, which prints nothing and just runs); ``exit`` (on
+  ``exit`` park, wait 0.3 s, exit 0).
+
+Main thread commands on stdin: ``get`` -> ``value V W`` (compute(1), scale(1));
+``stat`` -> ``calls C wrong W bad B sent S handled H spawned P forks F childbad K``;
+``park`` -> ``parked``; ``unpark`` -> ``unparked``; ``exec``/``exit`` (see above).
+
+Patches: ``plus`` (compute + 100), ``both`` (compute + 100 and scale + 1000).
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import cbuild
+from gdbharness import Target, read_mem
+
+ROOT = cbuild.ROOT
+
+TARGET_C = r'''
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int base_value = 1000;
+volatile int park_request, parked_inside;
+static __thread int is_parker;
+
+__attribute__((noinline)) int compute(int x)
+{
+    if (__builtin_expect(park_request && is_parker, 0)) {
+        parked_inside = 1;
+        while (park_request)
+            usleep(1000);
+        parked_inside = 0;
+    }
+    return base_value + x;
+}
+
+__attribute__((noinline)) int scale(int x)
+{
+    return 2 * x + base_value;
+}
+
+#define MAXW 64
+static int nworkers = 16;
+static volatile long calls[MAXW], sent[MAXW], handled[MAXW], wrong, bad, spawned, forks, childbad;
+static __thread int my_index = -1;
+
+static void on_usr1(int s)
+{
+    (void)s;
+    if (my_index >= 0)
+        __atomic_add_fetch(&handled[my_index], 1, __ATOMIC_SEQ_CST);
+}
+
+static void *worker(void *arg)
+{
+    long id = (long)arg;
+    my_index = (int)id;
+    pid_t tid = gettid();
+    for (unsigned long round = 1;; round++) {
+        int c = compute((int)id) - base_value - (int)id;
+        int s = scale((int)id) - base_value - 2 * (int)id;
+        if ((c != 0 && c != 100) || (s != 0 && s != 1000)) {
+            __atomic_add_fetch(&wrong, 1, __ATOMIC_SEQ_CST);
+            bad = (long)c * 100000 + s;
+        }
+        calls[id]++;
+        for (volatile int i = 0; i < 2000; i++)
+            ;
+        if (round % 64 == 0) {
+            __atomic_add_fetch(&sent[id], 1, __ATOMIC_SEQ_CST);
+            syscall(SYS_tgkill, getpid(), tid, SIGUSR1);
+            while (__atomic_load_n(&handled[id], __ATOMIC_SEQ_CST) != sent[id])
+                sched_yield();
+            usleep(100);
+        }
+    }
+    return NULL;
+}
+
+static void *parker(void *arg)
+{
+    (void)arg;
+    is_parker = 1;
+    for (;;) {
+        if (park_request)
+            compute(0);
+        usleep(1000);
+    }
+    return NULL;
+}
+
+static void *short_lived(void *arg)
+{
+    (void)arg;
+    for (volatile int i = 0; i < 20000; i++)
+        ;
+    return NULL;
+}
+
+static void *spawner(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, short_lived, NULL) == 0) {
+            pthread_join(t, NULL);
+            spawned++;
+        }
+        usleep(500);
+    }
+    return NULL;
+}
+
+static void *forker(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        pid_t c = fork();
+        if (c == 0) {
+            int v = compute(1) - base_value - 1;
+            _exit(v == 0 || v == 100 ? 0 : 1);
+        }
+        if (c > 0) {
+            int st;
+            waitpid(c, &st, 0);
+            forks++;
+            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                childbad++;
+        }
+        usleep(2000);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 3 && !strcmp(argv[3], "execd")) {
+        for (;;)
+            pause();
+    }
+    if (argc > 2)
+        nworkers = atoi(argv[2]);
+    if (nworkers > MAXW)
+        nworkers = MAXW;
+    const char *mode = argc > 3 ? argv[3] : "plain";
+    base_value = 1000 + (getpid() % 9973) * 1000;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    pthread_t t;
+    for (long i = 0; i < nworkers; i++)
+        pthread_create(&t, NULL, worker, (void *)i);
+    pthread_create(&t, NULL, parker, NULL);
+    if (!strcmp(mode, "spawn"))
+        pthread_create(&t, NULL, spawner, NULL);
+    if (!strcmp(mode, "fork"))
+        pthread_create(&t, NULL, forker, NULL);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("ready base %d\n", base_value);
+    char line[128];
+    while (fgets(line, sizeof line, stdin)) {
+        if (!strncmp(line, "get", 3)) {
+            printf("value %d %d\n", compute(1), scale(1));
+        } else if (!strncmp(line, "stat", 4)) {
+            long c = 0, s = 0, h = 0;
+            for (int i = 0; i < nworkers; i++) {
+                c += calls[i];
+                s += sent[i];
+                h += handled[i];
+            }
+            printf("calls %ld wrong %ld bad %ld sent %ld handled %ld spawned %ld forks %ld childbad %ld\n",
+                   c, wrong, bad, s, h, spawned, forks, childbad);
+        } else if (!strncmp(line, "park", 4)) {
+            park_request = 1;
+            while (!parked_inside)
+                usleep(1000);
+            printf("parked\n");
+        } else if (!strncmp(line, "unpark", 6)) {
+            park_request = 0;
+            while (parked_inside)
+                usleep(1000);
+            printf("unparked\n");
+        } else if (!strncmp(line, "exec", 4) || !strncmp(line, "exit", 4)) {
+            park_request = 1;
+            while (!parked_inside)
+                usleep(1000);
+            printf("parked\n");
+            usleep(300 * 1000);
+            if (line[1] == 'x' && line[2] == 'i')
+                exit(0);
+            char self[4096];
+            ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+            self[n < 0 ? 0 : n] = 0;
+            execl(self, self, "-", "0", "execd", (char *)NULL);
+            _exit(9);
+        } else {
+            printf("pong\n");
+        }
+    }
+    return 0;
+}
+'''
+
+PATCHES = {
+    "plus": "extern int base_value;\n"
+            "int compute(int x) { return base_value + x + 100; }\n",
+    "both": "extern int base_value;\n"
+            "int compute(int x) { return base_value + x + 100; }\n"
+            "int scale(int x) { return 2 * x + base_value + 1000; }\n",
+}
+
+
+def target():
+    """Path of the built target (PIE, -O2, with debug info), cached per run."""
+    return cbuild.build([("rtarget.c", TARGET_C)], ["-O2", "-flive-patching=inline-clone", "-g", "-pthread", "-fPIE", "-pie"], "rtarget")
+
+
+def patch(name):
+    """The live patch ``name`` bound to the target (a fresh copy per call, so tests may damage it)."""
+    import fcntl
+    from gdb_nsb.generator.manual import generate_file
+    tgt = target()
+    so = cbuild.build_patch([(name + ".c", PATCHES[name])], "r-" + name + ".so")
+    out = os.path.join(cbuild.CACHE, "gen-r-%s-%s.so" % (name, cbuild._key([tgt, so])))
+    with open(out + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(out):
+            tmp = out + ".tmp"
+            shutil.copyfile(so, tmp)
+            generate_file(tgt, tmp)
+            os.rename(tmp, out)
+    return out
+
+
+def copy_patch(name, directory, as_name=None):
+    """A private copy of patch ``name`` in ``directory``."""
+    dst = os.path.join(str(directory), as_name or (name + ".so"))
+    shutil.copyfile(patch(name), dst)
+    return dst
+
+
+class RTarget(Target):
+    """The running target; ``values()``, ``stats()``, ``park()``/``unpark()``."""
+
+    def __init__(self, workers=16, mode="plain"):
+        super().__init__([target(), "-", workers, mode], ready_line="ready base", timeout=20)
+        self.base = None
+
+    def __enter__(self):
+        super().__enter__()
+        self.base = self.values()[0] - 1
+        return self
+
+    def values(self):
+        """(compute(1) - base - 1, scale(1) - base - 2) once base is known; raw values before."""
+        line = self.ask("get")
+        assert line.startswith("value "), line
+        c, s = (int(v) for v in line.split()[1:3])
+        if self.base is None:
+            return c, s
+        return c - self.base - 1, s - self.base - 2
+
+    def stats(self):
+        parts = self.ask("stat").split()
+        return {parts[i]: int(parts[i + 1]) for i in range(0, len(parts), 2)}
+
+    def park(self):
+        assert self.ask("park") == "parked"
+
+    def unpark(self):
+        assert self.ask("unpark", timeout=20) == "unparked"
+
+    def settle(self, timeout=5.0):
+        """Wait until every sent signal was handled (the workers wait for theirs), then return stats."""
+        deadline = time.monotonic() + timeout
+        while True:
+            s = self.stats()
+            if s["sent"] == s["handled"] or time.monotonic() > deadline:
+                return s
+            time.sleep(0.005)
+
+
+# ------------------------------------------------------------------------ runner and process helpers
+
+def nsb(command, pid, *args, timeout=30, env=None, input_timeout=None):
+    """``nsb COMMAND -p PID ARGS --json``; returns (exit code, per-process doc, stderr)."""
+    import json
+    argv = [sys.executable, "-m", "gdb_nsb.standalone.cli", command, "-p", str(pid), "--json",
+            "--timeout", str(timeout)] + [str(a) for a in args]
+    full_env = dict(os.environ)
+    full_env.pop("NSB_FAULT", None)
+    full_env.update(env or {})
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                         start_new_session=True, env=full_env)
+    try:
+        out, err = p.communicate(timeout=input_timeout or timeout + 30)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        raise TimeoutError("nsb %s overran: %s %s" % (command, out, err))
+    try:
+        doc = json.loads(out)
+    except ValueError:
+        raise AssertionError("nsb %s printed no JSON (rc %d): %s\n%s" % (command, p.returncode, out, err))
+    assert doc["exit_code"] == p.returncode, (doc, p.returncode)
+    return p.returncode, doc["processes"][0], err
+
+
+def maps(pid):
+    with open("/proc/%d/maps" % pid) as f:
+        return f.read().splitlines()
+
+
+def load_bias(pid, path):
+    from gdb_nsb.elf.image import ElfImage
+    image = ElfImage(path)
+    real = os.path.realpath(path)
+    for line in maps(pid):
+        parts = line.split(None, 5)
+        if len(parts) == 6 and parts[5] == real and int(parts[2], 16) == 0:
+            return int(parts[0].split("-")[0], 16) - (min(s.vaddr for s in image.segments) & ~0xfff)
+    raise AssertionError("%s is not mapped in %d" % (path, pid))
+
+
+def entry_state(pid, name):
+    """'original' when the entry bytes of ``name`` equal the target file, 'jump' when they hold E9 rel32."""
+    from gdb_nsb.elf.image import ElfImage
+    image = ElfImage(target())
+    sym = next(s for s in image.symbols_named(name) if s.type == "STT_FUNC" and s.size)
+    want = image.read_vaddr(sym.value, min(sym.size, 18))
+    now = read_mem(pid, load_bias(pid, target()) + sym.value, len(want))
+    if now == want:
+        return "original"
+    start = 4 if want[:4] == bytes.fromhex("f30f1efa") else 0
+    if now[start] == 0xE9 and now[start + 5:] == want[start + 5:] and now[:start] == want[:start]:
+        return "jump"
+    return "torn: %s (file %s)" % (now.hex(), want.hex())
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
+
+
+def tracer_pid(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_for(pred, timeout=10.0, step=0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return None
