@@ -6,6 +6,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# The acceptance matrix table at the end of the session (scenario x flavor).
+from matrix.summary import pytest_terminal_summary  # noqa: E402,F401
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``slow`` run only with NSB_SLOW=1 (the long tier: load cycles, every kill point)."""
