@@ -1,0 +1,58 @@
+"""`nsb demo` runs end to end: the server's quote goes 300 -> 255 (patched) -> 300 (reverted)."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = [pytest.mark.gdb, pytest.mark.timeout(600)]
+
+
+def test_demo_shows_original_patched_original(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    p = subprocess.Popen([sys.executable, "-m", "gdb_nsb.standalone.cli", "demo", "--workdir", str(tmp_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
+                         start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=540)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        raise AssertionError("demo overran:\n" + out)
+    assert p.returncode == 0, out
+
+    # The quote values in order, with the nsb steps between them.
+    events = []
+    for line in out.splitlines():
+        m = re.search(r"quote for 3 x 100: (\d+)", line)
+        if m:
+            events.append(int(m.group(1)))
+        elif line.startswith("$ nsb ") and line.split()[2] in ("patch", "list", "revert"):
+            events.append(line.split()[2])
+    assert events.index("patch") < events.index("list") < events.index("revert"), out
+    before = events[:events.index("patch")]
+    patched = events[events.index("patch") + 1:events.index("list")]
+    after = events[events.index("revert") + 1:]
+    assert before and set(before) == {300}, out
+    assert patched and set(patched) == {255}, out
+    assert after and set(after) == {300}, out
+    assert "applied to demo-server: 1 function redirected" in out
+    assert "quote_price" in out and "layer 1 of 1 (top)" in out
+    assert "reverted: 1 function restored" in out
+    assert "Demo done." in out
+
+    # The server is gone: the demo cleans up after itself.
+    server = os.path.join(str(tmp_path), "demo-server")
+    r = subprocess.run(["pgrep", "-f", "^" + server], capture_output=True, text=True)
+    assert r.stdout.strip() == "", r.stdout
+
+    # A second run reuses the build (no "Building" line).
+    p2 = subprocess.run([sys.executable, "-m", "gdb_nsb.standalone.cli", "demo", "--workdir", str(tmp_path),
+                         "--seconds", "0.6"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=540)
+    assert p2.returncode == 0, p2.stdout + p2.stderr
+    assert "Building" not in p2.stdout
