@@ -9,7 +9,10 @@ ACTION is ``fail`` (default: raise InjectedFault, which the undo log rolls
 back), ``kill`` (GDB sends itself SIGKILL: the tool dies at that exact
 instant, as if an operator killed it) or ``sleep`` (pause SECONDS there, to
 widen a window for an outside SIGKILL).  K selects the K-th time the point
-is reached in this GDB process (default 1; ``*`` = every time).
+is reached in this GDB process (default 1; ``*`` = every time; ``reset()``
+starts counting again).  With ``NSB_FAULT_READY=FILE`` a sleep first creates
+FILE, so that a test knows the tool is inside that step (and in no injected
+system call) before it kills it.
 
 Points, in the order an apply reaches them: ``after-mmap``,
 ``after-mprotect`` (once per protection run), ``after-segment-write`` (per
@@ -25,6 +28,7 @@ import time
 from gdb_nsb.errors import NsbError, UsageError
 
 ENV = "NSB_FAULT"
+READY_ENV = "NSB_FAULT_READY"
 ACTIONS = ("fail", "kill", "sleep")
 APPLY_POINTS = ("after-mmap", "after-mprotect", "after-segment-write", "registry-save", "after-jump",
                 "before-commit")
@@ -85,6 +89,10 @@ def point(name, detail=""):
         if where != name or (k is not None and k != n):
             continue
         if action == "sleep":
+            ready = os.environ.get(READY_ENV)
+            if ready:
+                with open(ready, "w") as f:
+                    f.write("%s %d\n" % (name, n))
             time.sleep(seconds)
         elif action == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
