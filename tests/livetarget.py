@@ -183,7 +183,7 @@ class GdbServer:
     ``prefix`` wraps it (e.g. ``unshare -m sh -c ...``).  Waits for "Listening on port".
     """
 
-    def __init__(self, args, prefix=None, port=None, timeout=20):
+    def __init__(self, args, prefix=None, port=None, timeout=60):
         self.port = port or free_port()
         self.args = [a.replace("{port}", str(self.port)) for a in args]
         self.prefix = prefix
@@ -201,8 +201,16 @@ class GdbServer:
             argv = self.prefix(argv)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + self.timeout
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.__exit__(None, None, None)  # __exit__ does not run when __enter__ raises
+            raise
+        return self
+
+    def _wait_listening(self):
         import select
+        deadline = time.monotonic() + self.timeout
         fd = self.proc.stdout.fileno()
         while b"Listening on port" not in b"".join(self.output):
             left = deadline - time.monotonic()
@@ -214,7 +222,6 @@ class GdbServer:
                 if not chunk:
                     raise RuntimeError("gdbserver exited: %r" % b"".join(self.output))
                 self.output.append(chunk)
-        return self
 
     def alive(self):
         return self.proc.poll() is None
