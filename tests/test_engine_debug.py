@@ -126,3 +126,20 @@ result(listing=listing, after=after, check=check, revert=revert, listing2=listin
         rc, doc = nsb("check", t.pid, "-f", patch)
         assert rc == 2, doc
         assert t.stats()["unexpected"] == 0
+
+
+def test_plain_attach_to_a_patched_process_knows_patch_symbols(tmp_path):
+    """A session that runs no nsb-* command still gets the patch's symbols at attach (REFERENCE 2.7)."""
+    f = build_flavor("pie")
+    patch = patch_for(f, "plus100")
+    with Running(f, tmp_path) as t:
+        code, doc = nsb("patch", t.pid, "-f", patch)
+        assert code == 0, doc
+        r = run_gdb(t.pid, timeout=120, python=PRELUDE + '''
+entry = int(gdb.parse_and_eval("(long)&compute"))
+insn = gdb.execute("x/i %#x" % entry, to_string=True)
+dest = int(insn.split("jmp")[1].split()[0], 16)
+result(where=objfile_at(dest))
+''')
+        assert r.results and "plus100" in r.results[0]["where"] and "compute" in r.results[0]["where"], r
+        assert wait_running(t.pid)
