@@ -19,6 +19,7 @@ import gdb
 from gdb_nsb import errors
 from gdb_nsb.binder.process_view import MappedObject, ProcessView, compute_load_bias
 from gdb_nsb.elf.image import ElfImage
+from gdb_nsb.elf.memnote import build_id_in_memory
 from gdb_nsb.process import filecache
 
 _AT_ENTRY = re.compile(r"^\s*9\s+AT_ENTRY\s.*?(0x[0-9a-fA-F]+)", re.M)
@@ -66,25 +67,45 @@ class ObjectFiles:
             except (OSError, errors.NsbError):
                 image = None
         else:
-            image = self._remote(name)
+            image = self._remote(name, first_mapping)
         self._images[name] = image
         return image
 
-    def _remote(self, name):
-        objfile_bid = {o.filename.replace("target:", "", 1): o.build_id for o in gdb.objfiles() if o.filename}
-        if os.path.exists(name):
+    def _remote(self, name, first_mapping):
+        """The file behind a remote mapping: a local file of that name only if it is the mapped build.
+
+        The build-id to match is read from the process's memory (the object's
+        note), else GDB's own objfile of that name.  A "(deleted)" mapping is
+        fetched from /proc/PID/map_files: the path names another file, if any.
+        """
+        want = None
+        if first_mapping.offset == 0:
+            want = build_id_in_memory(self.inferior.read, first_mapping.start)
+        if want is None:
+            objfile_bid = {o.filename.replace("target:", "", 1): o.build_id
+                           for o in gdb.objfiles() if o.is_valid() and o.filename}
+            want = objfile_bid.get(name)
+        if first_mapping.deleted:
+            sources = ["/proc/%d/map_files/%x-%x" % (self.inferior.pid, first_mapping.start, first_mapping.end)]
+        else:
+            if os.path.exists(name) and want is not None:
+                try:
+                    img = ElfImage(name)
+                    if img.build_id == want:
+                        return img
+                except errors.NsbError:
+                    pass
+            sources = [name]
+        for source in sources:
+            dest = os.path.join(_remote_cache_dir(), source.strip("/").replace("/", "__"))
             try:
-                img = ElfImage(name)
-                if objfile_bid.get(name) in (None, img.build_id):
-                    return img
-            except errors.NsbError:
-                pass
-        dest = os.path.join(_remote_cache_dir(), name.strip("/").replace("/", "__"))
-        try:
-            gdb.execute("remote get %s %s" % (name, dest), to_string=True)
-            return ElfImage(dest)
-        except (gdb.error, errors.NsbError, OSError):
-            return None
+                gdb.execute("remote get %s %s" % (source, dest), to_string=True)
+                img = ElfImage(dest)
+            except (gdb.error, errors.NsbError, OSError):
+                continue
+            if want is None or img.build_id == want:
+                return img
+        return None
 
 
 def ensure_main_executable(inferior, maps, entry):
