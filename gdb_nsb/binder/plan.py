@@ -185,12 +185,16 @@ def protections(segments, bias: int) -> list[tuple[int, int, int]]:
 def _original_entry_bytes(fj, target_image, length: int) -> bytes:
     """The target's own bytes at the function entry: entry_bytes of the patch, completed from the file."""
     b = bytes(fj.entry_bytes or b"")
+    if fj.func_size:
+        # No jump writes past the function's end (encode_jump refuses it); a function that ends
+        # its segment has no file bytes after it to read.
+        length = min(length, fj.func_size)
     if len(b) < length and target_image is not None:
         try:
             from_file = target_image.read_vaddr(fj.func_value, length)
         except NsbError:
             from_file = b""
-        if b and from_file[:len(b)] != b:
+        if b and from_file and from_file[:len(b)] != b:
             raise MismatchError("%s: the target file's bytes at %s (%#x) differ from the patch's entry_bytes"
                                 % (target_image.path, fj.name, fj.func_value))
         b = from_file or b
