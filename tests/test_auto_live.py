@@ -87,8 +87,9 @@ def _generate_cli(built, tmp_path):
 
 
 class Running(Target):
-    def __init__(self, built):
-        super().__init__([built.exe], ready_line="ready", timeout=20)
+    def __init__(self, built, reserve_below=False):
+        env = dict(os.environ, AUTO_LIVE_RESERVE_BELOW="1") if reserve_below else None
+        super().__init__([built.exe], env=env, ready_line="ready", timeout=20)
 
     def get(self):
         """(unit_value() - unit_base(), base, ticks) as the main thread sees them."""
@@ -166,9 +167,14 @@ def _check_patch_code(t, built, syms, bias, dest):
         dest, missing, sorted(hex(r) for r in refs))
 
 
-def _live_cycle(built, patch, tmp_path):
+def _live_cycle(built, patch, reserve_below=False):
+    """Apply, revert, re-apply, revert in the running target, checking each step.
+
+    ``reserve_below``: the target first takes the address space below the executable, so the
+    patch lands above the target (negative displacements in its fix-ups); otherwise the
+    placement usually puts it below (positive ones)."""
     syms = _unit_symbols(built.target)
-    with Running(built) as t:
+    with Running(built, reserve_below) as t:
         bias = load_bias(t.pid, built.target)
         entry = bias + syms["unit_value"].value
         original = _file_bytes(built.target, syms["unit_value"])
@@ -181,6 +187,8 @@ def _live_cycle(built, patch, tmp_path):
         assert [f["name"] for f in doc["functions"]] == ["unit_value"], doc["functions"]
         f = doc["functions"][0]
         assert f["entry"] == entry and f["jump"] == "rel32", f
+        if reserve_below:
+            assert f["destination"] > entry, "patch at %#x, target entry %#x" % (f["destination"], entry)
         delta, base, ticks0 = t.get()
         assert delta == 100, "patched unit_value gives base%+d (base %d)" % (delta, base)
         s = t.wait_calls()
@@ -231,7 +239,15 @@ def test_auto_patch_live(scenario, flavor, tmp_path):
     unchanged = {line.split()[1] for line in gen.explain if line.startswith("unchanged ")}
     assert unchanged == UNCHANGED[scenario], gen.explain
     assert gen.warnings == []
-    _live_cycle(built, patch, tmp_path)
+    _live_cycle(built, patch)
+
+
+@pytest.mark.parametrize("flavor", ["pie", "nopie", "static"])
+def test_auto_patch_live_above_target(flavor, tmp_path):
+    """The patch mapped above the target: every fix-up is a negative displacement."""
+    built = Built("both", flavor)
+    patch, _gen = _generate_api(built, tmp_path)
+    _live_cycle(built, patch, reserve_below=True)
 
 
 def test_auto_patch_live_generated_by_cli(tmp_path):
@@ -246,4 +262,4 @@ def test_auto_patch_live_generated_by_cli(tmp_path):
     assert [(s.patch_address, s.patch_size, s.target_value) for s in cli_lp.static_symbols] == \
         [(s.patch_address, s.patch_size, s.target_value) for s in api_lp.static_symbols]
     assert {line.split()[1] for line in explain if line.startswith("unchanged ")} == UNCHANGED["both"]
-    _live_cycle(built, patch, tmp_path)
+    _live_cycle(built, patch)
