@@ -143,6 +143,59 @@ def absent_target_reason(view, lp, pid):
                                                                                pid)
 
 
+def target_unloaded(record, view):
+    """The object ``record`` patched is gone: its build-id is not mapped, or mapped at another load bias
+    (dlclose, then dlopen elsewhere).  Its recorded entries may be unmapped or hold other code now."""
+    obj = view.object_by_build_id(record.target_build_id)
+    return obj is None or obj.load_bias != record.target_load_bias
+
+
+def _not_in_effect(record, inf):
+    """An active record whose every entry holds the target's own code: no jump of any layer is there.
+
+    Seen when the target was dlclosed and dlopened again at the same address
+    (the loader maps fresh code), or when an apply or revert was cut short."""
+    if record.state != STATE_ACTIVE or not record.functions:
+        return False
+    for f in record.functions:
+        try:
+            if inf.read(f.entry, len(f.original)) != f.original:
+                return False
+        except errors.NsbError:
+            return False
+    return True
+
+
+def settle_gone_instances(registry, view, inf, target_build_id):
+    """Before an apply to ``target_build_id``: records of an earlier instance of that object stop blocking it.
+
+    A record whose target is unloaded, or whose jumps are all gone, becomes
+    inactive (its layers leave the stacks; no byte is written: the recorded
+    addresses are not the old code any more), and an inactive record is bound
+    to the object's current load bias so a re-apply reuses its mapping.
+    Returns (registry, [one line per record settled]); the input is not modified.
+    """
+    reg = registry
+    lines = []
+    obj = view.object_by_build_id(target_build_id)
+    for rec in registry.patches:
+        if rec.target_build_id != target_build_id:
+            continue
+        gone = target_unloaded(rec, view)
+        if not gone and not _not_in_effect(rec, inf):
+            continue
+        if reg.patch(rec.patch_build_id).state == STATE_ACTIVE:
+            reg = planmod.plan_revert(reg, rec.patch_build_id).registry_after  # its writes are dropped
+        else:
+            reg = copy.deepcopy(reg) if reg is registry else reg
+        if obj is not None:
+            reg.patch(rec.patch_build_id).target_load_bias = obj.load_bias
+        lines.append("patch %s was made for an earlier instance of %s (%s): its record is inactive now, "
+                     "nothing written at its old addresses" % (rec.patch_build_id[:16], rec.target_name,
+                                                                "unloaded" if gone else "its jumps are gone"))
+    return reg, lines
+
+
 def _layer_ranges(registry, entry, files_by_bid):
     """Code ranges of the copies of the function at ``entry`` in every applied layer."""
     out = []
@@ -257,6 +310,7 @@ def apply(path, opts: Options) -> Outcome:
     out.target = _target_dict(view, lp.old_bid)
     if view.object_by_build_id(lp.old_bid) is None:
         raise errors.MismatchError(absent_target_reason(view, lp, inf.pid))
+    registry, settled = settle_gone_instances(registry, view, inf, lp.old_bid)
     plan = _plan_apply(view, lp, image, registry, opts)
     plan.check()
     clock.mark("plan")
@@ -277,7 +331,7 @@ def apply(path, opts: Options) -> Outcome:
         # The process ran between tries: take a fresh look before writing.
         before, view = view, snap.snapshot(inf)
         abort_if_exec(before, view, inf.pid)
-        registry = _load_registry(store)
+        registry, settled = settle_gone_instances(_load_registry(store), view, inf, lp.old_bid)
         plan = _plan_apply(view, lp, image, registry, opts)
         plan.check()
         clock.mark("replan")
@@ -292,7 +346,7 @@ def apply(path, opts: Options) -> Outcome:
     out.message = "patch %s applied to %s: %d function%s redirected (load base %#x)" % (
         lp.new_bid[:16], os.path.basename(plan.target_path), len(plan.jumps), "" if len(plan.jumps) == 1 else "s",
         plan.placement.bias)
-    out.lines = [out.message]
+    out.lines = settled + [out.message]
     return out
 
 
@@ -455,8 +509,13 @@ def revert(ident, opts: Options) -> Outcome:
     view = snap.snapshot(inf)
     out.target = _target_dict(view, rec.target_build_id)
     plan = planmod.plan_revert(registry, bid, unmap=opts.unmap) if was_active else _plan_unmap_inactive(registry, rec)
+    unloaded = target_unloaded(rec, view)
+    if unloaded:
+        # The recorded entries are unmapped or belong to other code now: only the record changes.
+        plan.writes = []
     plan.check()
-    _verify_saved_bytes(view, registry, rec, plan)
+    if not unloaded:
+        _verify_saved_bytes(view, registry, rec, plan)
     clock.mark("plan")
     if opts.dry_run:
         reasons = planmod.evaluate(plan, inf)
@@ -508,6 +567,11 @@ def revert(ident, opts: Options) -> Outcome:
         ", memory unmapped" if plan.unmap else " (memory kept, inactive)")
     if not was_active:
         out.message = "patch %s was reverted earlier: its memory is unmapped now" % bid[:16]
+    elif unloaded:
+        out.message = ("patch %s: its target %s (build-id %s) is unloaded, so nothing was restored and nothing "
+                       "written at its old addresses; record %s" % (
+                           bid[:16], rec.target_name, rec.target_build_id[:16],
+                           "and memory removed" if plan.unmap else "kept inactive (memory kept)"))
     out.lines = [out.message]
     return out
 
@@ -583,8 +647,13 @@ def find_pointer_into(inf, lo, hi, exclude=()):
 # ----------------------------------------------------------------------------- list and check
 
 def consistency(registry, inf, view=None):
-    """Problems between registry and memory: entries whose bytes are not the top layer's jump."""
+    """Problems between registry and memory: entries whose bytes are not the top layer's jump.
+
+    Records whose target is unloaded are left out: their addresses no longer hold the code they patched."""
     problems = []
+    if view is not None and any(target_unloaded(rec, view) for rec in registry.patches):
+        registry = copy.deepcopy(registry)
+        registry.patches = [rec for rec in registry.patches if not target_unloaded(rec, view)]
     for entry in registry.entries():
         stack = registry.stack(entry)
         jump = stack[-1][1].jump
@@ -632,9 +701,8 @@ def list_patches(opts: Options) -> Outcome:
     broken = consistency(registry, inf, view)
     patches = []
     for rec in registry.patches:
-        target = view.object_by_build_id(rec.target_build_id)
         state = rec.state
-        if target is None:
+        if target_unloaded(rec, view):
             state = "target unloaded"
         elif any(rec.patch_build_id[:16] in p for p in broken) or any(
                 f.name in p and ("%#x" % f.entry) in p for f in rec.functions for p in broken):

@@ -1,9 +1,9 @@
-/* The patch calls external library functions (snprintf, atoi from libc). */
+/* The patch calls external library functions (snprintf, strtol from libc). */
 //@ before: 201
 //@ after: 4003
 //@ ipa_ra: scenario_value
 #include <stdio.h>
-#include <stdlib.h>
+#include <stdlib.h>  /* strtol: atoi is inlined into strtol at -O2, so a static target would lack atoi */
 #define NOINLINE __attribute__((noinline, noclone))
 #ifndef PATCH
 int g_lib_base = 200;
@@ -12,7 +12,7 @@ NOINLINE int scen_lib(void)
 {
     char buf[32];
     snprintf(buf, sizeof buf, "%d", g_lib_base + 1);
-    return atoi(buf);
+    return (int)strtol(buf, NULL, 10);
 }
 
 int scenario_value(void)
@@ -26,6 +26,6 @@ int scen_lib(void)
 {
     char buf[32];
     snprintf(buf, sizeof buf, "%d%d", g_lib_base * 2, 12);
-    return atoi(buf) / 10 + 2;  /* "40012" -> 4001 + 2: only right if snprintf ran */
+    return (int)strtol(buf, NULL, 10) / 10 + 2;  /* "40012" -> 4001 + 2: only right if snprintf ran */
 }
 #endif
