@@ -356,6 +356,7 @@ def nsb_fails(command, pid, patch, *options, code, contains, step):
     if got != code or any(c not in message for c in contains):
         raise MatrixFailure("%s: nsb %s: expected exit %d with %s, got exit %d: %s"
                             % (step, command, code, contains, got, message))
+    print("%s: exit %d: %s" % (step, got, message))  # shown with -s and in failure reports
     return message
 
 
@@ -503,7 +504,11 @@ def run_negative(kind, flavor, workers, workdir):
             os.makedirs(other_dir)
             other = build_target("neg", flavor, "O2ic", defines=["NEG_OTHER_BUILD"])
             wrong = build_patch("neg", other, other_dir)
-            nsb_fails("patch", drv.pid, wrong, code=4, contains=["build-id"], step="wrong build-id")
+            from gdb_nsb.elf.livepatch import build_id_of
+            nsb_fails("patch", drv.pid, wrong, code=4,
+                      contains=["build-id mismatch: %s is mapped with build-id %s, the patch is for %s"
+                                % (built.obj, build_id_of(built.obj), build_id_of(other.obj))],
+                      step="wrong build-id")
             untouched.check("after wrong build-id")
         elif kind == "corrupt_section":
             bad = os.path.join(workdir, "corrupt.so")
@@ -512,16 +517,22 @@ def run_negative(kind, flavor, workers, workdir):
             with open(bad, "r+b") as f:
                 f.seek(off)
                 f.write(b"\xff" * size)
-            nsb_fails("patch", drv.pid, bad, code=9, contains=["corrupt"], step="corrupt section")
+            nsb_fails("patch", drv.pid, bad, code=9,
+                      contains=["vzpatch section is corrupt: not a BinPatch protobuf", "(in %s)" % bad],
+                      step="corrupt section")
             untouched.check("after corrupt section")
         elif kind == "missing_section":
             raw = raw_patch("neg", workdir)
-            nsb_fails("patch", drv.pid, raw, code=9, contains=["no vzpatch section in", "nsb generate"],
+            nsb_fails("patch", drv.pid, raw, code=9,
+                      contains=["no vzpatch section in %s: run `nsb generate` on it first" % raw],
                       step="missing section")
             untouched.check("after missing section")
         elif kind == "unresolvable":
             unres = build_patch("neg", built, workdir, variant=3)
-            nsb_fails("patch", drv.pid, unres, code=4, contains=["scen_no_such_symbol"], step="unresolvable symbol")
+            nsb_fails("patch", drv.pid, unres, code=4,
+                      contains=["symbol scen_no_such_symbol needed by %s is defined nowhere in the process's "
+                                "lookup scope" % os.path.basename(unres)],
+                      step="unresolvable symbol")
             untouched.check("after unresolvable symbol")
         elif kind == "too_short":
             # The engine refuses too: a section claiming scen_spare is 4 bytes long.
@@ -561,7 +572,8 @@ def run_negative(kind, flavor, workers, workdir):
             drv.expect_values(after, "after apply")
             drv.allow(after)
             again = _Untouched(drv, good, after)
-            nsb_fails("patch", drv.pid, good, code=5, contains=["already applied"], step="apply twice")
+            nsb_fails("patch", drv.pid, good, code=5, contains=["patch %s is already applied" % _build_id(good)],
+                      step="apply twice")
             again.check("after applying twice")
         elif kind == "revert_not_applied":
             nsb_fails("revert", drv.pid, good, code=2, contains=["no live patch is applied in process %d" % drv.pid],
@@ -575,12 +587,15 @@ def run_negative(kind, flavor, workers, workdir):
             drv.allow(after2)
             other = _Untouched(drv, good, after2)
             bid = _build_id(good)
-            nsb_fails("revert", drv.pid, good, code=2, contains=[bid, "not applied"], step="revert of a patch not applied")
+            nsb_fails("revert", drv.pid, good, code=2, contains=["patch %s is not applied in process %d" % (bid, drv.pid)],
+                      step="revert of a patch not applied")
             other.check("after revert of a patch not applied")
         elif kind == "parked":
             parked = build_patch("neg", built, workdir, variant=5)
             untouched = _Untouched(drv, parked, before)
-            nsb_fails("patch", drv.pid, parked, "--retries", "3", code=3, contains=["scen_parked", "thread"],
+            nsb_fails("patch", drv.pid, parked, "--retries", "3", code=3,
+                      contains=["no safe point after 3 checks: not at a safe point: thread ", " in scen_parked (pc ",
+                                "inside scen_parked, which the patch replaces"],
                       step="thread parked inside")
             untouched.check("after parked refusal")
             drv.release()
@@ -590,7 +605,9 @@ def run_negative(kind, flavor, workers, workdir):
             nsb_ok("revert", drv.pid, parked, step="revert")
             expect_file_bytes(drv, parked, "after revert")
         elif kind == "seccomp":
-            nsb_fails("patch", drv.pid, good, code=14, contains=["seccomp", "--allow-seccomp"], step="seccomp filter")
+            nsb_fails("patch", drv.pid, good, code=14,
+                      contains=["process has a seccomp filter (1 installed)", "(allow it explicitly with --allow-seccomp)"],
+                      step="seccomp filter")
             untouched.check("after seccomp refusal")
             drv.allow(before, after)
             nsb_ok("patch", drv.pid, good, "--allow-seccomp", step="apply with --allow-seccomp")
