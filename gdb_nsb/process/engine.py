@@ -270,9 +270,24 @@ def _safe_point(busy, opts, deadline, entries=None):
         calls[0] += 1
         return collect_stacks()
 
+    # An exec in a run window replaces the whole image.  A catchpoint makes GDB stop right at it
+    # (without one, GDB 13 was seen to die of an internal error when threads vanished mid-window);
+    # the main executable's mapping then tells that it happened.
+    before = _main_mapping()
+    catch = _catch_exec()
     try:
-        stop.wait_for_safe_point(check, strategy=opts.strategy, tries=max(1, opts.retries),
-                                 deadline=deadline, collect=collect)
+        try:
+            stop.wait_for_safe_point(check, strategy=opts.strategy, tries=max(1, opts.retries),
+                                     deadline=deadline, collect=collect)
+        except (errors.NsbError, gdb.error):
+            if before is not None and _main_mapping() != before:
+                raise _exec_abort()
+            raise
+        finally:
+            if catch is not None and catch.is_valid():
+                catch.delete()
+        if before is not None and _main_mapping() != before:
+            raise _exec_abort()
     except errors.BusyError as e:
         # Still "busy" (3), not "timeout" (15): the cause is a thread inside the code, not us.
         if deadline is not None and deadline.expired():
@@ -392,6 +407,32 @@ def _execute_apply(inf, injector, store, plan, deadline, view):
         for b in disabled:
             b.enabled = True
         raise
+
+
+def _main_mapping():
+    """(start, objfile) of the process's first mapping, or None: changes when the process execs."""
+    try:
+        inf = Inferior()
+        ms = inf.mappings()
+    except (errors.NsbError, gdb.error, ValueError):
+        return None
+    return (ms[0].start, ms[0].objfile) if ms else None
+
+
+def _catch_exec():
+    known = set(b.number for b in gdb.breakpoints() or ())
+    try:
+        gdb.execute("catch exec", to_string=True)
+    except gdb.error:
+        return None
+    new = [b for b in gdb.breakpoints() or () if b.number not in known]
+    return new[0] if new else None
+
+
+def _exec_abort():
+    inf = gdb.selected_inferior()
+    return errors.MismatchError("process %d executed a new program while it ran between safe-point tries; "
+                                "operation aborted, nothing written" % inf.pid)
 
 
 def _program(view):
