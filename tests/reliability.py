@@ -16,9 +16,9 @@ The target ``rtarget`` (PIE, -O2):
 * mode argv[3]: ``plain``; ``spawn`` (a thread creating short-lived threads
   all the time); ``fork`` (a thread forking children that call compute and
   exit 0, counting children that did not); ``exec`` (on ``exec`` the main
-  thread parks a worker in compute, waits 0.3 s, and execs ``rtarget`` again
+  thread parks a worker in compute, waits for a tracer and 0.3 s more, and execs ``rtarget`` again
   in mode ``execd``, which prints nothing and just runs); ``exit`` (on
-  ``exit`` park, wait 0.3 s, exit 0).
+  ``exit`` park, wait for a tracer, then 0.3 s, exit 0).
 
 Main thread commands on stdin: ``get`` -> ``value V W`` (compute(1), scale(1));
 ``stat`` -> ``calls C wrong W bad B sent S handled H spawned P forks F childbad K``;
@@ -52,12 +52,11 @@ TARGET_C = r'''
 #include <unistd.h>
 
 int base_value = 1000;
-volatile int park_request, parked_inside;
-static __thread int is_parker;
+volatile int park_request, parked_inside, parker_tid;
 
 __attribute__((noinline)) int compute(int x)
 {
-    if (__builtin_expect(park_request && is_parker, 0)) {
+    if (__builtin_expect(park_request && gettid() == parker_tid, 0)) {
         parked_inside = 1;
         while (park_request)
             usleep(1000);
@@ -112,7 +111,7 @@ static void *worker(void *arg)
 static void *parker(void *arg)
 {
     (void)arg;
-    is_parker = 1;
+    parker_tid = gettid();
     for (;;) {
         if (park_request)
             compute(0);
@@ -162,6 +161,20 @@ static void *forker(void *arg)
         usleep(2000);
     }
     return NULL;
+}
+
+static int traced(void)
+{
+    char buf[4096];
+    FILE *f = fopen("/proc/self/status", "r");
+    int pid = 0;
+    if (!f)
+        return 0;
+    while (fgets(buf, sizeof buf, f))
+        if (!strncmp(buf, "TracerPid:", 10))
+            pid = atoi(buf + 10);
+    fclose(f);
+    return pid != 0;
 }
 
 int main(int argc, char **argv)
@@ -219,7 +232,9 @@ int main(int argc, char **argv)
             while (!parked_inside)
                 usleep(1000);
             printf("parked\n");
-            usleep(300 * 1000);
+            while (!traced())
+                usleep(1000);
+            usleep(50 * 1000); /* inside the safe-point loop's run windows */
             if (line[1] == 'x' && line[2] == 'i')
                 exit(0);
             char self[4096];
@@ -238,8 +253,21 @@ int main(int argc, char **argv)
 PATCHES = {
     "plus": "extern int base_value;\n"
             "int compute(int x) { return base_value + x + 100; }\n",
-    "both": "extern int base_value;\n"
-            "int compute(int x) { return base_value + x + 100; }\n"
+    # The new compute parks like the old one, so that a revert can meet a busy thread too.
+    "both": "#define _GNU_SOURCE\n"
+            "#include <unistd.h>\n"
+            "extern int base_value;\n"
+            "extern volatile int park_request, parked_inside, parker_tid;\n"
+            "int compute(int x)\n"
+            "{\n"
+            "    if (park_request && gettid() == parker_tid) {\n"
+            "        parked_inside = 1;\n"
+            "        while (park_request)\n"
+            "            usleep(1000);\n"
+            "        parked_inside = 0;\n"
+            "    }\n"
+            "    return base_value + x + 100;\n"
+            "}\n"
             "int scale(int x) { return 2 * x + base_value + 1000; }\n",
 }
 
@@ -369,6 +397,11 @@ def entry_state(pid, name):
     if now[start] == 0xE9 and now[start + 5:] == want[start + 5:] and now[:start] == want[:start]:
         return "jump"
     return "torn: %s (file %s)" % (now.hex(), want.hex())
+
+
+def thread_states(pid):
+    from gdbharness import thread_states as states
+    return states(pid)
 
 
 def rss_kb(pid):
