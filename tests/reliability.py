@@ -365,6 +365,8 @@ def nsb(command, pid, *args, timeout=30, env=None, input_timeout=None):
     except ValueError:
         raise AssertionError("nsb %s printed no JSON (rc %d): %s\n%s" % (command, p.returncode, out, err))
     assert doc["exit_code"] == p.returncode, (doc, p.returncode)
+    if not doc["processes"]:
+        return p.returncode, doc, err  # refused before any GDB session (the runner's own checks)
     return p.returncode, doc["processes"][0], err
 
 
