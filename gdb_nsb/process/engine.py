@@ -475,6 +475,13 @@ def guard_apply_writes(plan, view):
             raise errors.MismatchError("refusing to write %s at %#x..%#x: outside the patch mapping %#x..%#x"
                                        % (w.what, w.addr, w.end, own[0][0], own[0][1]))
     rec = plan.registry_after.patch(plan.patch_build_id)
+    # A jump must land in the patch's own code: a func_jumps[].patch_value pointing anywhere else
+    # (the section is not trusted) would send every caller into the void.
+    patch_code = [(r.start, r.start + r.length) for r in (rec.ranges if rec is not None else []) if r.prot & PROT_EXEC]
+    for name, j in plan.jumps:
+        if not _within(j.dest, j.dest + 1, patch_code):
+            raise errors.PatchFileError("the new code of %s at %#x lies outside the patch's executable segments "
+                                        "(vzpatch patch_value is wrong)" % (name, j.dest))
     jumps = [(f.entry, f.entry + len(f.jump)) for f in rec.functions] if rec is not None else []
     target = view.object_by_build_id(plan.target_build_id)
     code = [(m.start, m.end) for m in (target.ranges if target is not None else []) if m.executable]
