@@ -9,6 +9,8 @@ import re
 
 FLAVORS = ("pie", "nopie", "static", "shlib", "dlopen")
 _ID = re.compile(r"test_matrix\.py::test_(positive|positive_ipa_ra|negative)\[(.+)\]$")
+# Auto-mode cells (issue 9) live in tests/test_auto_live.py: test_auto_patch_live[SCENARIO-FLAVOR].
+_AUTO_ID = re.compile(r"test_auto_live\.py::test_auto_patch_live\[(.+)\]$")
 _SHOW = {"passed": "pass", "failed": "FAIL", "error": "ERROR", "skipped": "skip", "xfailed": "xfail",
          "xpassed": "XPASS"}
 _RANK = {"pass": 0, "skip": 1, "xfail": 2, "XPASS": 3, "FAIL": 4, "ERROR": 5}
@@ -31,12 +33,18 @@ def collect(stats):
     cells = {}
     for key, shown in _SHOW.items():
         for rep in stats.get(key, []):
-            m = _ID.search(getattr(rep, "nodeid", "") or "")
-            if not m:
+            nodeid = getattr(rep, "nodeid", "") or ""
+            m = _ID.search(nodeid)
+            auto = _AUTO_ID.search(nodeid)
+            if not m and not auto:
                 continue
             if key == "passed" and getattr(rep, "when", "call") != "call":
                 continue
-            at = _cell(m.group(1), m.group(2))
+            if auto:
+                scenario, flavor = auto.group(1).rsplit("-", 1)
+                at = ("auto:" + scenario, flavor)
+            else:
+                at = _cell(m.group(1), m.group(2))
             old = cells.get(at)
             if old is None or _RANK[shown] > _RANK[old]:
                 cells[at] = shown
