@@ -101,7 +101,19 @@ def _read_patch(path):
     if not os.path.isfile(path):
         raise errors.PatchFileError("patch file not found: %s" % path)
     # Read before the stop by filecache.prefetch when the runner drives us: the same objects come back.
-    return filecache.livepatch(path), filecache.image(path)
+    lp, image = filecache.livepatch(path), filecache.image(path)
+    _check_symbol_indexes(lp, image)
+    return lp, image
+
+
+def _check_symbol_indexes(lp, image):
+    """Every pre-resolved symbol of the section must name a real undefined .dynsym entry of the patch."""
+    dynsyms = image.dynsyms
+    for what, marked in (("manual_symbols", lp.manual_symbols), ("global_symbols", lp.global_symbols)):
+        for m in marked:
+            if not 0 < m.idx < len(dynsyms):
+                raise errors.PatchFileError("vzpatch %s names symbol index %d, but the patch's .dynsym has %d entries"
+                                            % (what, m.idx, len(dynsyms)))
 
 
 def _context():
