@@ -402,14 +402,14 @@ def _execute_apply(inf, injector, store, plan, deadline, view):
                     injector.check("mprotect", 10, start, length, prot)
                     faults.point("after-mprotect", "%#x" % start)
             for w in plan.segment_writes:
-                undo.write(w.addr, w.data, w.expected)
+                undo.write(w.addr, w.data, w.expected, w.what)
                 faults.point("after-segment-write", "%#x" % w.addr)
             store.save(plan.registry_after, undo)
             faults.point("registry-save")
             for c in plan.breakpoints_to_disable:
                 disabled += _disable_breakpoints_at(c.addr)
             for w in plan.jump_writes:
-                undo.write(w.addr, w.data, w.expected)
+                undo.write(w.addr, w.data, w.expected, w.what)
                 faults.point("after-jump", w.what)
             faults.point("before-commit")
             failed = undo.commit()
@@ -600,7 +600,7 @@ def revert(ident, opts: Options) -> Outcome:
                 # Already restored (a revert cut short) or never redirected (an apply cut short
                 # after its registry write): finishing the job is the repair.
                 continue
-            undo.write(w.addr, w.data, w.expected)
+            undo.write(w.addr, w.data, w.expected, w.what)
             faults.point("revert-after-jump", w.what)
         store.save(plan.registry_after, undo)
         faults.point("revert-registry-save")

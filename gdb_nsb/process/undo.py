@@ -81,12 +81,15 @@ class UndoLog:
 
     # --- recorded changes --------------------------------------------------
 
-    def write(self, addr: int, data: bytes, expected: bytes = None):
-        """Write ``data`` at ``addr``; with ``expected``, refuse unless memory holds exactly that now."""
+    def write(self, addr: int, data: bytes, expected: bytes = None, what: str = None):
+        """Write ``data`` at ``addr``; with ``expected``, refuse unless memory holds exactly that now.
+
+        ``what`` names the write in the error (e.g. "jump over compute")."""
         self._step("write at 0x%x" % addr)
         old = self.inferior.read(addr, len(data))
         if expected is not None and old != bytes(expected):
-            raise MismatchError("bytes at 0x%x are %s, expected %s" % (addr, old.hex(), bytes(expected).hex()))
+            raise MismatchError("bytes at 0x%x%s are %s, expected %s" % (
+                addr, " (%s)" % what if what else "", old.hex(), bytes(expected).hex()))
         self.entries.append(_Write(addr, old, data))
         self.inferior.write(addr, data)
 

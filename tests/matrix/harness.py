@@ -559,7 +559,7 @@ def run_negative(kind, flavor, workers, workdir):
             untouched = _Untouched(drv, good, before)
             now = drv.read_mem(at, 5).hex()
             want = disk[_entry_offset(disk):_entry_offset(disk) + 5].hex()
-            nsb_fails("patch", drv.pid, good, code=4, contains=["bytes at %#x are %s, expected %s" % (at, now, want)],
+            nsb_fails("patch", drv.pid, good, code=4, contains=["bytes at %#x (jump over scen_spare) are %s, expected %s" % (at, now, want)],
                       step="entry bytes changed")
             untouched.check("after entry bytes changed")
             drv.write_mem(at, disk[_entry_offset(disk):_entry_offset(disk) + 1])
