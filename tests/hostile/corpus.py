@@ -153,7 +153,7 @@ def make(good, target, out_dir):
 
     def short(m):
         m.func_jumps[0].func_size = 2
-    edit("function-too-short", [MISMATCH, PATCH_FILE], short)
+    edit("function-too-short", [MISMATCH, PATCH_FILE, UNSUPPORTED], short)
 
     def static_outside(m):
         s = m.static_symbols.add()
