@@ -102,6 +102,10 @@ def _read_patch(path):
         raise errors.PatchFileError("patch file not found: %s" % path)
     # Read before the stop by filecache.prefetch when the runner drives us: the same objects come back.
     lp, image = filecache.livepatch(path), filecache.image(path)
+    if lp.new_bid == lp.old_bid:
+        # Registry, symbols and safe-point ranges key patches and targets by build-id: they must differ.
+        raise errors.PatchFileError("%s: the patch's build-id %s equals its target's; a live patch must be a "
+                                    "build of its own" % (path, lp.new_bid))
     _check_symbol_indexes(lp, image)
     return lp, image
 
