@@ -344,7 +344,7 @@ class RTarget(Target):
 
 # ------------------------------------------------------------------------ runner and process helpers
 
-def nsb(command, pid, *args, timeout=30, env=None, input_timeout=None):
+def nsb(command, pid, *args, timeout=90, env=None, input_timeout=None):
     """``nsb COMMAND -p PID ARGS --json``; returns (exit code, per-process doc, stderr)."""
     import json
     argv = [sys.executable, "-m", "gdb_nsb.standalone.cli", command, "-p", str(pid), "--json",

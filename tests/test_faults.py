@@ -156,7 +156,7 @@ def _recover(t, p, base_maps, allow_orphan):
         assert rc == 8 and doc.get("state") == "partial", (rc, doc)
     if rc in (0, 8):
         rc2, doc2, err = R.nsb("revert", t.pid, "-f", p)
-        assert rc2 == 0, (doc2, err)
+        assert rc2 == 0, (doc2.get("message"), doc2.get("timings"), err)
         assert _assert_consistent(t) == {"compute": "original", "scale": "original"}
         rc3, doc3 = _nsb_check(t, p)
         assert rc3 == 2, doc3
