@@ -25,6 +25,7 @@ from elftools.elf.descriptions import describe_e_machine
 from elftools.elf.elffile import ELFFile
 from elftools.elf.enums import ENUM_E_MACHINE, ENUM_RELOC_TYPE_x64
 
+from gdb_nsb.elf.notes import gnu_build_id
 from gdb_nsb.errors import ElfError
 
 PAGE_SIZE = 0x1000
@@ -38,7 +39,6 @@ SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 1, 2, 4
 SHN_UNDEF, SHN_ABS, SHN_COMMON = 0, 0xFFF1, 0xFFF2
 
 PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_NOTE = 1, 2, 3, 4
-NT_GNU_BUILD_ID = 3
 
 DT_NULL, DT_NEEDED, DT_PLTRELSZ, DT_STRTAB, DT_SYMTAB = 0, 1, 2, 5, 6
 DT_RELA, DT_RELASZ, DT_RELAENT, DT_STRSZ, DT_SONAME = 7, 8, 9, 10, 14
@@ -345,18 +345,7 @@ class ElfImage:
         return None
 
     def _scan_notes(self, off, size):
-        end = min(off + size, len(self.data))
-        while off + 12 <= end:
-            namesz, descsz, ntype = struct.unpack_from("<III", self.data, off)
-            name_off = off + 12
-            desc_off = name_off + ((namesz + 3) & ~3)
-            nxt = desc_off + ((descsz + 3) & ~3)
-            if nxt > end:
-                return None
-            if ntype == NT_GNU_BUILD_ID and self.data[name_off:name_off + namesz].rstrip(b"\0") == b"GNU":
-                return self.data[desc_off:desc_off + descsz].hex()
-            off = nxt
-        return None
+        return gnu_build_id(self.data, off, off + size)
 
     @_guarded_property
     def debuglink(self) -> tuple[str, int] | None:

@@ -12,12 +12,12 @@ the ELF model in :mod:`gdb_nsb.elf.image`).
 
 import os
 import re
-import struct
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 from google.protobuf.message import DecodeError
 
+from gdb_nsb.elf.notes import gnu_build_id
 from gdb_nsb.elf import sections
 from gdb_nsb.elf import vzpatch_pb2 as pb
 from gdb_nsb.errors import ElfError, PatchFileError
@@ -334,15 +334,7 @@ def build_id_of(elf_path):
 
 
 def _parse_build_id_note(data, elf_path):
-    pos = 0
-    while pos + 12 <= len(data):
-        namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
-        name_at = pos + 12
-        desc_at = name_at + ((namesz + 3) & ~3)
-        end = desc_at + ((descsz + 3) & ~3)
-        if desc_at + descsz > len(data):
-            break
-        if ntype == 3 and data[name_at:name_at + namesz] == b"GNU\0":  # NT_GNU_BUILD_ID
-            return data[desc_at:desc_at + descsz].hex()
-        pos = end
-    raise ElfError("malformed .note.gnu.build-id in %s" % elf_path)
+    bid = gnu_build_id(data)
+    if bid is None:
+        raise ElfError("malformed .note.gnu.build-id in %s" % elf_path)
+    return bid

@@ -8,10 +8,10 @@ process's memory identifies the running build without any file.
 
 import struct
 
+from gdb_nsb.elf.notes import gnu_build_id
 from gdb_nsb import errors
 
 PT_LOAD, PT_NOTE = 1, 4
-NT_GNU_BUILD_ID = 3
 PAGE = 0x1000
 _MAX_PHNUM = 256
 _MAX_NOTES = 1 << 16
@@ -55,15 +55,4 @@ def build_id_in_memory(read, base):
 
 
 def _gnu_build_id(data):
-    pos = 0
-    while pos + 12 <= len(data):
-        namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
-        name_at = pos + 12
-        desc_at = name_at + ((namesz + 3) & ~3)
-        end = desc_at + ((descsz + 3) & ~3)
-        if desc_at + descsz > len(data):
-            return None
-        if ntype == NT_GNU_BUILD_ID and data[name_at:name_at + namesz].rstrip(b"\0") == b"GNU" and descsz:
-            return data[desc_at:desc_at + descsz].hex()
-        pos = end
-    return None
+    return gnu_build_id(data)
