@@ -56,6 +56,10 @@ def build_parser(only=None):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    if chosen == "gdb" and argv[1:2] not in (["-h"], ["--help"]):
+        # Everything after `gdb` belongs to GDB, options included (argparse would take them).
+        from gdb_nsb.standalone import gdbcmd
+        return gdbcmd.exec_gdb(argv[1:])
     parser = build_parser(only=chosen) if chosen else build_parser(only="")
     try:
         args = parser.parse_args(argv)

@@ -13,5 +13,9 @@ def add_arguments(parser):
 
 
 def run(args):
-    argv = gdb_base_args(batch=False) + list(args.gdb_args)
+    return exec_gdb(args.gdb_args)
+
+
+def exec_gdb(gdb_args):
+    argv = gdb_base_args(batch=False) + list(gdb_args)
     os.execvp(argv[0], argv)
