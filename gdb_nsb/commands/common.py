@@ -14,7 +14,7 @@ import time
 import gdb
 
 from gdb_nsb import errors
-from gdb_nsb.process import engine, stop
+from gdb_nsb.process import autoregister, engine, stop
 
 
 class _ArgumentError(Exception):
@@ -152,6 +152,7 @@ class NsbCommand(gdb.Command):
                 return  # --help
             raise gdb.GdbError(str(e))
         result_file = getattr(args, "result_file", None)
+        autoregister.operation_running = True
         try:
             outcome = self.operate(args)
         except errors.NsbError as e:
@@ -166,6 +167,9 @@ class NsbCommand(gdb.Command):
             msg = "internal error: %s: %s" % (type(e).__name__, " ".join(str(e).split()))
             _write_result(result_file, {"result": "error", "code": 10, "message": msg, "error": "InternalError"})
             raise gdb.GdbError(msg)
+        finally:
+            autoregister.operation_running = False
+            autoregister.mark_seen()  # the command registered the patches itself
         doc = outcome.as_dict()
         _write_result(result_file, doc)
         for line in outcome.lines:

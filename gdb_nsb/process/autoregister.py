@@ -11,9 +11,21 @@ import gdb
 from gdb_nsb import errors
 
 _seen = set()
+# True while an nsb-* command runs: its own stops (run windows, injected steps) must not be
+# disturbed by GDB commands from a stop handler, and it registers the symbols itself.
+operation_running = False
+
+
+def mark_seen():
+    """The current process needs no registration at its next stop (an nsb-* command handles it)."""
+    inf = gdb.selected_inferior()
+    if inf.pid:
+        _seen.add((inf.num, inf.pid))
 
 
 def _on_stop(_event):
+    if operation_running:
+        return
     inf = gdb.selected_inferior()
     key = (inf.num, inf.pid)
     if not inf.pid or key in _seen:
