@@ -381,6 +381,22 @@ def apply(path, opts: Options) -> Outcome:
     return out
 
 
+def _protections_to_restore(ranges, mappings):
+    """(start, length, prot) of each recorded range whose pages the memory map shows with other
+    permissions, or not wholly mapped (its mprotect then fails: ENOMEM), or unknown (old GDB)."""
+    out = []
+    for r in ranges:
+        want = "".join((("r" if r.prot & 1 else "-"), ("w" if r.prot & 2 else "-"), ("x" if r.prot & 4 else "-")))
+        end, covered, same = r.start + r.length, 0, True
+        for m in mappings:
+            if m.start < end and r.start < m.end:
+                covered += min(m.end, end) - max(m.start, r.start)
+                same = same and m.perms is not None and m.perms[:3] == want
+        if not same or covered != r.length:
+            out.append((r.start, r.length, r.prot))
+    return out
+
+
 def _execute_apply(inf, injector, store, plan, deadline, view):
     guard_apply_writes(plan, view)
     disabled = []
@@ -405,6 +421,16 @@ def _execute_apply(inf, injector, store, plan, deadline, view):
                 for start, length, prot in m.protections:
                     injector.check("mprotect", 10, start, length, prot)
                     faults.point("after-mprotect", "%#x" % start)
+            else:
+                # Re-apply into the recorded mapping.  Its record is written before the mprotects
+                # above, so an apply killed between them left pages PROT_NONE: our ptrace writes
+                # still land there, but the first call into them killed the target (SIGSEGV).
+                # Set every recorded run the memory map shows otherwise (normally none: a re-apply
+                # then injects no system call).  Not undone: the record asks for these protections.
+                rec = plan.registry_after.patch(plan.patch_build_id)
+                for start, length, prot in _protections_to_restore(rec.ranges, view.mappings):
+                    injector.check("mprotect of patch memory %#x..%#x" % (start, start + length), 10, start,
+                                   length, prot)
             for w in plan.segment_writes:
                 undo.write(w.addr, w.data, w.expected, w.what)
                 faults.point("after-segment-write", "%#x" % w.addr)
