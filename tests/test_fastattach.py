@@ -134,3 +134,53 @@ def test_parked_read_in_replaced_function_fails_safe_then_other_patch_applies():
             assert wait_running(t.pid)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+DATA_MAPPER = r'''
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  int fd = open(argv[1], O_RDONLY);
+  if (fd < 0 || mmap(0, 4096, PROT_READ, MAP_SHARED, fd, 0) == MAP_FAILED) return 1;
+  printf("ready\n"); fflush(stdout);
+  char buf[64];
+  while (fgets(buf, sizeof buf, stdin)) {}
+  return 0;
+}
+'''
+
+
+def test_mapped_data_files_do_not_disable_the_fast_path(gdbless_fastattach, tmp_path):
+    """A process mapping a data file (a database, a locale archive) keeps the fast attach: GDB reads no
+    symbols from such files, so they do not count; only ELF objects decide."""
+    fa = gdbless_fastattach
+    exe = cbuild.build([("fa_mapper.c", DATA_MAPPER)], ["-O2", "-g"], "fa_mapper")
+    data = tmp_path / "table.db"
+    data.write_bytes(b"SQLite format 3\0" + b"\1" * 8192)
+    with Target([exe, str(data)], ready_line="ready") as t:
+        from gdb_nsb.process import filecache
+        assert str(data) in filecache.mapped_files(t.pid)
+        decided = fa.plan(t.pid)
+        libc = next(p for p in filecache.mapped_files(t.pid) if "libc.so" in p)
+        has_frame = any(os.path.exists(c) and ".debug_frame" in (fa.section_names(c) or [])
+                        for c in fa.debug_file_candidates(filecache.image(libc)))
+        assert decided["skip_debug_files"] == (not has_frame)
+    # An unreadable mapped object still turns the fast path off (GDB would do its usual reading).
+    assert fa._elf_magic(str(tmp_path / "gone")) is None
+    assert fa._elf_magic(str(data)) is False and fa._elf_magic(exe) is True
+
+
+def test_a_huge_data_file_is_refused_without_reading_it(tmp_path):
+    """ElfImage reads the header first: a mapped multi-GiB data file costs no memory in the prefetch."""
+    big = tmp_path / "huge.bin"
+    with open(big, "wb") as f:
+        f.truncate(4 << 30)  # sparse: 4 GiB of zeros
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30));"
+            "from gdb_nsb.elf.image import ElfImage; from gdb_nsb.errors import ElfError\n"
+            "try:\n    ElfImage(sys.argv[1])\nexcept ElfError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(big)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "%s: not an ELF file" % big

@@ -164,10 +164,13 @@ class ElfImage:
         self.path = str(path)
         try:
             with open(self.path, "rb") as f:
-                self.data = f.read()
+                # The header first: a mapped data file (a database, a locale archive) is refused
+                # without reading it whole.
+                self.data = f.read(64)
+                self._check_ident()
+                self.data += f.read()
         except OSError as e:
             raise ElfError("%s: cannot read: %s" % (self.path, e.strerror or e)) from e
-        self._check_ident()
         try:
             self.elffile = ELFFile(io.BytesIO(self.data))
             hdr = self.elffile.header

@@ -93,13 +93,27 @@ def _quote(path):
     return '"%s"' % path.replace("\\", "\\\\").replace('"', '\\"')
 
 
+def _elf_magic(path):
+    """True for an ELF file, False for another readable file, None when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return None
+
+
 def plan(pid, patches=()):
     """What prepare would do, as data: {"images": n, "skip_debug_files": bool, "exe": path|None}."""
     filecache.prefetch(pid, patches)
     files = filecache.mapped_files(pid)
     skip = bool(files)
     for path in files:
+        magic = _elf_magic(path)
+        if magic is False:
+            continue  # a data file (locale archive, shared memory): GDB reads no symbols from it
         try:
+            if magic is None:
+                raise OSError(path)
             img = filecache.image(path)
         except (errors.NsbError, OSError):
             skip = False  # unreadable object: let GDB do what it always does
