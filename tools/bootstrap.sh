@@ -23,6 +23,7 @@ nsb_ensure_venv() {
     # venv set up for the tests also serves ./nsb (no extras needed).
     if [ -x "$nsb_venv/bin/python" ] && [ -f "$stamp" ] \
         && { grep -qx "$want $extras" "$stamp" || { [ -z "$extras" ] && grep -q "^$want " "$stamp"; }; }; then
+        nsb_ensure_bytecode
         return 0
     fi
     py=$(nsb_gdb_python) || return 1
@@ -40,4 +41,21 @@ nsb_ensure_venv() {
     "$nsb_venv/bin/python" -m pip install -q --disable-pip-version-check -e "$nsb_root$extras" >&2 \
         || { nsb_log "pip install failed"; return 1; }
     echo "$want $extras" > "$stamp"
+    nsb_ensure_bytecode
+}
+
+nsb_ensure_bytecode() {
+    # Every GDB session imports the extension; compiling its sources costs ~100 ms of CPU each time
+    # when Python may not write bytecode itself (PYTHONDONTWRITEBYTECODE, a read-only checkout).
+    # Compile once, again only when a source is newer than the marker.
+    local marker="$nsb_venv/.nsb-bytecode"
+    if [ -f "$marker" ] && [ -z "$(find "$nsb_root/gdb_nsb" -name '*.py' -newer "$marker" -print -quit 2>/dev/null)" ]; then
+        return 0
+    fi
+    touch "$marker.new" 2>/dev/null || return 0
+    if "$nsb_venv/bin/python" -m compileall -q -j 0 "$nsb_root/gdb_nsb" >/dev/null 2>&1; then
+        mv -f "$marker.new" "$marker"
+    else
+        rm -f "$marker.new"
+    fi
 }
