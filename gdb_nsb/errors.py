@@ -108,3 +108,15 @@ class RegistryCorrupt(NsbError):
     """The in-process registry fails its CRC: read-only mode."""
 
     exit_code = 16
+
+
+class TargetExitedError(NsbError):
+    """The process exited while the operation let it run (between safe-point tries): nothing was written."""
+
+    exit_code = 17
+
+
+class TargetExecError(NsbError):
+    """The process executed a new program while the operation let it run: aborted, nothing written."""
+
+    exit_code = 18
