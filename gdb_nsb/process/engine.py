@@ -295,6 +295,8 @@ def _safe_point(busy, opts, deadline, entries=None):
         try:
             stop.wait_for_safe_point(check, strategy=opts.strategy, tries=max(1, opts.retries),
                                      deadline=deadline, collect=collect)
+        except (errors.TargetExitedError, errors.TargetExecError):
+            raise  # the run window told exactly what happened (and left GDB detached or the process gone)
         except (errors.NsbError, gdb.error):
             if before is not None and _main_mapping() != before:
                 raise _exec_abort()
@@ -473,8 +475,8 @@ def _catch_exec():
 
 def _exec_abort():
     inf = gdb.selected_inferior()
-    return errors.MismatchError("process %d executed a new program while it ran between safe-point tries; "
-                                "operation aborted, nothing written" % inf.pid)
+    return errors.TargetExecError("process %d executed a new program while it ran between safe-point tries; "
+                                  "operation aborted, nothing written" % inf.pid)
 
 
 def _program(view):
@@ -486,9 +488,9 @@ def abort_if_exec(before, after, pid):
     """An exec during a run window replaces the whole image: abort (nothing was written yet)."""
     if _program(before) != _program(after):
         old, new = _program(before), _program(after)
-        raise errors.MismatchError("process %d executed a new program while it ran between safe-point tries "
-                                   "(%s -> %s); operation aborted, nothing written"
-                                   % (pid, old[0] if old else "?", new[0] if new else "?"))
+        raise errors.TargetExecError("process %d executed a new program while it ran between safe-point tries "
+                                     "(%s -> %s); operation aborted, nothing written"
+                                     % (pid, old[0] if old else "?", new[0] if new else "?"))
 
 
 def _pending_registry(plan):

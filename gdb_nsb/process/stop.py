@@ -45,10 +45,13 @@ import time
 
 import gdb
 
-from gdb_nsb.errors import BusyError, NsbError, UnsupportedError
+from gdb_nsb.errors import BusyError, NsbError, TargetExecError, TargetExitedError, UnsupportedError
 from gdb_nsb.process import stacks as stacks_mod
 
 SYS_TGKILL = 234  # x86_64
+SYS_EXECVE, SYS_EXECVEAT = 59, 322
+_WALL = 0x40000000
+VANISH_SETTLE = 2.0  # seconds to let an exit or exec in progress finish before judging it
 _libc = ctypes.CDLL(None, use_errno=True)
 
 DEFAULT_TRIES = 25
@@ -194,7 +197,9 @@ def run_window(seconds, ours=()):
     ``ours`` are numbers of breakpoints this module placed (run-out); hitting
     one ends the window early and is reported in the result.  Must be called
     inside :class:`sigstop_handling`.  Raises :class:`StoppedByUser` when a
-    user breakpoint stopped the process, NsbError when the process exited.
+    user breakpoint stopped the process, :class:`TargetExitedError` when the
+    process exited and :class:`TargetExecError` when it executed a new program
+    (GDB then detached: see :func:`_vanished`).
     """
     inf = _inferior()
     _check_mode(inf)
@@ -214,24 +219,31 @@ def run_window(seconds, ours=()):
         with lock:
             if cancel.is_set():
                 return
-            if _tgkill(pid, anchor_lwp, signal.SIGSTOP) == 0:
-                state["sent_to"] = anchor_lwp
+            # The anchor may have exited during the window: any live thread ends it as well.
+            for lwp in [anchor_lwp] + [t for t in _live_tasks(pid) if t != anchor_lwp]:
+                if _tgkill(pid, lwp, signal.SIGSTOP) == 0:
+                    state["sent_to"] = lwp
+                    return
 
     timer = threading.Thread(target=fire, name="nsb-run-window", daemon=True)
     t0 = time.monotonic()
     with _StopLog() as log:
         timer.start()
+        lost = None
         try:
             gdb.execute("continue", to_string=True)
         except gdb.error as e:
-            raise NsbError("the process did not come back from a run window: %s" % e)
+            lost = e
         finally:
             with lock:
                 cancel.set()
             timer.join()
         elapsed = time.monotonic() - t0
         if not inf.pid:
-            raise NsbError("the process exited during a run window")
+            raise TargetExitedError("process %d exited while it ran between safe-point tries; nothing was written"
+                                    % pid)
+        if lost is not None:
+            _vanished(inf, pid, lost, state["sent_to"])
         sent = state["sent_to"]
         if sent is not None and not any(k == "signal" and l == sent and d == "SIGSTOP" for k, l, d in log.events):
             _drain_sigstop(inf, pid, sent, log)
@@ -256,7 +268,8 @@ def _remote_window(inf, seconds, ours):
                 raise NsbError("the process did not come back from a run window: %s" % e)
             elapsed = time.monotonic() - t0
             if not inf.pid:
-                raise NsbError("the process exited during a run window")
+                raise TargetExitedError("the process exited while it ran between safe-point tries; "
+                                        "nothing was written")
             fired = any(k == "signal" and l == anchor_lwp and d == "SIGSTOP" for k, l, d in log.events)
             for _ in range(3):
                 if fired or alarm.disarm() > 0:
@@ -268,7 +281,8 @@ def _remote_window(inf, seconds, ours):
                 alarm.arm(inf, anchor_lwp, 0.001)
                 gdb.execute("continue", to_string=True)
                 if not inf.pid:
-                    raise NsbError("the process exited during a run window")
+                    raise TargetExitedError("the process exited while it ran between safe-point tries; "
+                                            "nothing was written")
                 fired = any(k == "signal" and l == anchor_lwp and d == "SIGSTOP" for k, l, d in log.events)
             mine = [e for e in log.events if e[1] == anchor_lwp]
             if mine and mine[-1][0] == "signal" and mine[-1][2] == "SIGSTOP":
@@ -277,6 +291,115 @@ def _remote_window(inf, seconds, ours):
         if own:
             alarm.close()
     return _window_result(elapsed, log, ours)
+
+
+def _task_states(pid):
+    """{tid: state letter} of every task of ``pid`` (empty once the process is gone)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                data = f.read()
+        except OSError:
+            continue
+        out[int(tid)] = data[data.rindex(")") + 2]
+    return out
+
+
+def _live_tasks(pid):
+    return sorted(t for t, s in _task_states(pid).items() if s not in "ZX")
+
+
+def _in_exec(pid, tid):
+    """Whether task ``tid`` is inside execve/execveat (waiting for its siblings to die, or at the exec stop)."""
+    try:
+        with open("/proc/%d/task/%d/syscall" % (pid, tid)) as f:
+            first = f.read().split()
+    except OSError:
+        return False
+    return bool(first) and first[0] in (str(SYS_EXECVE), str(SYS_EXECVEAT))
+
+
+def _reap_dead_threads(pid):
+    """Collect the exit status of every zombie thread of ``pid`` (our tracees).
+
+    An exec must wait until the tracer has collected the threads it killed;
+    GDB 13 stopped collecting when it failed on the first vanished thread, so
+    the exec hung (its thread in state D) and GDB's detach with it.  GDB treats
+    a thread whose status someone else collected as gone (ECHILD).
+    """
+    for tid, st in _task_states(pid).items():
+        if tid != pid and st in "ZX":
+            try:
+                os.waitpid(tid, _WALL | os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def _vanished(inf, pid, error, sent_to):
+    """GDB lost the process during a window (``continue`` failed): find out why, leave GDB sane, raise.
+
+    Measured with GDB 13.1 (native, all-stop over target-non-stop): when the
+    process exits (exit_group) or execs while its threads run, ``continue``
+    fails on the first vanished thread ("Couldn't get registers: No such
+    process", "Couldn't read debug register", "Cannot find user-level thread
+    for LWP ...") and leaves its threads marked running; every later command
+    fails, and its ``detach`` then dies of an internal error (exit: linux-nat
+    asserts one LWP is left) or hangs (exec: the execing thread waits for its
+    dead siblings to be collected).  So:
+
+    * every task a zombie (or the process gone): it exited.  ``kill`` only
+      collects the zombies and makes GDB forget the process cleanly.
+    * a live task inside execve: it is executing a new program.  Its dead
+      siblings are collected, the exec completes and stops for the tracer,
+      and GDB's ``detach`` then lets the new program run untouched.
+
+    Anything else stays the generic failure it was.
+    """
+    deadline = time.monotonic() + VANISH_SETTLE
+    while True:
+        states = _task_states(pid)
+        live = [t for t, s in states.items() if s not in "ZX"]
+        if not live:
+            try:
+                gdb.execute("kill", to_string=True)
+            except gdb.error:
+                pass
+            raise TargetExitedError("process %d exited while it ran between safe-point tries; nothing was written"
+                                    % pid)
+        execing = [t for t in live if _in_exec(pid, t)]
+        if execing:
+            _leave_exec(inf, pid, execing[0], sent_to, deadline)
+            raise TargetExecError("process %d executed a new program while it ran between safe-point tries; "
+                                  "operation aborted, nothing written, GDB detached" % pid)
+        if time.monotonic() > deadline:
+            raise NsbError("the process did not come back from a run window: %s" % error)
+        time.sleep(0.01)
+
+
+def _leave_exec(inf, pid, tid, sent_to, deadline):
+    """Let the exec of task ``tid`` finish and detach from the new program, leaving it running."""
+    while time.monotonic() < deadline:
+        _reap_dead_threads(pid)
+        states = _task_states(pid)
+        # A non-leader thread that execs takes over the leader's task id.
+        if states.get(tid) == "t" or (tid not in states and states.get(pid) == "t"):
+            break
+        time.sleep(0.005)
+    # Our SIGSTOP, if its thread survived as the new program, would stop that program after the
+    # detach: SIGCONT discards a pending stop signal (and only resumes what a stop signal stopped).
+    if sent_to is not None and any(_sigstop_pending(pid, t) for t in _live_tasks(pid)):
+        os.kill(pid, signal.SIGCONT)
+    try:
+        gdb.execute("detach", to_string=True)
+    except gdb.error:
+        pass
+    if _group_stopped(pid):
+        os.kill(pid, signal.SIGCONT)
 
 
 def _window_result(elapsed, log, ours):
