@@ -1,6 +1,7 @@
 """The runner's command line without GDB sessions: usage errors, bad patch files, --help, exit-code table."""
 
 import inspect
+import os
 import json
 import subprocess
 import time
@@ -108,3 +109,41 @@ def test_patch_command_does_not_import_gdb_or_the_generator():
     for unwanted in ("gdb_nsb.generator", "gdb_nsb.standalone.demo", "gdb_nsb.standalone.generate",
                      "gdb_nsb.elf.dwarf", "gdb_nsb.binder", "gdb_nsb.process"):
         assert not any(m == unwanted or m.startswith(unwanted + ".") for m in mods), (unwanted, mods)
+
+
+def test_settled_at_once_after_a_clean_exit_unless_a_stop_signal_is_pending(monkeypatch):
+    """ensure_running trusts a clean GDB exit only when no thread is stopped and no stop signal is pending."""
+    import signal
+    import sys
+    sleeps = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(runner.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+    code = ("import signal, sys, time; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTSTP});"
+            "print('ready', flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        states = runner._thread_states(p.pid)
+        assert states and not runner._stop_signal_pending(p.pid, states)
+        assert runner.ensure_running(p.pid, clean_exit=True) == states
+        assert sleeps == []  # settled at once
+        runner.ensure_running(p.pid)
+        assert len(sleeps) >= 2  # without a clean exit: watched until calm
+        del sleeps[:]
+        os.kill(p.pid, signal.SIGTSTP)  # blocked: stays pending, stops the process whenever unblocked
+        assert rt_wait(lambda: runner._stop_signal_pending(p.pid, runner._thread_states(p.pid)))
+        runner.ensure_running(p.pid, clean_exit=True)
+        assert len(sleeps) >= 2  # a pending stop signal: watched, not trusted
+        assert p.poll() is None
+    finally:
+        p.kill()
+        p.wait(10)
+
+
+def rt_wait(cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True

@@ -168,14 +168,20 @@ def _comm(pid):
         return "?"
 
 
-def ensure_running(pid, was_stopped=False):
+def ensure_running(pid, was_stopped=False, clean_exit=False):
     """After GDB is gone, a target left in group-stop (T) is continued.
 
     A process that was stopped before we came (``was_stopped``) is left stopped:
     GDB's attach continues a stopped process (SIGCONT), so it gets its SIGSTOP back.
+    After a ``clean_exit`` of GDB (it detached and wrote its result), no thread
+    stopped and no stop signal pending anywhere means nothing can stop the
+    process later: that is settled at once instead of watching it for 40 ms.
     Returns the thread states seen last.
     """
     states = _thread_states(pid)
+    if clean_exit and not was_stopped and states and not any(s in "Tt" for s in states.values()) \
+            and not _stop_signal_pending(pid, states):
+        return states
     if was_stopped:
         if states and not all(s == "T" for s in states.values()):
             try:
@@ -204,6 +210,24 @@ def ensure_running(pid, was_stopped=False):
                 return states
         time.sleep(0.02)
     return states
+
+
+_STOP_SIGNALS = (1 << (signal.SIGSTOP - 1)) | (1 << (signal.SIGTSTP - 1)) | (1 << (signal.SIGTTIN - 1)) \
+    | (1 << (signal.SIGTTOU - 1))
+
+
+def _stop_signal_pending(pid, states):
+    """True when a stop signal is pending for the process or one of ``states``' threads (or unreadable)."""
+    for tid in states:
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+        except (OSError, KeyError, ValueError):
+            return True
+        if pending & _STOP_SIGNALS:
+            return True
+    return False
 
 
 def _thread_states(pid):
@@ -286,7 +310,8 @@ def run_one(command, pid, args, extra, patch_info=None):
             raise
         states = {}
         if pid is not None and not args.remote:
-            states = ensure_running(pid, was_stopped)
+            states = ensure_running(pid, was_stopped,
+                                    clean_exit=not killed and proc.returncode == 0 and os.path.exists(result_file))
         doc["timings"]["total_s"] = round(time.monotonic() - started, 4)
         attach_failure = _attach_failure(err) if pid is not None else None
         if attach_failure is not None:
