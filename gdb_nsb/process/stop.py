@@ -133,18 +133,35 @@ def _sigstop_pending(pid, tid, native=True):
     return False
 
 
+# While windows run, a GDB internal error (GDB 13 has some when threads vanish at an exit or exec)
+# must become an error we can handle, not GDB's death: no quit, no core file, and no backtrace
+# (printing it while ``to_string`` captures the output made GDB die of "Recursive internal problem").
+_INTERNAL_ERROR_SETTINGS = (("quit", "no"), ("corefile", "no"), ("backtrace", "off"))
+
+
 class sigstop_handling:
-    """Context: ``handle SIGSTOP stop print nopass``, the user's setting restored on exit."""
+    """Context of run windows: ``handle SIGSTOP stop print nopass``, internal errors of GDB survivable
+    (see ``_INTERNAL_ERROR_SETTINGS``); the user's settings restored on exit."""
 
     def __enter__(self):
         out = gdb.execute("info signals SIGSTOP", to_string=True)
         row = [l for l in out.splitlines() if l.startswith("SIGSTOP")][0].split()
         self.saved = ["stop" if row[1] == "Yes" else "nostop", "print" if row[2] == "Yes" else "noprint",
                       "pass" if row[3] == "Yes" else "nopass"]
+        self.internal = []
+        for name, value in _INTERNAL_ERROR_SETTINGS:
+            try:
+                shown = gdb.execute("maint show internal-error %s" % name, to_string=True)
+                self.internal.append((name, shown.rsplit('"', 2)[1]))
+                gdb.execute("maint set internal-error %s %s" % (name, value), to_string=True)
+            except (gdb.error, IndexError):
+                pass
         gdb.execute("handle SIGSTOP stop print nopass", to_string=True)
         return self
 
     def __exit__(self, *exc):
+        for name, value in self.internal:
+            gdb.execute("maint set internal-error %s %s" % (name, value), to_string=True)
         gdb.execute("handle SIGSTOP %s" % " ".join(self.saved), to_string=True)
         return False
 
@@ -232,7 +249,7 @@ def run_window(seconds, ours=()):
         lost = None
         try:
             gdb.execute("continue", to_string=True)
-        except gdb.error as e:
+        except (gdb.error, KeyboardInterrupt) as e:  # an internal error of GDB arrives as "Command aborted."
             lost = e
         finally:
             with lock:
@@ -377,6 +394,8 @@ def _vanished(inf, pid, error, sent_to):
             raise TargetExecError("process %d executed a new program while it ran between safe-point tries; "
                                   "operation aborted, nothing written, GDB detached" % pid)
         if time.monotonic() > deadline:
+            if isinstance(error, KeyboardInterrupt) and str(error) != "Command aborted.":
+                raise error  # the user's ^C
             raise NsbError("the process did not come back from a run window: %s" % error)
         time.sleep(0.01)
 
