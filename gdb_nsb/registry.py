@@ -84,10 +84,18 @@ class PatchRecord:
     functions: List[FunctionRecord] = field(default_factory=list)
 
     def function_at(self, entry: int) -> Optional[FunctionRecord]:
-        for f in self.functions:
-            if f.entry == entry:
-                return f
-        return None
+        # An index by entry, rebuilt when the list changed: a linear scan per lookup made
+        # planning 1000 functions quadratic (10,000 scans of 1000 records inside the stop).
+        index = self.__dict__.get("_index")
+        if index is None or index[0] is not self.functions or index[1] != len(self.functions) \
+                or (self.functions and index[2] is not self.functions[-1]):
+            by_entry = {}
+            for f in self.functions:
+                by_entry.setdefault(f.entry, f)
+            index = (self.functions, len(self.functions), self.functions[-1] if self.functions else None, by_entry)
+            self.__dict__["_index"] = index
+        f = index[3].get(entry)
+        return f if f is not None and f.entry == entry else None
 
 
 @dataclass

@@ -82,3 +82,39 @@ def test_parses_real_gdb_output_of_this_process():
     ms = M.parse_mappings("\n".join(lines))
     assert len(ms) == len(lines)
     assert any(m.objfile == "[stack]" for m in ms)
+
+
+def test_range_index_matches_a_linear_scan():
+    """RangeIndex.contains agrees with "any range contains [lo, hi)" on random, overlapping ranges."""
+    import random
+    from gdb_nsb.mappings import RangeIndex
+    rnd = random.Random(7)
+    for _ in range(200):
+        ranges = []
+        for _ in range(rnd.randrange(0, 12)):
+            s = rnd.randrange(0, 200)
+            ranges.append((s, s + rnd.randrange(1, 40)))
+        idx = RangeIndex(ranges)
+        assert len(idx) == len(ranges)
+        for _ in range(50):
+            lo = rnd.randrange(0, 250)
+            hi = lo + rnd.randrange(1, 30)
+            assert idx.contains(lo, hi) == any(s <= lo and hi <= e for s, e in ranges), (ranges, lo, hi)
+    assert not RangeIndex([]).contains(0, 1)
+    assert RangeIndex([(10, 20), (0, 30)]).contains(25, 30) and not RangeIndex([(10, 20), (0, 30)]).contains(25, 31)
+
+
+def test_function_at_follows_changes_of_the_function_list():
+    from gdb_nsb.registry import FunctionRecord, PatchRecord
+    p = PatchRecord("aa", "bb", "t", 0, 0)
+    assert p.function_at(0x10) is None
+    f1 = FunctionRecord("f", 0x10, b"j", b"o")
+    p.functions.append(f1)
+    assert p.function_at(0x10) is f1
+    f2 = FunctionRecord("g", 0x20, b"j", b"o")
+    p.functions.append(f2)
+    assert p.function_at(0x20) is f2
+    p.functions.remove(f1)
+    assert p.function_at(0x10) is None and p.function_at(0x20) is f2
+    p.functions = [f1]
+    assert p.function_at(0x10) is f1 and p.function_at(0x20) is None

@@ -25,6 +25,7 @@ from gdb_nsb.binder.errors import IfuncNeedsResolver
 from gdb_nsb.binder.jumps import decode_jump
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.elf.livepatch import LivePatch
+from gdb_nsb.mappings import RangeIndex
 from gdb_nsb.process import bpguard, environment, faults, filecache, snapshot as snap, stop, symbols
 from gdb_nsb.process.inferior import Inferior
 from gdb_nsb.process.registry_store import RegistryStore
@@ -502,8 +503,8 @@ def _pending_registry(plan):
     return reg
 
 
-def _within(lo, hi, ranges):
-    return any(start <= lo and hi <= end for start, end in ranges)
+def _within(lo, hi, ranges: RangeIndex):
+    return ranges.contains(lo, hi)
 
 
 def guard_apply_writes(plan, view):
@@ -513,22 +514,23 @@ def guard_apply_writes(plan, view):
     jump bytes recorded for that function entry, in an executable mapping of the
     target object.
     """
-    own = [(plan.placement.start, plan.placement.end)]
+    own = RangeIndex([(plan.placement.start, plan.placement.end)])
     for w in plan.segment_writes:
         if not _within(w.addr, w.end, own):
             raise errors.MismatchError("refusing to write %s at %#x..%#x: outside the patch mapping %#x..%#x"
-                                       % (w.what, w.addr, w.end, own[0][0], own[0][1]))
+                                       % (w.what, w.addr, w.end, plan.placement.start, plan.placement.end))
     rec = plan.registry_after.patch(plan.patch_build_id)
     # A jump must land in the patch's own code: a func_jumps[].patch_value pointing anywhere else
     # (the section is not trusted) would send every caller into the void.
-    patch_code = [(r.start, r.start + r.length) for r in (rec.ranges if rec is not None else []) if r.prot & PROT_EXEC]
+    patch_code = RangeIndex([(r.start, r.start + r.length) for r in (rec.ranges if rec is not None else [])
+                             if r.prot & PROT_EXEC])
     for name, j in plan.jumps:
         if not _within(j.dest, j.dest + 1, patch_code):
             raise errors.PatchFileError("the new code of %s at %#x lies outside the patch's executable segments "
                                         "(vzpatch patch_value is wrong)" % (name, j.dest))
-    jumps = [(f.entry, f.entry + len(f.jump)) for f in rec.functions] if rec is not None else []
+    jumps = RangeIndex([(f.entry, f.entry + len(f.jump)) for f in rec.functions] if rec is not None else [])
     target = view.object_by_build_id(plan.target_build_id)
-    code = [(m.start, m.end) for m in (target.ranges if target is not None else []) if m.executable]
+    code = RangeIndex([(m.start, m.end) for m in (target.ranges if target is not None else []) if m.executable])
     for w in plan.jump_writes:
         if not _within(w.addr, w.end, jumps) or not _within(w.addr, w.end, code):
             raise errors.MismatchError("refusing to write %s at %#x..%#x: not the recorded jump bytes of a "
@@ -537,11 +539,11 @@ def guard_apply_writes(plan, view):
 
 def guard_revert_writes(plan, record, view):
     """Every byte a revert restores lies in the jump bytes recorded for one of the patch's entries."""
-    jumps = [(f.entry, f.entry + len(f.jump)) for f in record.functions]
+    jumps = RangeIndex([(f.entry, f.entry + len(f.jump)) for f in record.functions])
     target = view.object_by_build_id(record.target_build_id)
-    code = [(m.start, m.end) for m in (target.ranges if target is not None else []) if m.executable]
+    code = RangeIndex([(m.start, m.end) for m in (target.ranges if target is not None else []) if m.executable])
     for w in plan.writes:
-        if not _within(w.addr, w.end, jumps) or (code and not _within(w.addr, w.end, code)):
+        if not _within(w.addr, w.end, jumps) or (len(code) and not _within(w.addr, w.end, code)):
             raise errors.MismatchError("refusing to write %s at %#x..%#x: not the recorded jump bytes of a "
                                        "function entry in the target's code" % (w.what, w.addr, w.end))
 
