@@ -43,6 +43,8 @@ EXIT_CODES = [
     (14, "refused by the environment (seccomp filter, policy)"),
     (15, "timeout: the deadline passed after the safe point (writes rolled back), or GDB overran it and was killed"),
     (16, "registry corrupt: read-only mode"),
+    (17, "the process exited while the operation let it run between safe-point tries (nothing written)"),
+    (18, "the process executed a new program while the operation let it run (aborted, nothing written)"),
 ]
 
 EPILOG = "exit codes:\n" + "\n".join("  %3d  %s" % c for c in EXIT_CODES) + (
