@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(300)
 
 def test_exit_code_table_matches_errors_module():
     table = dict(runner.EXIT_CODES)
-    assert sorted(table) == list(range(17))
+    assert sorted(table) == list(range(19))
     classes = [c for _n, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.NsbError)]
     for cls in classes:
         assert cls.exit_code in table, cls
