@@ -84,18 +84,36 @@ class PatchRecord:
     functions: List[FunctionRecord] = field(default_factory=list)
 
     def function_at(self, entry: int) -> Optional[FunctionRecord]:
-        # An index by entry, rebuilt when the list changed: a linear scan per lookup made
-        # planning 1000 functions quadratic (10,000 scans of 1000 records inside the stop).
-        index = self.__dict__.get("_index")
-        if index is None or index[0] is not self.functions or index[1] != len(self.functions) \
-                or (self.functions and index[2] is not self.functions[-1]):
-            by_entry = {}
-            for f in self.functions:
-                by_entry.setdefault(f.entry, f)
-            index = (self.functions, len(self.functions), self.functions[-1] if self.functions else None, by_entry)
-            self.__dict__["_index"] = index
-        f = index[3].get(entry)
+        f = self._entry_index().get(entry)
         return f if f is not None and f.entry == entry else None
+
+    def remove_function(self, f: FunctionRecord) -> None:
+        """Take ``f`` out of ``functions`` (keeps the entry index current)."""
+        self.functions.remove(f)
+        idx = self.__dict__.get("_index")
+        if idx is None or idx["list"] is not self.functions or idx["dups"] or idx["map"].get(f.entry) is not f:
+            self.__dict__.pop("_index", None)
+            return
+        del idx["map"][f.entry]
+        idx["n"] = len(self.functions)
+        idx["last"] = self.functions[-1] if self.functions else None
+
+    def _entry_index(self):
+        # Functions by entry, kept up to date as the list grows: a linear scan per lookup, or a
+        # rebuild per append, made planning 1000 functions quadratic inside the stop.
+        fl = self.functions
+        idx = self.__dict__.get("_index")
+        if idx is None or idx["list"] is not fl or len(fl) < idx["n"] \
+                or (idx["n"] and fl[idx["n"] - 1] is not idx["last"]):
+            idx = {"list": fl, "n": 0, "last": None, "map": {}, "dups": False}
+            self.__dict__["_index"] = idx
+        if len(fl) > idx["n"]:
+            m = idx["map"]
+            for f in fl[idx["n"]:]:
+                if m.setdefault(f.entry, f) is not f:
+                    idx["dups"] = True
+            idx["n"], idx["last"] = len(fl), fl[-1]
+        return idx["map"]
 
 
 @dataclass
@@ -222,6 +240,16 @@ class Registry:
 
     patches: List[PatchRecord] = field(default_factory=list)
     generation: int = 1
+
+    def __deepcopy__(self, memo):
+        # Plans work on copies; the generic deepcopy walked every bytes object of 1000 records
+        # (tens of milliseconds inside the stop).  Records are copied, immutable fields shared.
+        return Registry([PatchRecord(p.patch_build_id, p.target_build_id, p.target_name, p.target_load_bias,
+                                     p.patch_load_base, [MappedRange(r.start, r.length, r.prot) for r in p.ranges],
+                                     p.patch_path, p.state,
+                                     [FunctionRecord(f.name, f.entry, f.jump, f.original, f.below)
+                                      for f in p.functions])
+                         for p in self.patches], self.generation)
 
     # encoding
 
@@ -374,7 +402,7 @@ class Registry:
         for _, g in self.stack(entry):
             if g.below == patch_build_id:
                 g.below = f.below
-        p.functions.remove(f)
+        p.remove_function(f)
         new = self.expected_bytes(entry, length, original)
         return LayerWrite(entry, expected, new)
 

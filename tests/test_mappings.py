@@ -118,3 +118,33 @@ def test_function_at_follows_changes_of_the_function_list():
     assert p.function_at(0x10) is None and p.function_at(0x20) is f2
     p.functions = [f1]
     assert p.function_at(0x10) is f1 and p.function_at(0x20) is None
+
+
+def test_function_at_with_duplicates_and_removals():
+    from gdb_nsb.registry import FunctionRecord, PatchRecord
+    p = PatchRecord("aa", "bb", "t", 0, 0)
+    a, b, c = (FunctionRecord(n, e, b"j", b"o") for n, e in (("a", 1), ("b", 1), ("c", 3)))
+    p.functions += [a, b, c]  # a corrupt registry may repeat an entry: the first one answers
+    assert p.function_at(1) is a
+    p.remove_function(a)
+    assert p.function_at(1) is b and p.function_at(3) is c
+    p.remove_function(c)
+    assert p.function_at(3) is None and p.function_at(1) is b
+    p.functions.append(c)
+    assert p.function_at(3) is c
+
+
+def test_registry_deepcopy_is_a_full_independent_copy():
+    import copy
+    from gdb_nsb.registry import FunctionRecord, MappedRange, PatchRecord, Registry
+    p = PatchRecord("aa", "bb", "t", 0x1000, 0x2000, [MappedRange(0x2000, 0x1000, 5)], "/p.so", "active",
+                    [FunctionRecord("f", 0x10, b"\xe9abcd", b"orig!", "")])
+    reg = Registry([p], 7)
+    c = copy.deepcopy(reg)
+    assert c == reg and c.encode() == reg.encode()
+    c.patches[0].functions[0].below = "zz"
+    c.patches[0].ranges[0].prot = 7
+    c.patches[0].functions.append(FunctionRecord("g", 0x20, b"j", b"o"))
+    assert reg.patches[0].functions[0].below == "" and reg.patches[0].ranges[0].prot == 5
+    assert len(reg.patches[0].functions) == 1 and c.patches[0].function_at(0x20) is not None
+    assert reg.patches[0].function_at(0x20) is None
