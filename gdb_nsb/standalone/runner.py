@@ -288,7 +288,8 @@ def run_one(command, pid, args, extra, patch_info=None):
             files = [p for p in [getattr(args, "patch", None)] if p and os.path.isfile(p)]
             argv += ["-ex", "python import gdb_nsb.process.fastattach as _f; _f.prepare(%d, %r)"
                      % (pid, [os.path.abspath(p) for p in files]), "-ex", "attach %d" % pid]
-        argv += ["-ex", gdb_cmd, "-ex", "detach"]
+        argv += ["-ex", gdb_cmd, "-ex", "detach",
+                 "-ex", "python import gdb_nsb.process.fastattach as _f; _f.exit_if_detached()"]
         if args.verbose >= 3:
             print("nsb: running %s" % " ".join(argv), file=sys.stderr)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
