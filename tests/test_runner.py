@@ -227,3 +227,71 @@ def test_dry_run_writes_nothing_and_prints_the_plan(built):
         assert {n: gdbharness.read_mem(t.pid, a, 16) for n, a in ent.items()} == applied
         assert gdbharness.maps(t.pid) == maps_applied
         assert t.ask("v") == rt.PATCHED
+
+
+def _tracer(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(next(l for l in f if l.startswith("TracerPid:")).split()[1])
+
+
+def test_gated_gdb_attaches_only_when_released(built, tmp_path):
+    """One local process: GDB boots and reads the files while the runner checks the patch, then waits.
+    Cancelled (bad patch, runner gone) it exits without ever attaching; released it does the job."""
+    import argparse
+    from gdb_nsb.standalone import runner
+    target, patch = built
+    args = argparse.Namespace(timeout=60.0, remote=None, verbose=0, patch=patch)
+    with rt.start(target) as t:
+        session = runner.GdbRun("check", t.pid, args, [runner.quote(patch)]).start(gated=True)
+        try:
+            deadline = time.monotonic() + 60
+            # GDB reached the gate (it has read the target's maps and files) and waits there.
+            while time.monotonic() < deadline and session.proc.poll() is None and not _waits_at_gate(session):
+                time.sleep(0.05)
+            assert _waits_at_gate(session) and _tracer(t.pid) == 0
+        finally:
+            session.cancel()
+        assert session.proc.returncode == 0 and _tracer(t.pid) == 0
+        assert t.ask("v") == rt.ORIGINAL
+        session = runner.GdbRun("check", t.pid, args, [runner.quote(patch)]).start(gated=True)
+        doc = session.finish({"path": patch})
+        assert doc["code"] == 2 and "could be applied now" in doc["message"], doc
+        assert _tracer(t.pid) == 0 and t.ask("v") == rt.ORIGINAL
+
+
+def _waits_at_gate(session):
+    """GDB's main thread is blocked in read() on the gate pipe (fd number from its command line)."""
+    import re
+    fd = next(int(m.group(1)) for a in session.proc.args for m in [re.search(r"gate=(\d+)", a)] if m)
+    try:
+        with open("/proc/%d/syscall" % session.proc.pid) as f:
+            fields = f.read().split()
+    except OSError:
+        return False
+    return len(fields) > 1 and fields[0] == "0" and int(fields[1], 16) == fd
+
+
+def test_bad_patch_file_never_attaches(built, tmp_path):
+    """The patch file is found corrupt while GDB boots: exit 9, and GDB never attached (watched)."""
+    import threading
+    target, _patch = built
+    bad = tmp_path / "bad.so"
+    bad.write_bytes(b"\x7fELF" + b"\0" * 200)
+    seen = []
+    with rt.start(target) as t:
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                seen.append(_tracer(t.pid))
+                time.sleep(0.001)
+        w = threading.Thread(target=watch)
+        w.start()
+        try:
+            r = rt.nsb("patch", "-p", str(t.pid), "-f", str(bad))
+        finally:
+            stop.set()
+            w.join()
+        assert r.returncode == 9, (r.stdout, r.stderr)
+        assert len(seen) > 10 and set(seen) == {0}
+        assert t.ask("v") == rt.ORIGINAL

@@ -131,20 +131,39 @@ def plan(pid, patches=()):
     return {"images": len(files), "skip_debug_files": skip, "exe": exe}
 
 
-def prepare(pid, patches=()):
-    """Run in GDB before ``attach PID``: warm caches and settings; returns plan()'s dict. Never raises."""
+def prepare(pid, patches=(), gate=None):
+    """Run in GDB before ``attach PID``: warm caches and settings; returns plan()'s dict.
+
+    With ``gate`` (a pipe the runner holds), wait on it afterwards: "go" lets
+    the session attach; anything else (the runner found the patch file bad,
+    or died) ends GDB here, before the process was ever touched.  Never
+    raises: a failed speed-up must not fail the operation.
+    """
     try:
         decided = plan(pid, [p for p in patches if p and os.path.isfile(p)])
     except Exception as e:  # noqa: BLE001 - a failed speed-up must never fail the operation
-        return {"error": str(e)}
-    try:
-        if decided["skip_debug_files"]:
-            gdb.execute("set debug-file-directory", to_string=True)
-        if decided["exe"]:
-            gdb.execute("file %s" % _quote(decided["exe"]), to_string=True)
-    except gdb.error as e:
-        decided["error"] = str(e)
+        decided = {"error": str(e)}
+    else:
+        try:
+            if decided["skip_debug_files"]:
+                gdb.execute("set debug-file-directory", to_string=True)
+            if decided["exe"]:
+                gdb.execute("file %s" % _quote(decided["exe"]), to_string=True)
+        except gdb.error as e:
+            decided["error"] = str(e)
+    if gate is not None:
+        _wait_at_gate(gate)
     return decided
+
+
+def _wait_at_gate(fd):
+    try:
+        word = os.read(fd, 2)
+        os.close(fd)
+    except OSError:
+        word = b""
+    if word != b"go":
+        os._exit(0)  # nothing attached: leave without GDB's exit path
 
 
 def exit_if_detached():

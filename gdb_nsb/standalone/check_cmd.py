@@ -17,13 +17,13 @@ def add_arguments(parser):
 
 
 def _prepare(args):
-    path, info = require_patch(args)
+    path, load_info = require_patch(args)
     opts = ["--timeout %g" % args.timeout]
     if args.allow_seccomp:
         opts.append("--allow-seccomp")
     if args.verbose:
         opts.append("-v %d" % args.verbose)
-    return opts + [runner.quote(path)], info
+    return opts + [runner.quote(path)], load_info
 
 
 def run(args):

@@ -36,22 +36,26 @@ def patch_info(path, livepatch):
 
 
 def require_patch(args):
-    """The patch file's absolute path and description, read before any process is stopped.
+    """The patch file's absolute path, and a function that reads it into its description.
 
-    A missing, non-ELF or unbound patch file fails here (exit 9) without attaching to anything.
+    A missing patch file fails here at once (exit 9); a non-ELF or unbound one
+    when the reader runs, which the runner does before attaching to anything.
     """
     if not args.patch:
         raise errors.UsageError("give the live patch with -f PATCH")
     path = os.path.abspath(args.patch)
     if not os.path.isfile(path):
         raise errors.PatchFileError("patch file not found: %s" % args.patch)
-    from gdb_nsb.elf.livepatch import LivePatch
-    return path, patch_info(path, LivePatch.read(path))
+
+    def load_info():
+        from gdb_nsb.elf.livepatch import LivePatch
+        return patch_info(path, LivePatch.read(path))
+    return path, load_info
 
 
 def _prepare(args):
-    path, info = require_patch(args)
-    return mutating_options(args) + [runner.quote(path)], info
+    path, load_info = require_patch(args)
+    return mutating_options(args) + [runner.quote(path)], load_info
 
 
 def run(args):

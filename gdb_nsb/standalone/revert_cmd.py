@@ -19,32 +19,35 @@ def add_arguments(parser):
 
 
 def identify(ident):
-    """(what nsb-revert is given, patch description) for a patch file or a build-id."""
+    """(what nsb-revert is given, a function returning the patch description) for a file or a build-id."""
     if os.path.isfile(ident):
         path = os.path.abspath(ident)
-        from gdb_nsb.elf.livepatch import LivePatch
-        try:
-            return path, patch_info(path, LivePatch.read(path, check_identity=False))
-        except errors.PatchFileError:
-            # Any ELF file names its patch by its build-id, vzpatch section or not.
-            from gdb_nsb.elf.image import ElfImage
-            bid = ElfImage(path).build_id
-            if not bid:
-                raise errors.PatchFileError("%s has no build-id: it cannot name a live patch" % ident)
-            return path, {"path": path, "build_id": bid}
+
+        def load_info():
+            from gdb_nsb.elf.livepatch import LivePatch
+            try:
+                return patch_info(path, LivePatch.read(path, check_identity=False))
+            except errors.PatchFileError:
+                # Any ELF file names its patch by its build-id, vzpatch section or not.
+                from gdb_nsb.elf.image import ElfImage
+                bid = ElfImage(path).build_id
+                if not bid:
+                    raise errors.PatchFileError("%s has no build-id: it cannot name a live patch" % ident)
+                return {"path": path, "build_id": bid}
+        return path, load_info
     if len(ident) >= 4 and all(c in "0123456789abcdef" for c in ident.lower()):
-        return ident.lower(), {"build_id": ident.lower()}
+        return ident.lower(), lambda: {"build_id": ident.lower()}
     raise errors.PatchFileError("no such patch file, and not a build-id: %s" % ident)
 
 
 def _prepare(args):
     if not args.patch:
         raise errors.UsageError("give the live patch with -f PATCH (file or build-id)")
-    ident, info = identify(args.patch)
+    ident, load_info = identify(args.patch)
     opts = mutating_options(args)
     if args.unmap:
         opts.append("--unmap")
-    return opts + [runner.quote(ident)], info
+    return opts + [runner.quote(ident)], load_info
 
 
 def run(args):

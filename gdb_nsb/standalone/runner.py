@@ -256,27 +256,49 @@ def _new_doc(command, pid, patch_info):
 
 def run_one(command, pid, args, extra, patch_info=None):
     """Run one GDB session for one process; returns the per-process result dict."""
-    started = time.monotonic()
-    doc = _new_doc(command, pid, patch_info)
-    was_stopped = False
-    try:
-        if pid is not None and not args.remote:
-            was_stopped = preflight(pid)
-    except errors.NsbError as e:
-        doc.update(code=e.exit_code, message=str(e), error=type(e).__name__)
-        doc["timings"]["total_s"] = round(time.monotonic() - started, 4)
-        return doc
-    grace = grace_seconds()
-    fd, result_file = tempfile.mkstemp(prefix="nsb-result-", suffix=".json")
-    os.close(fd)
-    os.unlink(result_file)  # the extension creates it; absence means GDB failed
-    try:
+    session = GdbRun(command, pid, args, extra)
+    session.start(gated=False)
+    return session.finish(patch_info)
+
+
+class GdbRun:
+    """One `gdb -batch` session for one process: started, then finished into a result dict.
+
+    Started *gated*, GDB boots, loads the extension and reads the files
+    (everything before ``attach``) while the runner still validates the patch
+    file; it then waits on a pipe and attaches only after :meth:`release`.
+    :meth:`cancel`, or the runner dying, closes the pipe: GDB exits without
+    ever touching the process.  (On 2 cores the two start-ups overlap: about
+    100 ms of latency.)
+    """
+
+    def __init__(self, command, pid, args, extra):
+        self.command, self.pid, self.args, self.extra = command, pid, args, extra
+        self.started = time.monotonic()
+        self.error = None          # an NsbError from the preflight, reported by finish()
+        self.was_stopped = False
+        self.proc = None
+        self.result_file = None
+        self._gate = None
+
+    def start(self, gated=False):
+        args, pid = self.args, self.pid
+        try:
+            if pid is not None and not args.remote:
+                self.was_stopped = preflight(pid)
+        except errors.NsbError as e:
+            self.error = e
+            return self
+        fd, self.result_file = tempfile.mkstemp(prefix="nsb-result-", suffix=".json")
+        os.close(fd)
+        os.unlink(self.result_file)  # the extension creates it; absence means GDB failed
         # The extension's deadline counts from now, GDB's start-up and attach included.
-        gdb_cmd = "nsb-%s --result-file %s --deadline-at %.6f" % (command, quote(result_file),
+        gdb_cmd = "nsb-%s --result-file %s --deadline-at %.6f" % (self.command, quote(self.result_file),
                                                                    time.monotonic() + args.timeout)
-        for opt in extra:
+        for opt in self.extra:
             gdb_cmd += " " + opt
         argv = gdbrun.gdb_base_args(batch=True)
+        pass_fds = ()
         if args.remote:
             if pid is not None:
                 argv += ["-ex", "target extended-remote " + args.remote, "-ex", "attach %d" % pid]
@@ -286,66 +308,115 @@ def run_one(command, pid, args, extra, patch_info=None):
             # Parse files and load the executable's symbols while the target still runs, then attach:
             # the target is stopped for less time (gdb_nsb/process/fastattach.py, bench/README.md).
             files = [p for p in [getattr(args, "patch", None)] if p and os.path.isfile(p)]
-            argv += ["-ex", "python import gdb_nsb.process.fastattach as _f; _f.prepare(%d, %r)"
-                     % (pid, [os.path.abspath(p) for p in files]), "-ex", "attach %d" % pid]
+            gate = None
+            if gated:
+                read_end, self._gate = os.pipe()
+                pass_fds, gate = (read_end,), read_end
+            argv += ["-ex", "python import gdb_nsb.process.fastattach as _f; _f.prepare(%d, %r, gate=%r)"
+                     % (pid, [os.path.abspath(p) for p in files], gate), "-ex", "attach %d" % pid]
         argv += ["-ex", gdb_cmd, "-ex", "detach",
                  "-ex", "python import gdb_nsb.process.fastattach as _f; _f.exit_if_detached()"]
         if args.verbose >= 3:
             print("nsb: running %s" % " ".join(argv), file=sys.stderr)
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-        killed = False
         try:
-            out, err = proc.communicate(timeout=args.timeout + grace)
-        except subprocess.TimeoutExpired:
-            killed = True
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-        except BaseException:
-            # Interrupted (^C): GDB is in its own session and finishes (or rolls back) on
-            # its own deadline; wait for it so that the target is never left stopped.
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                         pass_fds=pass_fds)
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
+        return self
+
+    def release(self):
+        """Let a gated GDB attach."""
+        if self._gate is not None:
             try:
-                proc.wait(timeout=args.timeout + grace)
+                os.write(self._gate, b"go")
+            except OSError:
+                pass  # GDB is gone already: finish() reports it
+            os.close(self._gate)
+            self._gate = None
+
+    def cancel(self):
+        """A gated GDB exits without attaching; waits for it and cleans up."""
+        if self._gate is not None:
+            os.close(self._gate)
+            self._gate = None
+        if self.proc is not None:
+            try:
+                self.proc.communicate(timeout=30)
             except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.communicate()
+        if self.result_file and os.path.exists(self.result_file):
+            os.unlink(self.result_file)
+
+    def finish(self, patch_info=None):
+        """Wait for GDB; the per-process result dict."""
+        self.release()
+        args, pid, proc = self.args, self.pid, self.proc
+        doc = _new_doc(self.command, pid, patch_info)
+        if self.error is not None:
+            e = self.error
+            doc.update(code=e.exit_code, message=str(e), error=type(e).__name__)
+            doc["timings"]["total_s"] = round(time.monotonic() - self.started, 4)
+            return doc
+        grace = grace_seconds()
+        result_file, was_stopped = self.result_file, self.was_stopped
+        try:
+            killed = False
+            try:
+                out, err = proc.communicate(timeout=args.timeout + grace)
+            except subprocess.TimeoutExpired:
+                killed = True
                 os.killpg(proc.pid, signal.SIGKILL)
+                out, err = proc.communicate()
+            except BaseException:
+                # Interrupted (^C): GDB is in its own session and finishes (or rolls back) on
+                # its own deadline; wait for it so that the target is never left stopped.
+                try:
+                    proc.wait(timeout=args.timeout + grace)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                if pid is not None and not args.remote:
+                    ensure_running(pid, was_stopped)
+                raise
+            states = {}
             if pid is not None and not args.remote:
-                ensure_running(pid, was_stopped)
-            raise
-        states = {}
-        if pid is not None and not args.remote:
-            states = ensure_running(pid, was_stopped,
-                                    clean_exit=not killed and proc.returncode == 0 and os.path.exists(result_file))
-        doc["timings"]["total_s"] = round(time.monotonic() - started, 4)
-        attach_failure = _attach_failure(err) if pid is not None else None
-        if attach_failure is not None:
-            code, message = attach_failure
-            doc.update(code=code, message="process %d: %s" % (pid, message), error="AttachFailed")
-        elif os.path.exists(result_file):
-            with open(result_file) as f:
-                inner = json.load(f)
-            timings = inner.pop("timings", {}) or {}
-            doc.update(inner)
-            doc["timings"] = dict(timings, total_s=round(time.monotonic() - started, 4))
-        elif killed:
-            doc.update(code=errors.TimeoutExpired.exit_code,
-                       message="GDB did not finish within --timeout %g s + %g s grace: it was killed and the process "
-                               "left running; its patch state is unknown (see `nsb check`)" % (args.timeout, grace),
-                       error="TimeoutExpired")
-        else:
-            doc.update(code=10, message=_gdb_failure_message(err), error="GdbFailure")
-        if doc["code"] != 0:
-            doc["result"] = "error"
-        if states and any(s in "Tt" for s in states.values()) and not was_stopped:
-            doc["warning"] = "process %d is still stopped after GDB left (thread states %s)" % (
-                pid, "".join(sorted(states.values())))
-        if args.verbose >= 2:
-            doc["gdb_output"] = out
-        if args.verbose >= 1 and err.strip():
-            doc["gdb_stderr"] = err
-    finally:
-        if os.path.exists(result_file):
-            os.unlink(result_file)
-    return doc
+                states = ensure_running(pid, was_stopped,
+                                        clean_exit=not killed and proc.returncode == 0 and os.path.exists(result_file))
+            doc["timings"]["total_s"] = round(time.monotonic() - self.started, 4)
+            attach_failure = _attach_failure(err) if pid is not None else None
+            if attach_failure is not None:
+                code, message = attach_failure
+                doc.update(code=code, message="process %d: %s" % (pid, message), error="AttachFailed")
+            elif os.path.exists(result_file):
+                with open(result_file) as f:
+                    inner = json.load(f)
+                timings = inner.pop("timings", {}) or {}
+                doc.update(inner)
+                doc["timings"] = dict(timings, total_s=round(time.monotonic() - self.started, 4))
+            elif killed:
+                doc.update(code=errors.TimeoutExpired.exit_code,
+                           message="GDB did not finish within --timeout %g s + %g s grace: it was killed and the "
+                                   "process left running; its patch state is unknown (see `nsb check`)"
+                                   % (args.timeout, grace),
+                           error="TimeoutExpired")
+            else:
+                doc.update(code=10, message=_gdb_failure_message(err), error="GdbFailure")
+            if doc["code"] != 0:
+                doc["result"] = "error"
+            if states and any(s in "Tt" for s in states.values()) and not was_stopped:
+                doc["warning"] = "process %d is still stopped after GDB left (thread states %s)" % (
+                    pid, "".join(sorted(states.values())))
+            if args.verbose >= 2:
+                doc["gdb_output"] = out
+            if args.verbose >= 1 and err.strip():
+                doc["gdb_stderr"] = err
+        finally:
+            if os.path.exists(result_file):
+                os.unlink(result_file)
+        return doc
 
 
 def _attach_failure(err):
@@ -408,8 +479,10 @@ def _run_all(command, targets, args, extra, patch_info):
 def run(command, args, prepare):
     """Run ``command`` for every process of ``args``; print the outcome; return the exit code.
 
-    ``prepare(args)`` checks the command's own arguments before any process is
-    touched and returns (extra nsb-* arguments, patch description).
+    ``prepare(args)`` checks the command's own arguments and returns (extra
+    nsb-* arguments, a function that reads and checks the patch file and
+    returns its description, or None).  That function runs before any
+    process is touched; with one local process GDB boots meanwhile, gated.
     """
     try:
         pids = parse_pids(args.pid)
@@ -419,7 +492,20 @@ def run(command, args, prepare):
                                     % (" or --all-of" if hasattr(args, "all_of") else ""))
         if all_of and args.remote:
             raise errors.UsageError("--all-of finds local processes; it does not go with --remote")
-        extra, patch_info = prepare(args)
+        extra, load_info = prepare(args)
+        early = None
+        if len(pids) == 1 and not args.remote and not all_of:
+            # One local process: GDB starts now and waits before attaching while the patch is read.
+            early = GdbRun(command, pids[0], args, extra).start(gated=True)
+        try:
+            patch_info = load_info() if load_info is not None else None
+        except BaseException:
+            if early is not None:
+                early.cancel()
+            raise
+        if early is not None:
+            docs = [early.finish(patch_info)]
+            return _report(command, args, docs)
         if all_of:
             from gdb_nsb.standalone.discover import processes_mapping_build_id
             found = processes_mapping_build_id(patch_info["target_build_id"])
@@ -433,6 +519,10 @@ def run(command, args, prepare):
         print_json(command, e.exit_code, [], message=str(e))
         return e.exit_code
     docs = _run_all(command, pids or [None], args, extra, patch_info)
+    return _report(command, args, docs)
+
+
+def _report(command, args, docs):
     code = next((d["code"] for d in docs if d["code"] != 0), 0)
     if args.json:
         print_json(command, code, docs)
