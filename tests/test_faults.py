@@ -161,10 +161,10 @@ def _recover(t, p, base_maps, allow_orphan):
         rc3, doc3 = _nsb_check(t, p)
         assert rc3 == 2, doc3
     rc4, doc4, err = R.nsb("patch", t.pid, "-f", p)
-    assert rc4 == 0, (doc4, err)
+    assert rc4 == 0, (doc4.get("message"), doc4.get("timings"), err)
     assert t.values() == (100, 1000)
     rc5, doc5, err = R.nsb("revert", t.pid, "-f", p)
-    assert rc5 == 0, (doc5, err)
+    assert rc5 == 0, (doc5.get("message"), doc5.get("timings"), err)
     assert t.values() == (0, 0)
     extra = [m for m in R.maps(t.pid) if m not in base_maps]
     # Left over: the registry memfd, the (inactive) patch mapping; after a kill right after the
