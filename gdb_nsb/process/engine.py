@@ -441,9 +441,7 @@ def _execute_apply(inf, injector, store, plan, deadline, view):
             faults.point("registry-save")
             for c in plan.breakpoints_to_disable:
                 disabled += _disable_breakpoints_at(c.addr)
-            for w in plan.jump_writes:
-                undo.write(w.addr, w.data, w.expected, w.what)
-                faults.point("after-jump", w.what)
+            undo.write_all(plan.jump_writes, after=lambda w: faults.point("after-jump", w.what))
             faults.point("before-commit")
             failed = undo.commit()
             if failed:
@@ -629,13 +627,9 @@ def revert(ident, opts: Options) -> Outcome:
     clock.mark("safe_point")
     guard_revert_writes(plan, rec, view)
     with injector.session(), UndoLog(inf, injector, deadline) as undo:
-        for w in plan.writes:
-            if inf.read(w.addr, len(w.data)) == w.data:
-                # Already restored (a revert cut short) or never redirected (an apply cut short
-                # after its registry write): finishing the job is the repair.
-                continue
-            undo.write(w.addr, w.data, w.expected, w.what)
-            faults.point("revert-after-jump", w.what)
+        # skip_done: already restored (a revert cut short) or never redirected (an apply cut short
+        # after its registry write): finishing the job is the repair.
+        undo.write_all(plan.writes, after=lambda w: faults.point("revert-after-jump", w.what), skip_done=True)
         store.save(plan.registry_after, undo)
         faults.point("revert-registry-save")
         if plan.unmap is not None:
