@@ -8,7 +8,6 @@ is given, ``prctl(PR_GET_MDWE)`` run in the target.
 """
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Iterable, List, Optional
 
@@ -34,8 +33,12 @@ class Finding:
 
 
 def _field(status_text: str, name: str) -> Optional[str]:
-    m = re.search(r"^%s:\s*(.*?)\s*$" % re.escape(name), status_text, re.M)
-    return m.group(1) if m else None
+    # Plain string search: a regex compiled per field cost milliseconds inside the stop.
+    for line in status_text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key == name:
+            return value.strip()
+    return None
 
 
 def assess(status_text: str, expected_tracers: Optional[Iterable[int]] = None,

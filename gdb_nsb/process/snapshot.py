@@ -126,7 +126,8 @@ def ensure_main_executable(inferior, maps, entry):
     want = None
     if not inferior.is_remote:
         try:
-            want = ElfImage("/proc/%d/map_files/%x-%x" % (inferior.pid, main.start, main.end)).build_id
+            # The prefetched image of the same file when there is one (keyed by device and inode).
+            want = filecache.image("/proc/%d/map_files/%x-%x" % (inferior.pid, main.start, main.end)).build_id
         except (OSError, errors.NsbError):
             want = None
     if have is not None and (have == want or (want is None and not main.deleted)):
