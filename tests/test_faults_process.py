@@ -37,7 +37,9 @@ def _finish(proc, timeout=120):
 def _busy_then_free(t, command, p, hold=1.0):
     """Run `nsb COMMAND` while a thread is parked in compute, release it after ``hold`` seconds."""
     t.park()
-    proc = _start(t, command, p)
+    # Workers call the replaced functions all the time: under a loaded machine 25 tries were seen to
+    # run out after the release; the 60 s deadline is the bound that matters here.
+    proc = _start(t, command, p, "--retries", "200")
     try:
         time.sleep(hold)
         t.unpark()   # answered once the process runs in a window
