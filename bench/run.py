@@ -77,6 +77,13 @@ def build(workdir, name, nfuncs, nthreads, filler=0, patched=1):
 
 # ----------------------------------------------------------------------------- the running target
 
+def sleep_us(nthreads):
+    """Each thread's sleep per loop: 200 us, longer with many threads so that the target wakes up at
+    most ~20,000 times a second in all (256 threads at 200 us saturated both cores by themselves:
+    even the floor then took 43 s).  The gap resolution (and the noise row) grows with it."""
+    return max(200, 50 * nthreads)
+
+
 class Target:
     """The benchmark target, running, with its stats file mapped here."""
 
@@ -89,7 +96,7 @@ class Target:
         size = cgen.HEADER + cgen.SLOT * self.nthreads
         with open(self.stats_path, "wb") as f:
             f.write(b"\0" * size)
-        self.proc = subprocess.Popen([self.exe, self.stats_path, str(self.nthreads), "200"],
+        self.proc = subprocess.Popen([self.exe, self.stats_path, str(self.nthreads), str(sleep_us(self.nthreads))],
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         fd = os.open(self.stats_path, os.O_RDWR)
         try:
