@@ -93,7 +93,10 @@ def test_exec_during_a_run_window_aborts():
         assert doc.get("error") == "TargetExecError", (doc, err)
         assert "executed a new program" in msg and "nothing written" in msg and "\n" not in msg, msg
         gdb_err = doc.get("gdb_stderr", "")
-        assert "internal-error" not in gdb_err and "internal problem" not in gdb_err, gdb_err
+        if "internal-error" in gdb_err or "internal problem" in gdb_err:
+            # GDB 13 sometimes dies of "Recursive internal problem" while the exec's threads vanish; the
+            # runner then tells what the process did from /proc (docs/TRUST.md).
+            assert "GDB failed on it" in msg, (msg, gdb_err)
         assert R.wait_for(lambda: R.tracer_pid(pid) == 0, 5)
         assert t.alive() and t.pid == pid
         with open("/proc/%d/cmdline" % pid) as f:
@@ -119,9 +122,13 @@ def test_target_exits_during_apply():
         msg = doc.get("message", "")
         assert rc == TargetExitedError.exit_code == 17, (rc, msg, err)
         assert doc.get("error") == "TargetExitedError", (doc, err)
-        assert msg == "process %d exited while it ran between safe-point tries; nothing was written" % pid, msg
         gdb_err = doc.get("gdb_stderr", "")
-        assert "internal-error" not in gdb_err and "internal problem" not in gdb_err, gdb_err
+        if "internal-error" in gdb_err or "internal problem" in gdb_err:
+            # GDB died of its own internal error as the threads vanished: the runner names the exit.
+            assert msg.startswith("process %d exited during the operation and GDB failed on it" % pid), msg
+            assert "\n" not in msg
+        else:
+            assert msg == "process %d exited while it ran between safe-point tries; nothing was written" % pid, msg
         t.proc.wait(timeout=10)
         assert t.proc.returncode == 0
         print("target exited during apply: exit %d: %s" % (rc, msg))

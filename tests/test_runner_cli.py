@@ -147,3 +147,22 @@ def rt_wait(cond, timeout=5.0):
             return False
         time.sleep(0.01)
     return True
+
+
+def test_what_the_process_did_when_gdb_died():
+    """After GDB died without a result, the runner tells an exit or an exec from /proc; NULs are dropped."""
+    import sys
+    assert runner._gdb_failure_message("x\nRecursive internal problem.\n\0Recursive internal problem.\n\0") == \
+        "GDB failed without a result: Recursive internal problem."
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        before = runner.process_image(p.pid)
+        assert before is not None and runner._vanished_during(p.pid, before) is None
+        moved = (before[0], before[1], ("0-1",))  # another stack/vDSO: a new program image
+        cls, what = runner._vanished_during(p.pid, moved)
+        assert cls is errors.TargetExecError and what == "executed a new program"
+    finally:
+        p.kill()
+        p.wait(10)
+    cls, what = runner._vanished_during(p.pid, before)
+    assert cls is errors.TargetExitedError and what == "exited"

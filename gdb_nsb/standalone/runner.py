@@ -279,6 +279,7 @@ class GdbRun:
         self.was_stopped = False
         self.proc = None
         self.result_file = None
+        self.image = None          # process_image() before GDB came
         self._gate = None
 
     def start(self, gated=False):
@@ -286,6 +287,7 @@ class GdbRun:
         try:
             if pid is not None and not args.remote:
                 self.was_stopped = preflight(pid)
+                self.image = process_image(pid)
         except errors.NsbError as e:
             self.error = e
             return self
@@ -403,7 +405,18 @@ class GdbRun:
                                    % (args.timeout, grace),
                            error="TimeoutExpired")
             else:
-                doc.update(code=10, message=_gdb_failure_message(err), error="GdbFailure")
+                vanished = _vanished_during(pid, self.image) if pid is not None and not args.remote else None
+                if vanished is not None:
+                    # GDB 13 can die of an internal error when the process exits or execs under it
+                    # (threads vanishing mid-window); what the process did is the cause to report.
+                    cls, what = vanished
+                    doc.update(code=cls.exit_code, error=cls.__name__,
+                               message="process %d %s during the operation and GDB failed on it (%s); "
+                                       "operation aborted, nothing written%s"
+                                       % (pid, what, _gdb_failure_message(err, bare=True),
+                                          " to the new program" if cls is errors.TargetExecError else ""))
+                else:
+                    doc.update(code=10, message=_gdb_failure_message(err), error="GdbFailure")
             if doc["code"] != 0:
                 doc["result"] = "error"
             if states and any(s in "Tt" for s in states.values()) and not was_stopped:
@@ -440,8 +453,38 @@ def _attach_failure(err):
     return None
 
 
-def _gdb_failure_message(err):
-    lines = [l.strip() for l in (err or "").splitlines() if l.strip() and "warning:" not in l]
+def process_image(pid):
+    """What identifies the program a process runs now: its executable's identity and where its stack
+    and vDSO are (an exec gives new ones under ASLR).  None when unreadable."""
+    try:
+        st = os.stat("/proc/%d/exe" % pid)
+        with open("/proc/%d/maps" % pid) as f:
+            special = tuple(line.split()[0] for line in f if line.rstrip().endswith(("[stack]", "[vdso]")))
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, special)
+
+
+def _vanished_during(pid, before):
+    """(error class, what happened) when the process exited or executed a new program since ``before``."""
+    try:
+        state = _status(pid).get("State", "")
+    except OSError:
+        return errors.TargetExitedError, "exited"
+    if state.startswith(("Z", "X")):
+        return errors.TargetExitedError, "exited"
+    now = process_image(pid)
+    if before is not None and now is not None and now != before:
+        return errors.TargetExecError, "executed a new program"
+    return None
+
+
+def _gdb_failure_message(err, bare=False):
+    # GDB's fatal messages may carry NUL bytes ("Recursive internal problem.\n\0").
+    lines = [l.replace("\0", "").strip() for l in (err or "").splitlines()]
+    lines = [l for l in lines if l and "warning:" not in l]
+    if bare:
+        return lines[-1] if lines else "no message"
     if lines:
         return "GDB failed without a result: %s" % lines[-1]
     return "GDB failed without a result"
