@@ -46,6 +46,7 @@ import time
 import gdb
 
 from gdb_nsb.errors import BusyError, NsbError, TargetExecError, TargetExitedError, UnsupportedError
+from gdb_nsb import procstate
 from gdb_nsb.process import stacks as stacks_mod
 
 SYS_TGKILL = 234  # x86_64
@@ -688,8 +689,10 @@ def detach_leaving_running():
         return
     native = getattr(inf, "connection", None) is None or inf.connection.type == "native"
     gdb.execute("detach", to_string=True)
-    if native and _group_stopped(pid):
-        os.kill(pid, signal.SIGCONT)
+    if native:
+        # The queued SIGSTOPs may turn into a group stop only after the detach (seen: all threads
+        # 'T' a moment later): watch until no thread is stopped and no stop signal is pending.
+        procstate.ensure_running(pid, clean_exit=True)
 
 
 def _group_stopped(pid):

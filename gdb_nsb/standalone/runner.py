@@ -23,6 +23,9 @@ import threading
 import time
 
 from gdb_nsb import errors
+from gdb_nsb.procstate import ensure_running  # noqa: F401  (part of the runner's API)
+from gdb_nsb.procstate import stop_signal_pending as _stop_signal_pending  # noqa: F401
+from gdb_nsb.procstate import thread_states as _thread_states
 from gdb_nsb.standalone import gdbrun
 
 EXIT_CODES = [
@@ -168,84 +171,6 @@ def _comm(pid):
             return f.read().strip()
     except OSError:
         return "?"
-
-
-def ensure_running(pid, was_stopped=False, clean_exit=False):
-    """After GDB is gone, a target left in group-stop (T) is continued.
-
-    A process that was stopped before we came (``was_stopped``) is left stopped:
-    GDB's attach continues a stopped process (SIGCONT), so it gets its SIGSTOP back.
-    After a ``clean_exit`` of GDB (it detached and wrote its result), no thread
-    stopped and no stop signal pending anywhere means nothing can stop the
-    process later: that is settled at once instead of watching it for 40 ms.
-    Returns the thread states seen last.
-    """
-    states = _thread_states(pid)
-    if clean_exit and not was_stopped and states and not any(s in "Tt" for s in states.values()) \
-            and not _stop_signal_pending(pid, states):
-        return states
-    if was_stopped:
-        if states and not all(s == "T" for s in states.values()):
-            try:
-                os.kill(pid, signal.SIGSTOP)
-            except OSError:
-                pass
-        return states
-    # Until the states stay calm: a dying tracer's stops may still turn into group-stops.
-    deadline = time.monotonic() + 5.0
-    calm = 0
-    while time.monotonic() < deadline:
-        states = _thread_states(pid)
-        if not states:
-            return states
-        if any(s == "T" for s in states.values()):
-            calm = 0
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except OSError:
-                return states
-        elif any(s == "t" for s in states.values()):
-            calm = 0
-        else:
-            calm += 1
-            if calm >= 3:
-                return states
-        time.sleep(0.02)
-    return states
-
-
-_STOP_SIGNALS = (1 << (signal.SIGSTOP - 1)) | (1 << (signal.SIGTSTP - 1)) | (1 << (signal.SIGTTIN - 1)) \
-    | (1 << (signal.SIGTTOU - 1))
-
-
-def _stop_signal_pending(pid, states):
-    """True when a stop signal is pending for the process or one of ``states``' threads (or unreadable)."""
-    for tid in states:
-        try:
-            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-            pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
-        except (OSError, KeyError, ValueError):
-            return True
-        if pending & _STOP_SIGNALS:
-            return True
-    return False
-
-
-def _thread_states(pid):
-    out = {}
-    try:
-        tids = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
-                data = f.read()
-            out[tid] = data[data.rindex(")") + 2]
-        except OSError:
-            pass
-    return out
 
 
 def _new_doc(command, pid, patch_info):
