@@ -71,6 +71,7 @@ def stop_signal_pending(pid, states):
 
 
 def thread_states(pid):
+    """{tid: state letter} of every thread of ``pid`` (empty once the process is gone)."""
     out = {}
     try:
         tids = os.listdir("/proc/%d/task" % pid)
@@ -80,7 +81,7 @@ def thread_states(pid):
         try:
             with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
                 data = f.read()
-            out[tid] = data[data.rindex(")") + 2]
+            out[int(tid)] = data[data.rindex(")") + 2]
         except OSError:
             pass
     return out

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import runner_target as rt
-from gdb_nsb import errors
+from gdb_nsb import errors, procstate
 from gdb_nsb.standalone import runner
 
 pytestmark = pytest.mark.timeout(300)
@@ -117,22 +117,22 @@ def test_settled_at_once_after_a_clean_exit_unless_a_stop_signal_is_pending(monk
     import sys
     sleeps = []
     real_sleep = time.sleep
-    monkeypatch.setattr(runner.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+    monkeypatch.setattr(procstate.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
     code = ("import signal, sys, time; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTSTP});"
             "print('ready', flush=True); time.sleep(60)")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "ready"
-        states = runner._thread_states(p.pid)
-        assert states and not runner._stop_signal_pending(p.pid, states)
-        assert runner.ensure_running(p.pid, clean_exit=True) == states
+        states = procstate.thread_states(p.pid)
+        assert states and not procstate.stop_signal_pending(p.pid, states)
+        assert procstate.ensure_running(p.pid, clean_exit=True) == states
         assert sleeps == []  # settled at once
-        runner.ensure_running(p.pid)
+        procstate.ensure_running(p.pid)
         assert len(sleeps) >= 2  # without a clean exit: watched until calm
         del sleeps[:]
         os.kill(p.pid, signal.SIGTSTP)  # blocked: stays pending, stops the process whenever unblocked
-        assert rt_wait(lambda: runner._stop_signal_pending(p.pid, runner._thread_states(p.pid)))
-        runner.ensure_running(p.pid, clean_exit=True)
+        assert rt_wait(lambda: procstate.stop_signal_pending(p.pid, procstate.thread_states(p.pid)))
+        procstate.ensure_running(p.pid, clean_exit=True)
         assert len(sleeps) >= 2  # a pending stop signal: watched, not trusted
         assert p.poll() is None
     finally:

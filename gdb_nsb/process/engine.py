@@ -501,10 +501,6 @@ def _pending_registry(plan):
     return reg
 
 
-def _within(lo, hi, ranges: RangeIndex):
-    return ranges.contains(lo, hi)
-
-
 def guard_apply_writes(plan, view):
     """Refuse a plan that would write outside what the tool owns (a last line against a hostile patch).
 
@@ -514,7 +510,7 @@ def guard_apply_writes(plan, view):
     """
     own = RangeIndex([(plan.placement.start, plan.placement.end)])
     for w in plan.segment_writes:
-        if not _within(w.addr, w.end, own):
+        if not own.contains(w.addr, w.end):
             raise errors.MismatchError("refusing to write %s at %#x..%#x: outside the patch mapping %#x..%#x"
                                        % (w.what, w.addr, w.end, plan.placement.start, plan.placement.end))
     rec = plan.registry_after.patch(plan.patch_build_id)
@@ -523,14 +519,14 @@ def guard_apply_writes(plan, view):
     patch_code = RangeIndex([(r.start, r.start + r.length) for r in (rec.ranges if rec is not None else [])
                              if r.prot & PROT_EXEC])
     for name, j in plan.jumps:
-        if not _within(j.dest, j.dest + 1, patch_code):
+        if not patch_code.contains(j.dest, j.dest + 1):
             raise errors.PatchFileError("the new code of %s at %#x lies outside the patch's executable segments "
                                         "(vzpatch patch_value is wrong)" % (name, j.dest))
     jumps = RangeIndex([(f.entry, f.entry + len(f.jump)) for f in rec.functions] if rec is not None else [])
     target = view.object_by_build_id(plan.target_build_id)
     code = RangeIndex([(m.start, m.end) for m in (target.ranges if target is not None else []) if m.executable])
     for w in plan.jump_writes:
-        if not _within(w.addr, w.end, jumps) or not _within(w.addr, w.end, code):
+        if not jumps.contains(w.addr, w.end) or not code.contains(w.addr, w.end):
             raise errors.MismatchError("refusing to write %s at %#x..%#x: not the recorded jump bytes of a "
                                        "function entry in the target's code" % (w.what, w.addr, w.end))
 
@@ -541,7 +537,7 @@ def guard_revert_writes(plan, record, view):
     target = view.object_by_build_id(record.target_build_id)
     code = RangeIndex([(m.start, m.end) for m in (target.ranges if target is not None else []) if m.executable])
     for w in plan.writes:
-        if not _within(w.addr, w.end, jumps) or (len(code) and not _within(w.addr, w.end, code)):
+        if not jumps.contains(w.addr, w.end) or (len(code) and not code.contains(w.addr, w.end)):
             raise errors.MismatchError("refusing to write %s at %#x..%#x: not the recorded jump bytes of a "
                                        "function entry in the target's code" % (w.what, w.addr, w.end))
 

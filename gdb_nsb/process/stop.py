@@ -311,25 +311,8 @@ def _remote_window(inf, seconds, ours):
     return _window_result(elapsed, log, ours)
 
 
-def _task_states(pid):
-    """{tid: state letter} of every task of ``pid`` (empty once the process is gone)."""
-    out = {}
-    try:
-        tids = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
-                data = f.read()
-        except OSError:
-            continue
-        out[int(tid)] = data[data.rindex(")") + 2]
-    return out
-
-
 def _live_tasks(pid):
-    return sorted(t for t, s in _task_states(pid).items() if s not in "ZX")
+    return sorted(t for t, s in procstate.thread_states(pid).items() if s not in "ZX")
 
 
 def _in_exec(pid, tid):
@@ -350,7 +333,7 @@ def _reap_dead_threads(pid):
     the exec hung (its thread in state D) and GDB's detach with it.  GDB treats
     a thread whose status someone else collected as gone (ECHILD).
     """
-    for tid, st in _task_states(pid).items():
+    for tid, st in procstate.thread_states(pid).items():
         if tid != pid and st in "ZX":
             try:
                 os.waitpid(tid, _WALL | os.WNOHANG)
@@ -380,7 +363,7 @@ def _vanished(inf, pid, error, sent_to):
     """
     deadline = time.monotonic() + VANISH_SETTLE
     while True:
-        states = _task_states(pid)
+        states = procstate.thread_states(pid)
         live = [t for t, s in states.items() if s not in "ZX"]
         if not live:
             try:
@@ -405,7 +388,7 @@ def _leave_exec(inf, pid, tid, sent_to, deadline):
     """Let the exec of task ``tid`` finish and detach from the new program, leaving it running."""
     while time.monotonic() < deadline:
         _reap_dead_threads(pid)
-        states = _task_states(pid)
+        states = procstate.thread_states(pid)
         # A non-leader thread that execs takes over the leader's task id.
         if states.get(tid) == "t" or (tid not in states and states.get(pid) == "t"):
             break
@@ -418,7 +401,7 @@ def _leave_exec(inf, pid, tid, sent_to, deadline):
         gdb.execute("detach", to_string=True)
     except gdb.error:
         pass
-    if _group_stopped(pid):
+    if procstate.thread_states(pid).get(pid) == "T":  # the main thread in group stop
         os.kill(pid, signal.SIGCONT)
 
 
@@ -693,15 +676,6 @@ def detach_leaving_running():
         # The queued SIGSTOPs may turn into a group stop only after the detach (seen: all threads
         # 'T' a moment later): watch until no thread is stopped and no stop signal is pending.
         procstate.ensure_running(pid, clean_exit=True)
-
-
-def _group_stopped(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            data = f.read()
-    except OSError:
-        return False
-    return data[data.rindex(")") + 2] == "T"
 
 
 _hook_installed = False

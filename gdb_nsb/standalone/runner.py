@@ -23,9 +23,7 @@ import threading
 import time
 
 from gdb_nsb import errors
-from gdb_nsb.procstate import ensure_running  # noqa: F401  (part of the runner's API)
-from gdb_nsb.procstate import stop_signal_pending as _stop_signal_pending  # noqa: F401
-from gdb_nsb.procstate import thread_states as _thread_states
+from gdb_nsb.procstate import ensure_running
 from gdb_nsb.standalone import gdbrun
 
 EXIT_CODES = [
