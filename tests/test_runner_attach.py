@@ -21,8 +21,24 @@ import runner_target as rt
 pytestmark = [pytest.mark.gdb, pytest.mark.timeout(300)]
 
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
-                                reason="needs root and setpriv to run the runner as nobody")
+
+
+def _checkout_open_to_others():
+    """`nobody` can run the runner from this checkout only if every directory up to it is searchable
+    by others (a clone inside `mktemp -d`, mode 700, is not)."""
+    path = os.path.realpath(rt.ROOT)
+    while True:
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not _checkout_open_to_others(),
+                                reason="needs root, setpriv and a checkout other users can reach, to run the "
+                                       "runner as nobody")
 
 
 @pytest.fixture(scope="module")
