@@ -234,3 +234,21 @@ def test_cli_auto_explain(objects, tmp_path, capsys):
     assert "fix-ups" in out.err
     assert len(LivePatch.read(patch).static_symbols) > 0
     assert cli.main(["generate", target, patch, patched]) == GenerateError.exit_code  # objects need --mode auto
+
+
+def test_auto_object_with_unreadable_dwarf_is_refused(objects, tmp_path):
+    # The unit name decides which target unit the object rebinds to: DWARF that cannot be read
+    # is a refusal naming the object and the cause, never a silent fall-back to another name.
+    from elftools.elf.elffile import ELFFile
+
+    patched, _orig = objects
+    with open(patched, "rb") as f:
+        raw = bytearray(f.read())
+    with open(patched, "rb") as f:
+        info = ELFFile(f).get_section_by_name(".debug_info")["sh_offset"]
+    raw[info + 4:info + 6] = (9).to_bytes(2, "little")  # DWARF version 9
+    bad = tmp_path / "bad.o"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(GenerateError) as ei:
+        generate(G.build_target("pie"), _so(patched), mode="auto", objects=[str(bad)])
+    assert "bad.o" in str(ei.value) and "cannot read its DWARF" in str(ei.value) and "version" in str(ei.value)

@@ -35,8 +35,9 @@ to, addend) are the same in both is left alone.
 from __future__ import annotations
 
 import os
+import struct
 
-from elftools.common.exceptions import ELFError, ELFParseError
+from elftools.common.exceptions import DWARFError, ELFError, ELFParseError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 
@@ -88,6 +89,10 @@ class ObjectUnit:
         self._check_sections()
 
     def _unit_name(self):
+        """The unit's DW_AT_name; None (then its STT_FILE names it) when the object has no DWARF.
+
+        DWARF that cannot be read is refused: the name decides which target unit the object
+        rebinds to, and a guess from another source could pick the wrong one."""
         if not self.elf.has_dwarf_info():
             return None
         try:
@@ -96,8 +101,9 @@ class ObjectUnit:
                 a = cu.get_top_DIE().attributes.get("DW_AT_name")
                 if a is not None:
                     return a.value.decode("utf-8", "replace") if isinstance(a.value, bytes) else a.value
-        except Exception:  # noqa: BLE001 - fall back to STT_FILE on DWARF the parser rejects
-            return None
+        except (ELFError, ELFParseError, DWARFError, KeyError, IndexError, ValueError, struct.error) as e:
+            raise GenerateError("object file %s: cannot read its DWARF (%s: %s); rebuild it with -g"
+                                % (self.path, type(e).__name__, e)) from e
         return None
 
     def _check_sections(self):
