@@ -1,8 +1,21 @@
-"""Synthetic process views built from real ELF files, for the binder's tests."""
+"""Synthetic process views built from real ELF files, for the tests of the binder and the lifecycle."""
 
+import cbuild
+from gdb_nsb.binder.jumps import ENDBR64
+from gdb_nsb.binder.plan import evaluate
 from gdb_nsb.binder.process_view import MappedObject, ProcessView, page_down, page_up
 from gdb_nsb.elf.image import ElfImage
+from gdb_nsb.elf.livepatch import FuncJump, LivePatch
 from gdb_nsb.mappings import Mapping
+from gdb_nsb.registry import Registry
+
+EXE_BIAS = 0x555555554000
+TARGET_C = r"""
+#include <stdio.h>
+int f(int x) { int y = x * 3; if (y > 100) y -= 7; printf("%d\n", y); return y + 1; }
+void nop(void) { }
+int main(int argc, char **argv) { (void)argv; nop(); return f(argc); }
+"""
 
 
 def object_mappings(image, bias):
@@ -55,3 +68,55 @@ def make_view(objects, extra_mappings=(), memory=None, **kw):
 
 def load(path):
     return ElfImage(path)
+
+
+def patch_src(k):
+    return "int f(int x) { return x + %d; }\n" % (100 * (k + 1))
+
+
+def build_world(flavor):
+    """A PIE target (``plain`` or ``cet``: endbr64 at entries) and three patches A, B, C of its ``f``.
+
+    Returns (target image, f's symbol, {key: (LivePatch, patch image)})."""
+    cet = ["-fcf-protection=full"] if flavor == "cet" else ["-fcf-protection=none"]
+    target = load(cbuild.build([("t.c", TARGET_C)], ["-O0", "-g", "-fPIE", "-pie"] + cet, "t-" + flavor))
+    f = next(s for s in target.symtab if s.name == "f")
+    assert (target.read_vaddr(f.value, 4) == ENDBR64) == (flavor == "cet")
+    patches = {}
+    for k, key in enumerate("ABC"):
+        img = load(cbuild.build_patch([("p%s.c" % key, patch_src(k))], "p%s.so" % key))
+        pf = next(s for s in img.dynsyms if s.name == "f")
+        lp = LivePatch(old_bid=target.build_id, new_bid=img.build_id, target_is_executable=True,
+                       func_jumps=[FuncJump("f", f.value, f.size, pf.value, f.shndx,
+                                            entry_bytes=target.read_vaddr(f.value, 24))])
+        patches[key] = (lp, img)
+    return target, f, patches
+
+
+class Sim:
+    """A process holding the target; executes plans the way the GDB layer must (checking expected bytes)."""
+
+    def __init__(self, target):
+        self.target = target
+        self.main = fake_object(target, EXE_BIAS, is_main_executable=True)
+        self.mem = FakeMemory()
+        self.mem.load_image(target, EXE_BIAS)
+        self.patch_maps = []
+        self.registry = Registry()
+
+    def view(self, blockers=()):
+        return make_view([self.main], extra_mappings=self.patch_maps + list(blockers), memory=self.mem)
+
+    def execute(self, plan):
+        assert evaluate(plan, self.mem) == []
+        plan.check()
+        if getattr(plan, "mapping", None) is not None:
+            mp = plan.mapping
+            assert all(not (p & 2) for _, _, p in mp.protections)  # never writable
+            self.mem.add(mp.start, bytes(mp.length))
+            self.patch_maps.append(Mapping(mp.start, mp.end, 0, "r-xp", ""))
+        for w in plan.writes:
+            if w.expected is not None:
+                assert self.mem.read(w.addr, len(w.expected)) == w.expected
+            self.mem.write(w.addr, w.data)
+        self.registry = plan.registry_after

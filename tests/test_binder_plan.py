@@ -5,9 +5,9 @@ import itertools
 import pytest
 
 import cbuild
-from binder_fakes import FakeMemory, fake_object, load, make_view
+from binder_fakes import EXE_BIAS, Sim, build_world, load
 from gdb_nsb.binder.errors import BreakpointInJump, EntryMismatch, FunctionTooShort
-from gdb_nsb.binder.jumps import ENDBR64, KIND_ABS, KIND_REL32, decode_jump
+from gdb_nsb.binder.jumps import KIND_ABS, KIND_REL32, decode_jump
 from gdb_nsb.binder.placement import GiB
 from gdb_nsb.binder.plan import BREAKPOINTS_DISABLE, evaluate, identify_jump, plan_load, plan_revert
 from gdb_nsb.elf.livepatch import FuncJump, LivePatch
@@ -15,63 +15,9 @@ from gdb_nsb.errors import AlreadyAppliedError, NotAppliedError
 from gdb_nsb.mappings import Mapping
 from gdb_nsb.registry import STATE_INACTIVE, Registry
 
-EXE_BIAS = 0x555555554000
-TARGET_C = r"""
-#include <stdio.h>
-int f(int x) { int y = x * 3; if (y > 100) y -= 7; printf("%d\n", y); return y + 1; }
-void nop(void) { }
-int main(int argc, char **argv) { (void)argv; nop(); return f(argc); }
-"""
-
-
-def patch_src(k):
-    return "int f(int x) { return x + %d; }\n" % (100 * (k + 1))
-
-
 @pytest.fixture(scope="module", params=["plain", "cet"])
 def world(request):
-    cet = ["-fcf-protection=full"] if request.param == "cet" else ["-fcf-protection=none"]
-    target = load(cbuild.build([("t.c", TARGET_C)], ["-O0", "-g", "-fPIE", "-pie"] + cet, "t-" + request.param))
-    f = next(s for s in target.symtab if s.name == "f")
-    assert (target.read_vaddr(f.value, 4) == ENDBR64) == (request.param == "cet")
-    patches = {}
-    for k, key in enumerate("ABC"):
-        img = load(cbuild.build_patch([("p%s.c" % key, patch_src(k))], "p%s.so" % key))
-        pf = next(s for s in img.dynsyms if s.name == "f")
-        lp = LivePatch(old_bid=target.build_id, new_bid=img.build_id, target_is_executable=True,
-                       func_jumps=[FuncJump("f", f.value, f.size, pf.value, f.shndx,
-                                            entry_bytes=target.read_vaddr(f.value, 24))])
-        patches[key] = (lp, img)
-    return target, f, patches
-
-
-class Sim:
-    """A process holding the target; executes plans the way the GDB layer must (checking expected bytes)."""
-
-    def __init__(self, target):
-        self.target = target
-        self.main = fake_object(target, EXE_BIAS, is_main_executable=True)
-        self.mem = FakeMemory()
-        self.mem.load_image(target, EXE_BIAS)
-        self.patch_maps = []
-        self.registry = Registry()
-
-    def view(self, blockers=()):
-        return make_view([self.main], extra_mappings=self.patch_maps + list(blockers), memory=self.mem)
-
-    def execute(self, plan):
-        assert evaluate(plan, self.mem) == []
-        plan.check()
-        if getattr(plan, "mapping", None) is not None:
-            mp = plan.mapping
-            assert all(not (p & 2) for _, _, p in mp.protections)  # never writable
-            self.mem.add(mp.start, bytes(mp.length))
-            self.patch_maps.append(Mapping(mp.start, mp.end, 0, "r-xp", ""))
-        for w in plan.writes:
-            if w.expected is not None:
-                assert self.mem.read(w.addr, len(w.expected)) == w.expected
-            self.mem.write(w.addr, w.data)
-        self.registry = plan.registry_after
+    return build_world(request.param)
 
 
 def far_blockers(sim):

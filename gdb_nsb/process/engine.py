@@ -22,21 +22,20 @@ import gdb
 from gdb_nsb import errors
 from gdb_nsb.binder import plan as planmod
 from gdb_nsb.binder.errors import IfuncNeedsResolver
-from gdb_nsb.binder.jumps import decode_jump
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.elf.livepatch import LivePatch
-from gdb_nsb.mappings import RangeIndex
+from gdb_nsb.lifecycle.busy import busy_for_apply, busy_for_revert
+from gdb_nsb.lifecycle.guards import guard_apply_writes, guard_revert_writes
 from gdb_nsb.process import bpguard, environment, faults, filecache, snapshot as snap, stop, symbols
 from gdb_nsb.process.inferior import Inferior
 from gdb_nsb.process.registry_store import RegistryStore
 from gdb_nsb.process.stacks import collect_stacks
-from gdb_nsb.process.syscalls import (MAP_ANONYMOUS, MAP_PRIVATE, PROT_EXEC, PROT_NONE, SyscallInjector)
+from gdb_nsb.process.syscalls import (MAP_ANONYMOUS, MAP_PRIVATE, PROT_NONE, SyscallInjector)
 from gdb_nsb.process.undo import Deadline, UndoLog
 from gdb_nsb.registry import STATE_ACTIVE, STATE_INACTIVE, Registry
 from gdb_nsb.safepoint import SafePointCheck
 
 STRATEGIES = ("retry", "runout")
-ENDBR64 = bytes.fromhex("f30f1efa")
 
 
 @dataclass
@@ -213,27 +212,6 @@ def settle_gone_instances(registry, view, inf, target_build_id):
     return reg, lines
 
 
-def _layer_ranges(registry, entry, files_by_bid):
-    """Code ranges of the copies of the function at ``entry`` in every applied layer."""
-    out = []
-    for bid, f in registry.stack(entry):
-        rec = registry.patch(bid)
-        j = decode_jump(f.entry, f.jump)
-        size = None
-        image = files_by_bid.get(bid)
-        if j is not None and image is not None:
-            rel = j.dest - rec.patch_load_base
-            sym = next((s for s in image.symtab or image.dynsyms
-                        if s.type == "STT_FUNC" and s.value <= rel < s.value + max(s.size, 1)), None)
-            if sym is not None:
-                out.append((rec.patch_load_base + sym.value, rec.patch_load_base + sym.value + max(sym.size, 1)))
-                size = sym.size
-        if size is None:
-            # Without the patch's symbols its whole code counts as the busy copy.
-            out += [(r.start, r.start + r.length) for r in rec.ranges if r.prot & PROT_EXEC]
-    return out
-
-
 def _patch_images(registry, hints=()):
     """ElfImage of each registered patch whose file (hint or recorded path) has its build-id."""
     out = {}
@@ -248,27 +226,6 @@ def _patch_images(registry, hints=()):
                     out[rec.patch_build_id] = img
                     break
     return out
-
-
-def _busy_for_apply(lp, target_bias, registry, files_by_bid):
-    """Busy ranges per replaced function: every fragment in the target, and its copy in each applied layer."""
-    entries = set(registry.entries())
-    busy, safe_entries = {}, {}
-    for fj in lp.func_jumps:
-        entry = target_bias + fj.func_value
-        ranges = [(target_bias + lo, target_bias + hi) for lo, hi in fj.busy_ranges()]
-        for at in (entry, entry + 4):  # the registry keys a layer by where its jump starts (after endbr64)
-            if at in entries:
-                ranges += _layer_ranges(registry, at, files_by_bid)
-        busy[fj.name] = ranges
-        # A pc exactly at the entry (or at the jump after an endbr64) has run nothing of the old code.
-        safe_entries[fj.name] = {entry, entry + 4} if fj.entry_bytes[:4] == ENDBR64 else {entry}
-    return busy, safe_entries
-
-
-def _busy_for_revert(record):
-    exec_ranges = [(r.start, r.start + r.length) for r in record.ranges if r.prot & PROT_EXEC]
-    return {"patch %s" % record.patch_build_id[:12]: exec_ranges}
 
 
 def _refuse_environment(findings, opts):
@@ -358,7 +315,7 @@ def apply(path, opts: Options) -> Outcome:
         out.timings = clock.total()
         return out
     target_bias = plan.target_bias
-    busy, entries = _busy_for_apply(lp, target_bias, registry, files_by_bid)
+    busy, entries = busy_for_apply(lp, target_bias, registry, files_by_bid)
     checks = _safe_point(busy, opts, deadline, entries)
     clock.mark("safe_point")
     if checks > 1:
@@ -501,47 +458,6 @@ def _pending_registry(plan):
     return reg
 
 
-def guard_apply_writes(plan, view):
-    """Refuse a plan that would write outside what the tool owns (a last line against a hostile patch).
-
-    Segment bytes must fall inside the patch's own mapping; each jump inside the
-    jump bytes recorded for that function entry, in an executable mapping of the
-    target object.
-    """
-    own = RangeIndex([(plan.placement.start, plan.placement.end)])
-    for w in plan.segment_writes:
-        if not own.contains(w.addr, w.end):
-            raise errors.MismatchError("refusing to write %s at %#x..%#x: outside the patch mapping %#x..%#x"
-                                       % (w.what, w.addr, w.end, plan.placement.start, plan.placement.end))
-    rec = plan.registry_after.patch(plan.patch_build_id)
-    # A jump must land in the patch's own code: a func_jumps[].patch_value pointing anywhere else
-    # (the section is not trusted) would send every caller into the void.
-    patch_code = RangeIndex([(r.start, r.start + r.length) for r in (rec.ranges if rec is not None else [])
-                             if r.prot & PROT_EXEC])
-    for name, j in plan.jumps:
-        if not patch_code.contains(j.dest, j.dest + 1):
-            raise errors.PatchFileError("the new code of %s at %#x lies outside the patch's executable segments "
-                                        "(vzpatch patch_value is wrong)" % (name, j.dest))
-    jumps = RangeIndex([(f.entry, f.entry + len(f.jump)) for f in rec.functions] if rec is not None else [])
-    target = view.object_by_build_id(plan.target_build_id)
-    code = RangeIndex([(m.start, m.end) for m in (target.ranges if target is not None else []) if m.executable])
-    for w in plan.jump_writes:
-        if not jumps.contains(w.addr, w.end) or not code.contains(w.addr, w.end):
-            raise errors.MismatchError("refusing to write %s at %#x..%#x: not the recorded jump bytes of a "
-                                       "function entry in the target's code" % (w.what, w.addr, w.end))
-
-
-def guard_revert_writes(plan, record, view):
-    """Every byte a revert restores lies in the jump bytes recorded for one of the patch's entries."""
-    jumps = RangeIndex([(f.entry, f.entry + len(f.jump)) for f in record.functions])
-    target = view.object_by_build_id(record.target_build_id)
-    code = RangeIndex([(m.start, m.end) for m in (target.ranges if target is not None else []) if m.executable])
-    for w in plan.writes:
-        if not jumps.contains(w.addr, w.end) or (len(code) and not code.contains(w.addr, w.end)):
-            raise errors.MismatchError("refusing to write %s at %#x..%#x: not the recorded jump bytes of a "
-                                       "function entry in the target's code" % (w.what, w.addr, w.end))
-
-
 def _disable_breakpoints_at(addr):
     out = []
     for b in gdb.breakpoints() or ():
@@ -614,7 +530,7 @@ def revert(ident, opts: Options) -> Outcome:
                                                  "cannot be reverted now: " + reasons[0])
         out.timings = clock.total()
         return out
-    if _safe_point(_busy_for_revert(rec), opts, deadline) > 1:
+    if _safe_point(busy_for_revert(rec), opts, deadline) > 1:
         before, view = view, snap.snapshot(inf)
         abort_if_exec(before, view, inf.pid)
         if _load_registry(store) != registry:
@@ -895,7 +811,7 @@ def check(path, opts: Options) -> Outcome:
         if plan is not None:
             for r in planmod.evaluate(plan, inf):
                 add(r, errors.MismatchError.exit_code)
-            busy, entries = _busy_for_apply(lp, target.load_bias, registry, _patch_images(registry, [path]))
+            busy, entries = busy_for_apply(lp, target.load_bias, registry, _patch_images(registry, [path]))
             verdict = SafePointCheck(busy, entries).check(collect_stacks())
             if not verdict.safe:
                 add("busy now: " + verdict.message(), errors.BusyError.exit_code)

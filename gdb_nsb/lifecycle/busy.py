@@ -1,0 +1,54 @@
+"""The busy ranges a safe point needs: the code no thread may be inside while jumps change.
+
+For an apply, every fragment of each replaced function in the target, plus
+the copy of that function in each patch layered over it (a thread may be
+running any layer's copy); for a revert, the patch's own executable memory.
+"""
+
+from gdb_nsb.binder.jumps import ENDBR64, decode_jump
+from gdb_nsb.binder.relocate import PROT_EXEC
+
+
+def layer_ranges(registry, entry, images_by_bid):
+    """Code ranges of the copies of the function at ``entry`` in every applied layer.
+
+    ``images_by_bid`` maps a patch build-id to its ElfImage, when its file was found."""
+    out = []
+    for bid, f in registry.stack(entry):
+        rec = registry.patch(bid)
+        j = decode_jump(f.entry, f.jump)
+        size = None
+        image = images_by_bid.get(bid)
+        if j is not None and image is not None:
+            rel = j.dest - rec.patch_load_base
+            sym = next((s for s in image.symtab or image.dynsyms
+                        if s.type == "STT_FUNC" and s.value <= rel < s.value + max(s.size, 1)), None)
+            if sym is not None:
+                out.append((rec.patch_load_base + sym.value, rec.patch_load_base + sym.value + max(sym.size, 1)))
+                size = sym.size
+        if size is None:
+            # Without the patch's symbols its whole code counts as the busy copy.
+            out += [(r.start, r.start + r.length) for r in rec.ranges if r.prot & PROT_EXEC]
+    return out
+
+
+def busy_for_apply(livepatch, target_bias, registry, images_by_bid):
+    """({function: busy ranges}, {function: safe entry pcs}) for applying ``livepatch`` at ``target_bias``."""
+    entries = set(registry.entries())
+    busy, safe_entries = {}, {}
+    for fj in livepatch.func_jumps:
+        entry = target_bias + fj.func_value
+        ranges = [(target_bias + lo, target_bias + hi) for lo, hi in fj.busy_ranges()]
+        for at in (entry, entry + 4):  # the registry keys a layer by where its jump starts (after endbr64)
+            if at in entries:
+                ranges += layer_ranges(registry, at, images_by_bid)
+        busy[fj.name] = ranges
+        # A pc exactly at the entry (or at the jump after an endbr64) has run nothing of the old code.
+        safe_entries[fj.name] = {entry, entry + 4} if fj.entry_bytes[:4] == ENDBR64 else {entry}
+    return busy, safe_entries
+
+
+def busy_for_revert(record):
+    """{"patch <id>": the patch's executable ranges}: no thread may run its code while it is taken out."""
+    exec_ranges = [(r.start, r.start + r.length) for r in record.ranges if r.prot & PROT_EXEC]
+    return {"patch %s" % record.patch_build_id[:12]: exec_ranges}
