@@ -196,9 +196,9 @@ def test_cplusplus_target_unit_refused():
 
 ICF_TARGET = r"""
 int sink;
-int twin_a(int x) { sink += x; return x * 3 + 1; }
-int twin_b(int x) { sink += x; return x * 3 + 1; }
-int single(int x) { sink -= x; return x * 5 + 2; }
+__attribute__((noinline)) int twin_a(int x) { sink += x; return x * 3 + 1; }
+__attribute__((noinline)) int twin_b(int x) { sink += x; return x * 3 + 1; }
+__attribute__((noinline)) int single(int x) { sink -= x; return x * 5 + 2; }
 int main(int c, char **v) { (void)v; return twin_a(c) + twin_b(c) + single(c); }
 """
 
@@ -257,7 +257,7 @@ def test_ipa_assumptions_from_producer():
     assert ipa_assumptions("clang version 14.0.6") == []
 
 
-# ---- inlined copies and clones (warnings; errors with --strict) ---------------------------------
+# ---- inlined copies and clones: refused naming the callers; --allow-stale-copies accepts -----------
 
 INLINE_TARGET = r"""
 int glob = 3;
@@ -279,45 +279,52 @@ def inline_target():
     return t
 
 
-def test_inlined_copy_warns(inline_target):
-    p = _patch("inl_fix.c", 'VZP_FILE("inl.c");\nextern int glob;\n'
-                            "static __attribute__((used)) int inl(int x) { return x * 12 + glob; }\n")
-    gen = generate(inline_target, p)
-    (w,) = gen.warnings
-    assert "function inl" in w and "inl_fix.c:4" in w and "inl.c:3" in w and "inlined into caller_in" in w
-    msg = _refused(inline_target, p, strict=True)
-    assert "--strict" in msg and "caller_in" in msg
-    # Replacing the caller too leaves no old copy behind.
-    both = _patch("inl_both.c", 'VZP_FILE("inl.c");\nextern int glob;\n'
-                                "static __attribute__((used)) int inl(int x) { return x * 12 + glob; }\n"
-                                "int caller_in(int x) { return inl(x) + 2; }\n")
-    assert generate(inline_target, both, strict=True).warnings == []
+INL_FIX = ('VZP_FILE("inl.c");\nextern int glob;\n'
+           "static __attribute__((used)) int inl(int x) { return x * 12 + glob; }\n")
 
 
-def test_clone_warns(inline_target):
+def test_inlined_copy_refused_naming_the_caller(inline_target):
+    p = _patch("inl_fix.c", INL_FIX)
+    msg = _refused(inline_target, p)
+    assert "caller_in (" in msg and "inl.c:4: holds an inlined copy of inl)" in msg, msg
+    assert "replace caller_in too" in msg and "--allow-stale-copies" in msg, msg
+    # Accepted on request, and the result says what stays old.
+    gen = generate(inline_target, p, allow_stale_copies=True)
+    assert [j.name for j in gen.livepatch.func_jumps] == ["inl"]
+    (stale,) = gen.stale
+    assert stale.startswith("caller_in (") and "holds an inlined copy of inl" in stale
+    # Following the advice: replacing the caller too leaves no old copy behind.
+    both = _patch("inl_both.c", INL_FIX + "int caller_in(int x) { return inl(x) + 2; }\n")
+    gen = generate(inline_target, both)
+    assert sorted(j.name for j in gen.livepatch.func_jumps) == ["caller_in", "inl"] and gen.stale == []
+
+
+def test_clone_callers_refused_transitively(inline_target):
+    # scale exists as scale.constprop.0, called by use1, which main inlined: main keeps old code
+    # through its inlined use1, and main is entered once: no jump can fix that.
     p = _patch("scale_fix.c", 'VZP_FILE("inl.c");\nextern int glob;\n'
                               "static __attribute__((used)) int scale(int x, int k) { return x * k; }\n")
-    gen = generate(inline_target, p)
-    (w,) = gen.warnings
-    assert "function scale" in w and "scale_fix.c:4" in w and "inl.c:6" in w
-    assert "compiler clones scale.constprop.0" in w
-    msg = _refused(inline_target, p, strict=True)
-    assert "scale.constprop.0" in msg
+    msg = _refused(inline_target, p)
+    assert "use1 (" in msg and "inl.c:7: calls scale.constprop.0)" in msg, msg
+    assert "main (" in msg and "calls scale.constprop.0; holds an inlined copy of use1" in msg, msg
+    assert "main is entered once and left only at exit" in msg and "replace use1 too" in msg, msg
+    gen = generate(inline_target, p, allow_stale_copies=True)
+    assert sorted(s.split()[0] for s in gen.stale) == ["main", "use1"]
 
 
 def test_cold_fragment_is_not_a_clone():
     # compute.cold is part of compute itself (its DW_AT_ranges): no warning.
     gen = generate(G.build_target("pie"), _patch("ok.c", "int compute(int x) { return x + 1; }\n"), strict=True)
-    assert gen.warnings == []
+    assert gen.warnings == [] and gen.stale == []
 
 
-def test_cli_strict_and_allow_ipa_ra(inline_target, tmp_path, capsys):
-    p = G.copy(_patch("inl_fix.c", 'VZP_FILE("inl.c");\nextern int glob;\n'
-                                   "static __attribute__((used)) int inl(int x) { return x * 12 + glob; }\n"),
-               tmp_path)
-    assert cli.main(["generate", inline_target, p]) == 0
-    assert "warning:" in capsys.readouterr().err
-    assert cli.main(["generate", "--strict", inline_target, p]) == GenerateError.exit_code
+def test_cli_allow_stale_copies_and_allow_ipa_ra(inline_target, tmp_path, capsys):
+    p = G.copy(_patch("inl_fix.c", INL_FIX), tmp_path)
+    assert cli.main(["generate", inline_target, p]) == GenerateError.exit_code == 12
+    assert "caller_in" in capsys.readouterr().err
+    assert cli.main(["generate", "--allow-stale-copies", inline_target, p]) == 0
+    err = capsys.readouterr().err
+    assert "stays old (--allow-stale-copies): caller_in (" in err, err
     t = G.build_target("pie", live_patching=False)
     q = G.copy(_patch("ipa.c", "int tick_common(void) { return 1; }\n"), tmp_path)
     assert cli.main(["generate", t, q]) == GenerateError.exit_code

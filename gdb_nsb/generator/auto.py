@@ -247,12 +247,16 @@ class AutoBinding:
     def bind(self, binder):
         """Decide redirections (into ``binder.jumps``) and return the StaticSym fix-ups."""
         fixups = []
+        pcus = {}  # target CU offset -> (ObjectUnit, patch CU)
         for unit in self.units:
             tcu, pcu = self._target_cu(unit), self._patch_cu(unit)
+            pcus[tcu.offset] = (unit, pcu)
             binder.explain.append("unit %s: object %s, target compile unit %s" % (unit.name, unit.path,
                                                                                 display(tcu.path)))
             self._bind_functions(binder, unit, tcu, pcu)
             fixups += self._fixups(binder, unit, tcu)
+        self._follow_copies(binder, pcus)
+        self._check_header_copies(binder, pcus)
         self._rebind_globals(binder)
         seen = {}
         for f in fixups:
@@ -300,6 +304,59 @@ class AutoBinding:
                                      pf.entry, where, "" if orig is not None else " [no --original]"))
         if not binder.jumps and orig is not None:
             binder.explain.append("unit %s: no function changed" % unit.name)
+
+    def _follow_copies(self, binder, pcus):
+        """Redirect, transitively, every function of a patched unit whose target code keeps old code
+        of a redirected function (an inlined copy, a call to a clone): the patch's unit has its new
+        code.  What cannot be redirected (main, noreturn, clones, functions the unit does not
+        define) is left to the binder's check, which refuses it."""
+        while True:
+            added = False
+            for uc, h in binder.stale_copies():
+                if h.clone or h.never_returns or uc.unit.cu_info.offset not in pcus:
+                    continue
+                _unit, pcu = pcus[uc.unit.cu_info.offset]
+                tf = uc.info(h.idx)
+                pfs = [f for f in self.p.functions() if f.cu.offset == pcu.offset and f.name == h.name
+                       and tf is not None and f.external == tf.external]
+                if len(pfs) != 1 or pfs[0].die_offset in binder.jumps:
+                    continue
+                pf = pfs[0]
+                where = "%s:%s" % (display(pf.decl_file), pf.decl_line) if pf.decl_line else display(pf.decl_file)
+                binder._refuse_prototype_change(pf.name, pf, tf, where)
+                jump = binder._jump(pf, tf, pf.name, where)
+                binder.jumps[pf.die_offset] = (jump, tf)
+                binder.explain[:] = [x for x in binder.explain if not x.startswith("unchanged %s (" % pf.name)]
+                binder.explain.append("function %s: target %#x (%s) -> patch %s %#x (%s) [added: its target code "
+                                      "%s]" % (pf.name, jump.func_value, h.where, pf.name, pf.entry, where,
+                                               "; ".join(h.reasons)))
+                added = True
+            if not added:
+                return
+
+    def _check_header_copies(self, binder, pcus):
+        """A redirected static function defined in a header (a static inline helper) has a copy in
+        every target unit that includes it; the copies of the units the patch does not hold keep
+        the old code: refuse, naming them, unless stale copies are accepted."""
+        from gdb_nsb.generator.paths import same_source
+
+        for _jump, tf in list(binder.jumps.values()):
+            if tf.external or not tf.decl_file or same_source(tf.decl_file, tf.cu.path) \
+                    or same_source(tf.decl_file, tf.cu.name):
+                continue
+            others = [f for f in self.t.functions(tf.name) if not f.external and f.cu.offset not in pcus
+                      and f.decl_file and same_source(f.decl_file, tf.decl_file)]
+            units = sorted({display(self.t.cu_path(f.cu)) for f in others})
+            if not units:
+                continue
+            text = ("function %s (%s:%s) is defined in a header and changed: the copies in %s keep the old "
+                    "code" % (tf.name, display(tf.decl_file), tf.decl_line, ", ".join(units)))
+            if not binder.allow_stale_copies:
+                raise GenerateError("%s; patch those units too (give their objects), or accept the stale copies "
+                                    "with --allow-stale-copies" % text)
+            binder.stale.extend("%s in %s (copy of %s:%s)" % (tf.name, u, display(tf.decl_file), tf.decl_line)
+                                for u in units)
+            binder.explain.append("stale (accepted by --allow-stale-copies): " + text)
 
     def _binder_not_clones(self, infos, name):
         own = [f for f in infos if any(s.name == name for s in self.t.function_symbols_at(f.entry))]

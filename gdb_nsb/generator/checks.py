@@ -236,6 +236,10 @@ class UnitCode:
         out |= self._direct_calls().get(entry, set())
         return sorted(out)
 
+    def direct_callers(self, entry):
+        """Indexes of the unit's functions whose code calls or jumps to ``entry`` directly."""
+        return sorted(self._direct_calls().get(entry, set()))
+
     def inlined_into(self, die_offset):
         origins = self.origins_of(die_offset)
         return sorted({idx for o, idx in self.inlined if o in origins})

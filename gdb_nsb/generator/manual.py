@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from gdb_nsb.elf.image import SHF_WRITE
 from gdb_nsb.elf.livepatch import FORMAT_VERSION, FuncJump, LivePatch, MarkedSym
 from gdb_nsb.errors import GenerateError
-from gdb_nsb.generator import checks, dwarf_types, inputs
-from gdb_nsb.generator.paths import display
+from gdb_nsb.generator import checks, copies, dwarf_types, inputs, ipaclones
+from gdb_nsb.generator.paths import display, same_source, where as _where
+from gdb_nsb.generator.references import References
 
 ENDBR64 = b"\xf3\x0f\x1e\xfa"
 JMP_REL32_SIZE = 5  # E9 rel32
@@ -33,7 +34,6 @@ JMP_ABS_SIZE = 14  # FF 25 00000000 imm64
 
 VAR_KINDS = ("static_var", "hidden_var", "protected_var", "internal_var")
 FUNC_KINDS = ("static_func", "hidden_func", "protected_func", "internal_func")
-VISIBILITY_OF = {"hidden": "STV_HIDDEN", "protected": "STV_PROTECTED", "internal": "STV_INTERNAL"}
 
 # Sections that are writable only while the dynamic linker relocates them
 # (RELRO); data there is read-only for the program, so a patch may have it.
@@ -47,17 +47,22 @@ class Generation:
     livepatch: LivePatch
     explain: list = field(default_factory=list)  # one line per decision
     warnings: list = field(default_factory=list)  # one line each; errors with strict=True
+    stale: list = field(default_factory=list)  # what keeps old code (accepted with allow_stale_copies)
 
 
 def generate(target_path, patch_path, debug_file=None, debug_dirs=None, strict=False, allow_ipa_ra=False,
-             mode="manual", objects=(), originals=()) -> Generation:
+             mode="manual", objects=(), originals=(), allow_stale_copies=False, ipa_clones=()) -> Generation:
     """Bind the patch at ``patch_path`` to the target at ``target_path``.
 
     ``debug_file`` names the target's separate debug file; otherwise the
     target's own DWARF, then its build-id / debuglink files under
     ``debug_dirs`` (default: the system's debug directories) are used.
 
-    ``strict``: warnings (inlined copies, clones) become a GenerateError.
+    ``strict``: warnings (no --original, allowed -fipa-ra callers) become a GenerateError.
+    ``allow_stale_copies``: accept functions that keep old code of a replaced
+    function (inlined copies, callers of clones) instead of refusing; the
+    result's ``stale`` names them.  ``ipa_clones``: paths of GCC
+    ``-fdump-ipa-clones`` files of target units, used besides the DWARF.
     ``allow_ipa_ra``: replace functions whose unpatched same-unit callers
     were compiled with -fipa-ra / -fipa-pure-const anyway (a warning).
     ``mode="auto"``: the patch is whole compile units whose object files
@@ -73,11 +78,13 @@ def generate(target_path, patch_path, debug_file=None, debug_dirs=None, strict=F
                             "-fdata-sections)")
     target = inputs.load_target(target_path, debug_file=debug_file, debug_dirs=debug_dirs)
     patch = inputs.load_patch(patch_path)
+    ipa = ipaclones.IpaClones.read(ipa_clones) if ipa_clones else None
     auto_units = None
     if mode == "auto":
         from gdb_nsb.generator import auto
         auto_units = auto.AutoBinding(target, patch, objects, originals)
-    return _Binder(target, patch, strict=strict, allow_ipa_ra=allow_ipa_ra, auto_units=auto_units).run()
+    return _Binder(target, patch, strict=strict, allow_ipa_ra=allow_ipa_ra, auto_units=auto_units,
+                   allow_stale_copies=allow_stale_copies, ipa_clones=ipa).run()
 
 
 def generate_file(target_path, patch_path, out=None, debug_file=None, debug_dirs=None, **options) -> Generation:
@@ -106,10 +113,6 @@ def _write_atomically(path, data):
         raise GenerateError("cannot write %s: %s" % (path, e.strerror or e)) from e
 
 
-def _where(file, line):
-    return "%s:%s" % (display(file), line) if line else display(file)
-
-
 def _hex(v):
     return "%#x" % v
 
@@ -118,12 +121,16 @@ class _Binder:
     """One generation run: everything it decides, with the reasons."""
 
     def __init__(self, target: inputs.Target, patch: inputs.Patch, strict=False, allow_ipa_ra=False,
-                 auto_units=None):
+                 auto_units=None, allow_stale_copies=False, ipa_clones=None):
         self.t = target
         self.p = patch
         self.strict = strict
         self.allow_ipa_ra = allow_ipa_ra
         self.auto = auto_units
+        self.allow_stale_copies = allow_stale_copies
+        self.ipa_clones = ipa_clones
+        self.stale = []
+        self._copies_of = {}  # target CU offset -> copies.UnitCopies
         self.explain = []
         self.warnings = []
         self.jumps = {}  # patch function die_offset -> (FuncJump, target FunctionInfo)
@@ -140,9 +147,10 @@ class _Binder:
         if self.auto is None:
             self._bind_functions()
         self._check_replacements()
-        manual = self._bind_references()
+        refs = References(self)
+        manual = refs.bind()
         globals_ = self._bind_globals({m.idx for m in manual})
-        self._check_extern_variables()
+        refs.check_extern_variables()
         if self.warnings and self.strict:
             raise GenerateError("refused with --strict: %s" % "; ".join(self.warnings))
         t = self.t.image
@@ -161,7 +169,7 @@ class _Binder:
         problem = lp.problem()
         if problem:  # a bug of ours, never the user's input
             raise GenerateError("generated an invalid vzpatch section: %s" % problem)
-        return Generation(lp, self.explain, self.warnings)
+        return Generation(lp, self.explain, self.warnings, self.stale)
 
     def warn(self, text):
         self.warnings.append(text)
@@ -175,6 +183,11 @@ class _Binder:
             alias = self.p.function_alias(pf)
             name = alias.target_name if alias else pf.name
             where = _where(pf.decl_file, pf.decl_line)
+            if not pf.external and alias is None and self._from_header(pf):
+                # The program's static inline helpers, emitted into the patch at -O0: new code.
+                self.explain.append("helper %s: new code at patch %s (%s): a static function from a header, "
+                                    "never a replacement" % (pf.name, _hex(pf.entry), where))
+                continue
             ctx = self.p.context_before(pf.decl_file, pf.decl_line)
             if alias and not ctx:
                 ctx = self.p.context_before(alias.source_file, alias.source_line)
@@ -193,6 +206,12 @@ class _Binder:
         if not any_replaced:
             raise GenerateError("no functions to patch: none of the functions %s defines exists in %s"
                                 % (self.p.image.path, self.t.image.path))
+
+    @staticmethod
+    def _from_header(pf):
+        """True when patch function ``pf`` is defined outside its unit's own .c (in a header)."""
+        return bool(pf.decl_file) and not same_source(pf.decl_file, pf.cu.path) \
+            and not same_source(pf.decl_file, pf.cu.name)
 
     def _target_function(self, name, ctx, pf, where, static_only):
         """The target function a patch function replaces, or None (new helper)."""
@@ -322,13 +341,11 @@ class _Binder:
                                     "(and no --icf link option)" % (head, _hex(jump.func_value), ", ".join(folded),
                                                                     "them" if len(folded) > 1 else "it"))
             # Walking the whole unit's DIEs is slow on big units (10,000 functions: minutes); skip it
-            # when neither check can find anything: no IPA assumptions whatever the call sites say,
-            # and a function never inlined (gcc gives every inlined function an abstract origin).
-            quiet = (not checks.ipa_assumptions(tf.cu.producer, False) and
-                     not checks.ipa_assumptions(tf.cu.producer, True) and
-                     "DW_AT_abstract_origin" not in self.t.dwarf.die(tf.die_offset).attributes)
-            unit = None if quiet else self._unit(tf)
-            assumed = checks.ipa_assumptions(tf.cu.producer, unit.has_call_sites) if unit is not None else []
+            # when the check cannot find anything: no IPA assumptions whatever the call sites say.
+            if not checks.ipa_assumptions(tf.cu.producer, False) and not checks.ipa_assumptions(tf.cu.producer, True):
+                continue
+            unit = self._unit(tf)
+            assumed = checks.ipa_assumptions(tf.cu.producer, unit.has_call_sites)
             if assumed:
                 callers = [i for i in unit.callers(tf.die_offset, tf.entry) if unit.entry_of(i) not in replaced]
                 if callers:
@@ -340,15 +357,67 @@ class _Binder:
                     if not self.allow_ipa_ra:
                         raise GenerateError(text + "; replace them too, or override with --allow-ipa-ra")
                     self.warn(text + " (allowed by --allow-ipa-ra)")
-            inl = [i for i in unit.inlined_into(tf.die_offset) if unit.entry_of(i) not in replaced] if unit else []
-            if inl:
-                self.warn("%s is also inlined into %s, which the patch does not replace: those copies keep the "
-                          "old code" % (head, ", ".join(sorted({unit.function_name(i) for i in inl}))))
-            clones = checks.clone_symbols(self.t, jump.name, tf.ranges, self.t.cu_path(tf.cu))
-            clones = [c for c in clones if not any(s.value in replaced for s in self.t.symbols(c))]
-            if clones:
-                self.warn("%s also exists as compiler clones %s, which keep the old code"
-                          % (head, ", ".join(clones)))
+        self._check_old_copies()
+
+    # ------------------------------------------------------- old copies
+
+    def _copies(self, tf):
+        u = self._copies_of.get(tf.cu.offset)
+        if u is None:
+            u = self._copies_of[tf.cu.offset] = copies.UnitCopies(self.t, self._unit(tf), self.ipa_clones)
+        return u
+
+    def _may_have_copies(self, tf):
+        """False when no inlined copy or clone of ``tf`` can exist: gcc gives every function it
+        inlined or cloned an abstract origin, and clones have symbols (skips slow unit walks)."""
+        return (self.ipa_clones is not None
+                or "DW_AT_abstract_origin" in self.t.dwarf.die(tf.die_offset).attributes
+                or bool(checks.clone_symbols(self.t, tf.name, tf.ranges, self.t.cu_path(tf.cu))))
+
+    def stale_copies(self):
+        """[(UnitCopies, Holder)]: every function that keeps old code of a redirected function and is
+        not redirected itself (see :mod:`gdb_nsb.generator.copies`)."""
+        redirected = {j.func_value for j, _tf in self.jumps.values()}
+        by_unit = {}
+        for _jump, tf in self.jumps.values():
+            by_unit.setdefault(tf.cu.offset, []).append(tf)
+        out = []
+        for tfs in by_unit.values():
+            if not any(self._may_have_copies(tf) for tf in tfs):
+                continue
+            uc = self._copies(tfs[0])
+            start = [i for i in (uc.index_of_entry(tf.entry) for tf in tfs) if i is not None]
+            out += [(uc, h) for h in uc.stale(uc.follow(start), redirected)]
+        return out
+
+    def _check_old_copies(self):
+        """Refuse (or, with allow_stale_copies, state) every place old code keeps running."""
+        stale = self.stale_copies()
+        if not stale:
+            return
+        holders = [h for _uc, h in stale]
+        advice = []
+        fixable = [h for h in holders if not h.clone and not h.never_returns]
+        if fixable:
+            advice.append("replace %s too (define %s in the patch)" % (
+                ", ".join(h.name for h in fixable), "it" if len(fixable) == 1 else "them"))
+        stuck = [h for h in holders if h.never_returns]
+        if stuck:
+            advice.append("%s %s entered once and left only at exit (main or noreturn), so a jump at %s entry "
+                          "never takes effect: rebuild the target with that code not inlined there"
+                          % (", ".join(h.symbol for h in stuck), "is" if len(stuck) == 1 else "are",
+                             "its" if len(stuck) == 1 else "their"))
+        lone = [h for h in holders if h.clone]
+        if lone:
+            advice.append("%s ha%s no direct caller in the code (reached through a pointer?) and cannot be "
+                          "redirected" % (", ".join(h.symbol for h in lone), "s" if len(lone) == 1 else "ve"))
+        text = "old code keeps running where the patch does not redirect it: %s" % copies.stale_summary(holders)
+        if not self.allow_stale_copies:
+            raise GenerateError("%s; %s; or accept the stale copies with --allow-stale-copies"
+                                % (text, "; ".join(advice)))
+        for h in holders:
+            self.stale.append(h.describe())
+        self.explain.append("stale (accepted by --allow-stale-copies): %s" % copies.stale_summary(holders))
 
     def _variable_type_difference(self, tinfo, pinfo):
         """Type difference between a target and a patch VariableInfo (None: same)."""
@@ -367,43 +436,6 @@ class _Binder:
         strong = [s for s in defs if s.bind == "STB_GLOBAL"] or defs
         return strong[0] if strong else None
 
-    def _check_reference_type(self, rec, name, addr):
-        """A vzp.h reference's declared type against the target object it binds to."""
-        pdie = self.p.declaration(rec.patch_symbol)
-        if pdie is None:
-            return
-        where = _where(rec.source_file, rec.source_line)
-        if rec.kind.endswith("_var"):
-            tinfo = next((v for v in self.t.variables(name) if v.address == addr), None)
-            if tinfo is None:
-                return
-            diff = dwarf_types.type_difference(self.t.variable_type(tinfo), dwarf_types.type_of(pdie))
-            if diff:
-                raise GenerateError("variable %s (patch %s, target %s): type differs: %s"
-                                    % (name, where, self._twhere(tinfo), diff))
-        else:
-            tinfo = next((f for f in self.t.functions(name) if f.entry == addr), None)
-            if tinfo is None:
-                return
-            diff = dwarf_types.prototype_difference(self.t.dwarf.die(tinfo.die_offset), pdie)
-            if diff:
-                raise GenerateError("function %s (patch %s, target %s): prototype differs: %s"
-                                    % (name, where, self._twhere(tinfo), diff))
-
-    def _check_extern_variables(self):
-        """Plain extern declarations of target globals: same type as the target's definition."""
-        refs = {r.patch_symbol for r in self.p.references()}
-        for pdie, cname, pwhere in self.p.extern_declarations():
-            if cname in refs or pdie.tag != "DW_TAG_variable":
-                continue
-            defs = [v for v in self.t.variables(cname) if v.external and v.function is None]
-            if len({v.address for v in defs}) != 1:
-                continue
-            diff = dwarf_types.type_difference(self.t.variable_type(defs[0]), dwarf_types.type_of(pdie))
-            if diff:
-                raise GenerateError("variable %s (patch %s, target %s): type differs: %s"
-                                    % (cname, pwhere, self._twhere(defs[0]), diff))
-
     def _not_clones(self, infos, name):
         """Drop compiler clones (f.constprop.0: DWARF calls them f too) when f itself is there."""
         own = [f for f in infos if any(s.name == name for s in self.t.function_symbols_at(f.entry))]
@@ -416,145 +448,6 @@ class _Binder:
 
     def _cu_list(self, infos):
         return ", ".join(sorted({display(self.t.cu_path(i.cu)) for i in infos}))
-
-    # --------------------------------------------------------- references
-
-    def _bind_references(self):
-        resolved = {}  # patch symbol -> (addr, record)
-        for rec in self.p.references():
-            name = rec.target_name
-            alias = self.p.reference_alias(rec)
-            if alias is not None:
-                name = alias.target_name
-            addr, what = self._resolve(rec, name)
-            self._check_reference_type(rec, name, addr)
-            prev = resolved.get(rec.patch_symbol)
-            if prev is not None and prev[0] != addr:
-                raise GenerateError("patch symbol %s means two things: %s (%s) and %s (%s); rename one of them"
-                                    % (rec.patch_symbol, prev[1].target_name, _where(prev[1].source_file,
-                                                                                    prev[1].source_line),
-                                       rec.target_name, _where(rec.source_file, rec.source_line)))
-            resolved[rec.patch_symbol] = (addr, rec)
-            idx = self.p.dynsym_index(rec.patch_symbol)
-            self.explain.append("reference %s (%s, %s) -> target %s %s%s"
-                                % (rec.target_name, rec.kind, _where(rec.source_file, rec.source_line),
-                                   _hex(addr), what,
-                                   " [patch .dynsym %d %s]" % (idx, rec.patch_symbol) if idx is not None
-                                   else " [unused by the patch code]"))
-        self._refuse_shadowed_references(resolved)
-        out = []
-        for sym, (addr, _rec) in sorted(resolved.items()):
-            idx = self.p.dynsym_index(sym)
-            if idx is not None:
-                out.append(MarkedSym(idx=idx, addr=addr))
-        return out
-
-    def _refuse_shadowed_references(self, resolved):
-        """Two macros declaring one C name in a patch file are one object for C
-        (block-scope externs share the file's linkage; gcc keeps the first
-        assembler name and warns "asm declaration ignored").  If they mean
-        different target objects, every use binds to the first: refuse."""
-        groups = {}
-        for sym, (addr, rec) in resolved.items():
-            key = (os.path.normpath(rec.source_file), rec.target_name)
-            groups.setdefault(key, []).append((rec.source_line, addr, rec))
-        for (_file, cname), items in groups.items():
-            if len({addr for _l, addr, _r in items}) < 2:
-                continue
-            items.sort(key=lambda x: x[0])
-            first, other = items[0][2], next(r for _l, a, r in items if a != items[0][1])
-            raise GenerateError("%s at %s and at line %d mean different target objects, but C makes them one "
-                                "symbol in a file; give the second its own name and a VZP_STATIC_SYM_ALIAS"
-                                % (cname, _where(first.source_file, first.source_line), other.source_line))
-
-    def _resolve(self, rec, name):
-        """(target address, description) of what the record means."""
-        where = _where(rec.source_file, rec.source_line)
-        scope = rec.kind.split("_")[0]
-        if scope == "static":
-            if rec.kind == "static_var" and rec.function is not None:
-                return self._resolve_local_static(rec, name, where)
-            return self._resolve_static(rec, name, where)
-        return self._resolve_visibility(rec, name, where, VISIBILITY_OF[scope])
-
-    def _resolve_local_static(self, rec, name, where):
-        entry = self.jumps.get(rec.function.die_offset)
-        if entry is None:
-            raise GenerateError("local static %s (%s): enclosing patch function %s replaces no target function, "
-                                "so it has no local statics to refer to" % (name, where, rec.function.name))
-        jump, tf = entry
-        cands = [v for v in self.t.variables(name, cu=tf.cu, function=tf.name)
-                 if v.function == tf.name]
-        cands = _unique_by_address(cands)
-        if len(cands) != 1:
-            raise GenerateError("local static %s (%s): target function %s (%s) has %s"
-                                % (name, where, tf.name, display(self.t.cu_path(tf.cu)),
-                                   "no local static of that name" if not cands else
-                                   "%d local statics of that name (%s)" % (len(cands), ", ".join(
-                                       _hex(v.address) for v in cands))))
-        v = cands[0]
-        return v.address, "%s in %s() of %s" % (name, tf.name, display(self.t.cu_path(tf.cu)))
-
-    def _resolve_static(self, rec, name, where):
-        file = rec.file or None
-        ctx = None
-        if not file:
-            ctx = self.p.context_before(rec.source_file, rec.source_line)
-            file = ctx.file if ctx else None
-        cus = None
-        if file:
-            cus = self.t.cus_for(file)
-            if not cus:
-                how = (" (binding context from VZP_FILE at %s)" % _where(ctx.source_file, ctx.source_line)
-                       if ctx else "")
-                raise GenerateError("%s %s (%s): the target has no compile unit %s%s"
-                                    % (rec.kind, name, where, display(file), how))
-        is_var = rec.kind == "static_var"
-        cands = []
-        for cu in (cus or [None]):
-            if is_var:
-                cands += [v for v in self.t.variables(name, cu=cu) if v.function is None]
-            else:
-                cands += self.t.functions(name, cu=cu)
-        cands = _unique_by_address(cands)
-        # Statics first; a global of that name is what the user means only
-        # when there is no static.
-        statics = [c for c in cands if not c.external]
-        cands = statics or cands
-        what = "variable" if is_var else "function"
-        if not cands:
-            others = self.t.variables(name) if is_var else self.t.functions(name)
-            hint = (" (the target has one in %s)" % self._cu_list(others)) if others and file else ""
-            raise GenerateError("static %s %s (%s) not found in the target%s%s"
-                                % (what, name, where, " compile unit " + display(file) if file else "", hint))
-        if len(cands) > 1:
-            raise GenerateError("static %s %s (%s) is ambiguous: defined in %s; name the file (VZP_FILE or the "
-                                "macro's last argument)" % (what, name, where, self._cu_list(cands)))
-        c = cands[0]
-        addr = c.address if is_var else c.entry
-        return addr, "%s in %s" % (name, display(self.t.cu_path(c.cu)))
-
-    def _resolve_visibility(self, rec, name, where, visibility):
-        want_type = "STT_OBJECT" if rec.kind.endswith("_var") else "STT_FUNC"
-        syms = [s for s in self.t.symbols(name) if s.defined and s.type in (want_type, "STT_GNU_IFUNC")
-                and (s.type == want_type or want_type == "STT_FUNC")]
-        exact = _unique_by_value([s for s in syms if s.visibility == visibility])
-        if not exact:
-            # The static linker turns hidden and internal symbols into
-            # STB_LOCAL and may reset their visibility; DWARF still calls
-            # them external, which a true static is not.
-            exact = _unique_by_value([s for s in syms if s.is_local and self.t.is_external_at(name, s.value)])
-        kind_word = visibility[4:].lower()
-        if len(exact) == 1:
-            s = exact[0]
-            return s.value, "%s (%s %s)" % (name, kind_word, "variable" if want_type == "STT_OBJECT" else "function")
-        if not exact:
-            other = ", ".join("%s %s at %s" % (s.visibility[4:].lower(), s.bind[4:].lower(), _hex(s.value))
-                              for s in syms)
-            raise GenerateError("%s %s (%s) not found in the target's symbol table%s"
-                                % (kind_word, name, where, " (it has: %s)" % other if other else ""))
-        raise GenerateError("%s %s (%s) is ambiguous: the target has it at %s"
-                            % (kind_word, name, where, ", ".join(_hex(s.value) for s in exact)))
 
     # ------------------------------------------------------------ globals
 
@@ -615,23 +508,6 @@ class _Binder:
         if bad:
             raise GenerateError("patch defines writable data: %s; state must stay in the target (declare it "
                                 "extern or with VZP_*_VAR_REF)" % ", ".join(bad))
-
-
-def _unique_by_address(infos):
-    seen = {}
-    for i in infos:
-        key = getattr(i, "address", None)
-        if key is None:
-            key = i.entry
-        seen.setdefault(key, i)
-    return list(seen.values())
-
-
-def _unique_by_value(syms):
-    seen = {}
-    for s in syms:
-        seen.setdefault(s.value, s)
-    return list(seen.values())
 
 
 __all__ = ["Generation", "generate", "generate_file"]

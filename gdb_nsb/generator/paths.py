@@ -31,3 +31,8 @@ def same_source(a, b):
 def display(path):
     """A short spelling for messages: the path as given, normalised."""
     return os.path.normpath(path) if path else "?"
+
+
+def where(file, line):
+    """``file:line`` for messages (just the file when the line is unknown)."""
+    return "%s:%s" % (display(file), line) if line else display(file)

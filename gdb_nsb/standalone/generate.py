@@ -1,6 +1,7 @@
 """Bind a patch .so to its target: write the patch's vzpatch section.
 
     nsb generate TARGET PATCH_SO [-o OUT] [--debug-file F] [--explain] [--strict] [--allow-ipa-ra]
+                 [--allow-stale-copies] [--ipa-clones FILE]...
     nsb generate TARGET PATCH_SO OBJ... --mode auto [--original ORIG_OBJ]... [options]
 
 TARGET is the binary the patch is for (executable or shared library), with
@@ -19,7 +20,19 @@ after PATCH_SO.  Their static variables and functions are rebound to the
 target's (displacement fix-ups in the section), no macros needed.  With
 --original ORIG_OBJ (the unpatched unit built the same way; repeatable, one
 per unit) only functions whose code changed are redirected; without it every
-function of the unit is redirected, with a warning.
+function of the unit is redirected, with a warning.  Auto mode also
+redirects, transitively, every function of the unit whose target code holds
+an inlined copy of a redirected function or calls a clone of it (--explain
+says why each was added); it refuses when that would need a function that
+never returns (main, noreturn) or one the patch's units do not define.
+
+Old code that keeps running: the target may hold a replaced function's old
+code inlined into its callers, or as compiler clones (.isra, .constprop,
+.part, .cold) that its callers call.  Manual mode refuses, naming each such
+caller (function, file:line), unless the patch replaces it too;
+--allow-stale-copies accepts them instead and the result names what stays
+old.  --ipa-clones FILE (repeatable) gives GCC's -fdump-ipa-clones output of
+a target unit (unit.c.000i.ipa-clones), used besides the DWARF.
 
 Without -o, the vzpatch section is written into PATCH_SO (through a temporary
 file renamed over it; regenerating replaces the section).  With -o OUT, the
@@ -35,9 +48,9 @@ written in C; writable data in the patch; a replaced function that shares
 its code with another (identical code folding); a replaced function with
 callers in its unit compiled with -fipa-ra / -fipa-pure-const (-O2 without
 -flive-patching=inline-clone) that the patch does not replace too
-(--allow-ipa-ra overrides).  Warnings, errors with --strict: the replaced
-function also exists inlined into callers the patch does not replace, or
-as compiler clones (.isra, .constprop, .part, .cold).
+(--allow-ipa-ra overrides); old code that keeps running (see above;
+--allow-stale-copies overrides).  Warnings, errors with --strict: auto mode
+without --original, -fipa-ra callers allowed by --allow-ipa-ra.
 
 --explain prints one line per decision: each replaced function and the target
 address and file it binds to, each helper (new) function, each vzp.h
@@ -46,7 +59,8 @@ mode each unchanged function and each fix-up.
 
 Exit status: 0 done (warnings go to stderr); 11 debug information missing;
 12 the patch is refused (unknown or ambiguous symbol, type or prototype
-mismatch, writable data, LTO, -fipa-ra callers, a warning with --strict ...);
+mismatch, writable data, LTO, -fipa-ra callers, stale copies of old code, a
+warning with --strict ...);
 9 a file is not a usable ELF file.
 """
 
@@ -69,9 +83,14 @@ def add_arguments(parser):
                         help="auto mode: the unpatched unit's object, to redirect only changed functions; "
                              "repeatable")
     parser.add_argument("--strict", action="store_true",
-                        help="treat warnings (inlined copies, clones, no --original) as errors")
+                        help="treat warnings (no --original, allowed -fipa-ra callers) as errors")
     parser.add_argument("--allow-ipa-ra", action="store_true",
                         help="replace functions whose unpatched callers in the unit were built with -fipa-ra")
+    parser.add_argument("--allow-stale-copies", action="store_true",
+                        help="accept callers that keep old code of a replaced function (inlined copies, calls to "
+                             "clones) instead of refusing; what stays old is printed")
+    parser.add_argument("--ipa-clones", metavar="FILE", action="append", default=[],
+                        help="GCC -fdump-ipa-clones output of a target unit, used besides the DWARF; repeatable")
     parser.add_argument("--explain", action="store_true", help="print what was bound to what")
 
 
@@ -80,12 +99,15 @@ def run(args):
 
     gen = generate_file(args.target, args.patch, out=args.output, debug_file=args.debug_file,
                         debug_dirs=args.debug_dir, strict=args.strict, allow_ipa_ra=args.allow_ipa_ra,
-                        mode=args.mode, objects=args.objects, originals=args.original)
+                        mode=args.mode, objects=args.objects, originals=args.original,
+                        allow_stale_copies=args.allow_stale_copies, ipa_clones=args.ipa_clones)
     if args.explain:
         for line in gen.explain:
             print(line)
     for w in gen.warnings:
         print("nsb: warning: %s" % w, file=sys.stderr)
+    for s in gen.stale:
+        print("nsb: stays old (--allow-stale-copies): %s" % s, file=sys.stderr)
     lp = gen.livepatch
     fix = (", %d fix-up%s" % (len(lp.static_symbols), "" if len(lp.static_symbols) == 1 else "s")
            if lp.static_symbols else "")
