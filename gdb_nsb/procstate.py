@@ -85,3 +85,8 @@ def thread_states(pid):
         except OSError:
             pass
     return out
+
+
+def live_threads(pid):
+    """Sorted ids of the threads of ``pid`` that are not dead (zombie or being reaped)."""
+    return sorted(t for t, s in thread_states(pid).items() if s not in "ZX")

@@ -20,7 +20,7 @@ Rules (REFERENCE 2.1):
   unknown code make it unsafe.
 
 ``gdb_nsb.process.stacks`` turns GDB's frames into :class:`ThreadStack`;
-``gdb_nsb.process.stop`` loops until :meth:`SafePointCheck.check` says safe.
+``gdb_nsb.process.safepoint_wait`` loops until :meth:`SafePointCheck.check` says safe.
 """
 
 import bisect

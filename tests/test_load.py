@@ -16,7 +16,7 @@ CYCLES = int(os.environ.get("NSB_LOAD_CYCLES", "200"))
 
 LOOP = r'''
 import gdb, json, time
-from gdb_nsb.process import stop
+from gdb_nsb.process import run_windows, sigstop
 PID = gdb.selected_inferior().pid
 def maps():
     with open("/proc/%d/maps" % PID) as f:
@@ -25,8 +25,8 @@ def rss():
     with open("/proc/%d/status" % PID) as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 def run(seconds):
-    with stop.sigstop_handling():
-        stop.run_window(seconds)
+    with sigstop.sigstop_handling():
+        run_windows.run_window(seconds)
 times, marks = [], {}
 for i in range(CYCLES):
     t0 = time.monotonic()

@@ -16,13 +16,45 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def test_exit_code_table_matches_errors_module():
-    table = dict(runner.EXIT_CODES)
-    assert sorted(table) == list(range(19))
+    table = {code: (meaning, reserved) for code, meaning, reserved in errors.exit_codes()}
+    assert sorted(table) == list(range(22))
     classes = [c for _n, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.NsbError)]
     for cls in classes:
         assert cls.exit_code in table, cls
     assert errors.BusyError.exit_code == 3 and errors.TimeoutExpired.exit_code == 15
     assert errors.NotAppliedError.exit_code == 2 and errors.UsageError.exit_code == 1
+    assert errors.StoppedByUser.exit_code == 21 and not errors.StoppedByUser.reserved
+    assert errors.CallbackRefused.exit_code == 19 and errors.DependencyError.exit_code == 20
+    assert [c for c, (_m, r) in table.items() if r] == [19, 20]
+    assert all(m and "\n" not in m for m, _r in table.values())
+
+
+def test_exit_codes_refuse_a_code_declared_twice(monkeypatch):
+    class Twin(errors.NsbError):
+        exit_code = errors.BusyError.exit_code
+        meaning = "a second busy"
+    monkeypatch.setattr(Twin, "__module__", errors.__name__)
+    with pytest.raises(AssertionError, match="exit code 3 declared twice"):
+        errors.exit_codes()
+
+
+def test_readme_table_is_the_one_errors_declares():
+    with open(os.path.join(rt.ROOT, "README.md")) as f:
+        text = f.read()
+    start = text.index("| code | meaning |")
+    rows = text[start:text.index("\n\n", start)].splitlines()[2:]
+    want = ["| %d | %s%s |" % (c, "reserved: " if r else "", m) for c, m, r in errors.exit_codes()]
+    assert rows == want, "README's exit-code table should read:\n" + "\n".join(want)
+
+
+def test_result_schema_admits_every_exit_code():
+    with open(rt.SCHEMA) as f:
+        schema = json.load(f)
+    top = schema["properties"]["exit_code"]
+    per_process = schema["properties"]["processes"]["items"]["properties"]["code"]
+    codes = [c for c, _m, _r in errors.exit_codes()]
+    for field in (top, per_process):
+        assert (field["minimum"], field["maximum"]) == (min(codes), max(codes))
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["patch", "--help"], ["revert", "--help"], ["list", "--help"],
@@ -30,8 +62,9 @@ def test_exit_code_table_matches_errors_module():
 def test_help_documents_every_exit_code(argv):
     r = rt.nsb(*argv)
     assert r.returncode == 0
-    for code, text in runner.EXIT_CODES:
-        assert "%3d  %s" % (code, text) in r.stdout, (code, r.stdout)
+    for code, meaning, reserved in errors.exit_codes():
+        line = "%3d  %s%s" % (code, "reserved: " if reserved else "", meaning.replace("`", ""))
+        assert line in r.stdout, (code, r.stdout)
 
 
 def test_usage_errors_are_1(tmp_path):

@@ -101,14 +101,14 @@ def reply(t, cmd):
 GDB_SCRIPT = '''
 import gdb, json, time
 from gdb_nsb.safepoint import SafePointCheck
-from gdb_nsb.process import stop
+from gdb_nsb.process import safepoint_wait
 from gdb_nsb.errors import BusyError
 busy = {k: [tuple(r) for r in v] for k, v in json.loads(%r).items()}
 check = SafePointCheck(busy)
 out = {}
 t0 = time.monotonic()
 try:
-    v = stop.wait_for_safe_point(check, strategy=%r, tries=%d, delays=%r)
+    v = safepoint_wait.wait_for_safe_point(check, strategy=%r, tries=%d, delays=%r)
     out["safe"] = True
 except BusyError as e:
     out["safe"] = False

@@ -9,13 +9,13 @@ pytestmark = pytest.mark.timeout(180)
 
 WINDOWS = '''
 import gdb, json, time
-from gdb_nsb.process import stop
+from gdb_nsb.process import run_windows, sigstop
 out = {"windows": []}
-stop.ensure_all_stopped()
-with stop.sigstop_handling():
+run_windows.ensure_all_stopped()
+with sigstop.sigstop_handling():
     for w in [0.001, 0.005, 0.05] * %d:
         t0 = time.monotonic()
-        r = stop.run_window(w)
+        r = run_windows.run_window(w)
         out["windows"].append([w, time.monotonic() - t0, len(r.events)])
         assert all(t.is_stopped() for t in gdb.selected_inferior().threads())
 print("NSB-RESULT:" + json.dumps(out))
@@ -98,7 +98,7 @@ def test_stacks_of_256_threads_are_fast_and_reliable():
 def test_non_stop_session_leaves_target_running():
     exe = build()
     with Target([exe], ready_line="ready") as t:
-        r = run_gdb(t.pid, python="import gdb_nsb.process.stop\n", timeout=60,
+        r = run_gdb(t.pid, python="import gdb_nsb.gdb_main\n", timeout=60,
                     extra_args=["-iex", "set non-stop on"])
         assert r.returncode == 0, r
         assert wait_running(t.pid), thread_states(t.pid)

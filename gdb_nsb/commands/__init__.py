@@ -11,9 +11,9 @@ def register_all():
     if _registered:
         return
     from gdb_nsb.commands.common import register_settings
-    from gdb_nsb.process import autoregister, stop
+    from gdb_nsb.process import autoregister, detach
     register_settings()
-    stop.install_exit_hook()
+    detach.install_exit_hook()
     autoregister.install()
     for name in _MODULES:
         importlib.import_module("gdb_nsb.commands." + name).register()

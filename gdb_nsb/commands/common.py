@@ -14,7 +14,8 @@ import time
 import gdb
 
 from gdb_nsb import errors
-from gdb_nsb.process import autoregister, engine, stop
+from gdb_nsb.process import autoregister, engine
+from gdb_nsb.process.safepoint_wait import DEFAULT_TRIES
 
 
 class _ArgumentError(Exception):
@@ -71,7 +72,7 @@ def register_settings():
     _Prefix("set nsb", "Settings of the gdb-nsb live-patching commands.")
     _Prefix("show nsb", "Show the settings of the gdb-nsb live-patching commands.")
     SETTINGS["retries"] = _Setting(
-        "retries", gdb.PARAM_ZUINTEGER, stop.DEFAULT_TRIES,
+        "retries", gdb.PARAM_ZUINTEGER, DEFAULT_TRIES,
         "Safe-point checks before nsb-patch/nsb-revert give up (default 25).",
         "Set the number of safe-point checks.", "Safe-point checks")
     SETTINGS["timeout"] = _Setting(

@@ -26,9 +26,11 @@ from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.elf.livepatch import LivePatch
 from gdb_nsb.lifecycle.busy import busy_for_apply, busy_for_revert
 from gdb_nsb.lifecycle.guards import guard_apply_writes, guard_revert_writes
-from gdb_nsb.process import bpguard, environment, faults, filecache, snapshot as snap, stop, symbols
+from gdb_nsb.process import bpguard, environment, faults, filecache, snapshot as snap, symbols
 from gdb_nsb.process.inferior import Inferior
 from gdb_nsb.process.registry_store import RegistryStore
+from gdb_nsb.process.run_windows import ensure_all_stopped
+from gdb_nsb.process.safepoint_wait import DEFAULT_TRIES, wait_for_safe_point
 from gdb_nsb.process.stacks import collect_stacks
 from gdb_nsb.process.syscalls import (MAP_ANONYMOUS, MAP_PRIVATE, PROT_NONE, SyscallInjector)
 from gdb_nsb.process.undo import Deadline, UndoLog
@@ -41,7 +43,7 @@ STRATEGIES = ("retry", "runout")
 @dataclass
 class Options:
     dry_run: bool = False
-    retries: int = stop.DEFAULT_TRIES
+    retries: int = DEFAULT_TRIES
     timeout: float = 60.0
     strategy: str = "retry"
     allow_seccomp: bool = False
@@ -251,8 +253,8 @@ def _safe_point(busy, opts, deadline, entries=None):
     catch = _catch_exec()
     try:
         try:
-            stop.wait_for_safe_point(check, strategy=opts.strategy, tries=max(1, opts.retries),
-                                     deadline=deadline, collect=collect)
+            wait_for_safe_point(check, strategy=opts.strategy, tries=max(1, opts.retries),
+                                deadline=deadline, collect=collect)
         except (errors.TargetExitedError, errors.TargetExecError):
             raise  # the run window told exactly what happened (and left GDB detached or the process gone)
         except (errors.NsbError, gdb.error):
@@ -290,7 +292,7 @@ def apply(path, opts: Options) -> Outcome:
     out = Outcome(patch=_patch_dict(lp, path))
     clock.mark("read_patch")
     inf = _context()
-    stop.ensure_all_stopped()
+    ensure_all_stopped()
     injector = SyscallInjector(inf)
     store = RegistryStore(inf, injector)
     registry = _load_registry(store)
@@ -495,7 +497,7 @@ def revert(ident, opts: Options) -> Outcome:
     clock = _Clock()
     deadline = Deadline(opts.timeout)
     inf = _context()
-    stop.ensure_all_stopped()
+    ensure_all_stopped()
     injector = SyscallInjector(inf)
     store = RegistryStore(inf, injector)
     registry = store.load()
@@ -681,7 +683,7 @@ def consistency(registry, inf, view=None):
 
 def list_patches(opts: Options) -> Outcome:
     inf = _context()
-    stop.ensure_all_stopped()
+    ensure_all_stopped()
     store = RegistryStore(inf, None)
     out = Outcome()
     try:
@@ -749,7 +751,7 @@ def check(path, opts: Options) -> Outcome:
     lp, image = _read_patch(path)
     out = Outcome(patch=_patch_dict(lp, path))
     inf = _context()
-    stop.ensure_all_stopped()
+    ensure_all_stopped()
     injector = SyscallInjector(inf)
     store = RegistryStore(inf, injector)
     try:

@@ -23,6 +23,17 @@ ORIG_RAX = "orig_rax"
 _MASK64 = (1 << 64) - 1
 
 
+def connection_type(gdb_inferior) -> str:
+    """'native', 'remote', 'extended-remote' ... of a ``gdb.Inferior`` (GDB's connection type)."""
+    conn = getattr(gdb_inferior, "connection", None)
+    return conn.type if conn is not None else "native"
+
+
+def is_native(gdb_inferior) -> bool:
+    """Whether GDB traces the process itself (not through gdbserver): /proc and tgkill reach it."""
+    return connection_type(gdb_inferior) == "native"
+
+
 class ProcessAccessError(NsbError):
     """GDB could not read or write the target (no process, bad address ...)."""
 
@@ -50,8 +61,7 @@ class Inferior:
     @property
     def connection_type(self) -> str:
         """'native', 'remote', 'extended-remote' ... (GDB's connection type)."""
-        conn = getattr(self.gdb_inferior, "connection", None)
-        return conn.type if conn is not None else "native"
+        return connection_type(self.gdb_inferior)
 
     @property
     def is_remote(self) -> bool:

@@ -26,29 +26,13 @@ from gdb_nsb import errors
 from gdb_nsb.procstate import ensure_running
 from gdb_nsb.standalone import gdbrun
 
-EXIT_CODES = [
-    (0, "done (check: applied)"),
-    (1, "usage error"),
-    (2, "not applied (check: not applied but applicable now; revert: patch not applied)"),
-    (3, "busy: no safe point within --retries or --timeout (check: not applied and not applicable now)"),
-    (4, "target/patch mismatch (build-id, entry bytes, symbols)"),
-    (5, "already applied"),
-    (6, "process not found"),
-    (7, "process not attachable (permissions, another tracer, ptrace_scope)"),
-    (8, "partial state found in the process"),
-    (9, "bad patch file (missing, not ELF, no or corrupt vzpatch section)"),
-    (10, "internal error or GDB failure"),
-    (11, "generate: debug information missing or unusable"),
-    (12, "generate: the patch is refused (unknown symbol, writable data ...)"),
-    (13, "unsupported (relocation type, language ...)"),
-    (14, "refused by the environment (seccomp filter, policy)"),
-    (15, "timeout: the deadline passed after the safe point (writes rolled back), or GDB overran it and was killed"),
-    (16, "registry corrupt: read-only mode"),
-    (17, "the process exited while the operation let it run between safe-point tries (nothing written)"),
-    (18, "the process executed a new program while the operation let it run (aborted, nothing written)"),
-]
 
-EPILOG = "exit codes:\n" + "\n".join("  %3d  %s" % c for c in EXIT_CODES) + (
+def _exit_code_line(code, meaning, reserved):
+    # The table in errors.py is written for the README (Markdown); help is plain text.
+    return "  %3d  %s%s" % (code, "reserved: " if reserved else "", meaning.replace("`", ""))
+
+
+EPILOG = "exit codes:\n" + "\n".join(_exit_code_line(*row) for row in errors.exit_codes()) + (
     "\n\nWith several processes the exit code is that of the first one (in -p order) that failed.")
 
 DEFAULT_TIMEOUT = 60.0
@@ -173,7 +157,7 @@ def _comm(pid):
 
 def _new_doc(command, pid, patch_info):
     """A process result with every field the schema requires."""
-    return {"pid": pid, "command": command, "result": "error", "code": 10, "message": "",
+    return {"pid": pid, "command": command, "result": "error", "code": errors.NsbError.exit_code, "message": "",
             "patch": dict(patch_info or {}), "target": {}, "functions": [], "timings": {}}
 
 
@@ -339,7 +323,7 @@ class GdbRun:
                                        % (pid, what, _gdb_failure_message(err, bare=True),
                                           " to the new program" if cls is errors.TargetExecError else ""))
                 else:
-                    doc.update(code=10, message=_gdb_failure_message(err), error="GdbFailure")
+                    doc.update(code=errors.NsbError.exit_code, message=_gdb_failure_message(err), error="GdbFailure")
             if doc["code"] != 0:
                 doc["result"] = "error"
             if states and any(s in "Tt" for s in states.values()) and not was_stopped:
