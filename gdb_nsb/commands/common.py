@@ -13,8 +13,8 @@ import time
 
 import gdb
 
-from gdb_nsb import errors
-from gdb_nsb.process import autoregister, engine
+from gdb_nsb import errors, patchfiles
+from gdb_nsb.process import autoregister, engine, symbols
 from gdb_nsb.process.safepoint_wait import DEFAULT_TRIES
 
 
@@ -92,6 +92,23 @@ def register_settings():
         "breakpoints", gdb.PARAM_ENUM, "refuse",
         "What to do with a breakpoint inside the bytes a jump overwrites: refuse, or disable it.",
         "Set the breakpoint policy.", "Breakpoint policy", ["refuse", "disable"])
+    SETTINGS["patch-dir"] = _PatchDir()
+
+
+class _PatchDir(_Setting):
+    """Where patch files are looked for by build-id (a core file from another machine)."""
+
+    def __init__(self):
+        super().__init__(
+            "patch-dir", gdb.PARAM_STRING, "",
+            "Directories (separated by ':') searched for patch files by build-id when the path recorded\n"
+            "in the process (or core file) does not hold the patch: DIR/.build-id/xx/rest[.debug],\n"
+            "DIR/<recorded file name>, then every file in DIR.",
+            "Set the patch directories.", "Patch directories")
+
+    def get_set_string(self):
+        symbols.patch_dirs = patchfiles.split_dirs(self.value)
+        return ""
 
 
 def add_operation_options(parser, mutating=True):

@@ -26,8 +26,8 @@ from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.elf.livepatch import LivePatch
 from gdb_nsb.lifecycle.busy import busy_for_apply, busy_for_revert
 from gdb_nsb.lifecycle.guards import guard_apply_writes, guard_revert_writes
-from gdb_nsb.process import bpguard, environment, faults, filecache, snapshot as snap, symbols
-from gdb_nsb.process.inferior import Inferior
+from gdb_nsb.process import bpguard, environment, faults, filecache, postmortem, snapshot as snap, symbols
+from gdb_nsb.process.inferior import Inferior, ProcessAccessError
 from gdb_nsb.process.registry_store import RegistryStore
 from gdb_nsb.process.run_windows import ensure_all_stopped
 from gdb_nsb.process.safepoint_wait import DEFAULT_TRIES, wait_for_safe_point
@@ -693,6 +693,8 @@ def list_patches(opts: Options) -> Outcome:
         out.message = str(e)
         out.lines = [out.message]
         return out
+    except ProcessAccessError as e:
+        raise postmortem.registry_read_error(inf, e) from None
     if registry is None or not registry.patches:
         out.message = "no live patches in process %d" % inf.pid
         out.lines = [out.message]
@@ -727,6 +729,9 @@ def list_patches(opts: Options) -> Outcome:
         out.lines.append("%s  %s  %s" % (rec.patch_build_id, state, rec.patch_path))
         out.lines.append("    target %s (build-id %s), mapped at %#x-%#x" % (rec.target_name, rec.target_build_id,
                                                                            lo, hi))
+        if rec.patch_build_id in missing:
+            out.lines.append("    patch file not found (recorded %s, build-id %s): no symbols for its frames; "
+                             "set nsb patch-dir DIR" % (rec.patch_path or "no path", rec.patch_build_id[:16]))
         for f in funcs:
             if rec.state == STATE_ACTIVE:
                 out.lines.append("    %-24s %#x  layer %d of %d%s" % (f["name"], f["entry"], f["layer"], f["layers"],

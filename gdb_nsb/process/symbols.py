@@ -4,14 +4,15 @@ A patch mapped without its symbols makes backtraces through patch frames
 wrong, and with them the safe-point check of a later revert.  So every
 session that meets a patched process adds each patch's symbol file at its
 load bias, found by build-id: the file the command was given, or the path
-recorded in the registry when the file there still has that build-id.
+recorded in the registry when the file there still has that build-id, or a file
+of that build-id in a patch directory (gdb_nsb.patchfiles).
 """
 
-import os
+import contextlib
 
 import gdb
 
-from gdb_nsb import errors
+from gdb_nsb import patchfiles
 from gdb_nsb.process import filecache
 
 
@@ -19,16 +20,25 @@ def loaded_build_ids():
     return {o.build_id for o in gdb.objfiles() if o.is_valid() and o.build_id}
 
 
+# Patch directories searched by build-id (`set nsb patch-dir`, nsb-list --patch-dir).
+patch_dirs = []
+
+
+@contextlib.contextmanager
+def extra_dirs(dirs):
+    """Search ``dirs`` too (before the setting's) for the duration of one command."""
+    global patch_dirs
+    saved = patch_dirs
+    patch_dirs = list(dirs or ()) + [d for d in saved if d not in (dirs or ())]
+    try:
+        yield
+    finally:
+        patch_dirs = saved
+
+
 def _find_file(record, hints=()):
-    for path in list(hints) + [record.patch_path]:
-        if not path or not os.path.isfile(path):
-            continue
-        try:
-            if filecache.image(path).build_id == record.patch_build_id:
-                return os.path.abspath(path)
-        except errors.NsbError:
-            continue
-    return None
+    return patchfiles.find(record.patch_build_id, record.patch_path, hints, patch_dirs,
+                           read_build_id=lambda path: filecache.image(path).build_id)
 
 
 def register(record, hints=()):
