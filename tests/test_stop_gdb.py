@@ -95,6 +95,46 @@ def test_stacks_of_256_threads_are_fast_and_reliable():
         assert wait_running(t.pid), thread_states(t.pid)
 
 
+USER_STOP = '''
+import gdb, json
+from gdb_nsb.errors import StoppedByUser
+from gdb_nsb.process import safepoint_wait
+from gdb_nsb.safepoint import SafePointCheck
+wp = gdb.Breakpoint("spin", gdb.BP_WATCHPOINT, gdb.WP_WRITE)
+check = SafePointCheck({"busy_fn": [tuple(%r)]})
+out = {}
+try:
+    safepoint_wait.wait_for_safe_point(check, strategy="retry", tries=3, delays=[0.5])
+except StoppedByUser as e:
+    th = gdb.selected_thread()
+    out = {"error": str(e), "code": e.exit_code, "wp": wp.number, "hits": wp.hit_count,
+           "stopped": all(t.is_stopped() for t in gdb.selected_inferior().threads()),
+           "function": gdb.selected_frame().name(),
+           "sigstop": [l for l in gdb.execute("info signals SIGSTOP", to_string=True).splitlines()
+                       if l.startswith("SIGSTOP")][0].split()[1:4]}
+wp.delete()
+print("NSB-RESULT:" + json.dumps(out))
+'''
+
+
+def test_user_watchpoint_during_a_window_stops_the_operation_there():
+    """A stop the user asked for is never swallowed: exit 21, the process stays where it stopped."""
+    exe = build()
+    busy = ranges(exe, "busy_fn")["busy_fn"]
+    with Target([exe], ready_line="ready") as t:
+        reply(t, "park")
+        r = run_gdb(t.pid, python=USER_STOP % (busy,), timeout=90)
+        assert r.results and r.results[0], r
+        res = r.results[0]
+        assert res["code"] == 21 and res["hits"] >= 1, res
+        assert res["error"].startswith("breakpoint %d stopped LWP" % res["wp"]), res
+        assert res["stopped"] and res["function"] == "busy_fn", res
+        assert res["sigstop"] == ["Yes", "Yes", "Yes"], res   # the user's handling of SIGSTOP is back
+        assert wait_running(t.pid), thread_states(t.pid)
+        reply(t, "release")
+        assert reply(t, "x")["sigseen"] == 0
+
+
 def test_non_stop_session_leaves_target_running():
     exe = build()
     with Target([exe], ready_line="ready") as t:
