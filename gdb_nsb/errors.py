@@ -185,12 +185,13 @@ def _declaring_classes():
 def exit_codes():
     """The runner's exit-code table: ``[(code, meaning, reserved)]`` sorted by code, 0 (done) first.
 
-    Raises AssertionError when two classes declare the same code or a class lacks its own meaning.
+    Raises ValueError when two classes declare the same code or a class lacks its own meaning.
     """
     rows = {0: (DONE_MEANING, False)}
     for cls in _declaring_classes():
-        assert cls.exit_code not in rows, "exit code %d declared twice (%s)" % (cls.exit_code, cls.__name__)
-        assert "meaning" in vars(cls), "%s declares exit code %d without its meaning" % (cls.__name__,
-                                                                                       cls.exit_code)
+        if cls.exit_code in rows:
+            raise ValueError("exit code %d declared twice (%s)" % (cls.exit_code, cls.__name__))
+        if "meaning" not in vars(cls):
+            raise ValueError("%s declares exit code %d without its meaning" % (cls.__name__, cls.exit_code))
         rows[cls.exit_code] = (cls.meaning, cls.reserved)
     return [(code, meaning, reserved) for code, (meaning, reserved) in sorted(rows.items())]

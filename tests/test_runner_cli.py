@@ -34,7 +34,15 @@ def test_exit_codes_refuse_a_code_declared_twice(monkeypatch):
         exit_code = errors.BusyError.exit_code
         meaning = "a second busy"
     monkeypatch.setattr(Twin, "__module__", errors.__name__)
-    with pytest.raises(AssertionError, match="exit code 3 declared twice"):
+    with pytest.raises(ValueError, match="exit code 3 declared twice"):
+        errors.exit_codes()
+
+
+def test_exit_codes_refuse_a_code_without_its_meaning(monkeypatch):
+    class Mute(errors.NsbError):
+        exit_code = 99
+    monkeypatch.setattr(Mute, "__module__", errors.__name__)
+    with pytest.raises(ValueError, match="Mute declares exit code 99 without its meaning"):
         errors.exit_codes()
 
 
