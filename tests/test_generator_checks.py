@@ -248,12 +248,15 @@ def test_ipa_ra_callers_found_by_disassembly_without_call_sites():
 
 
 def test_ipa_assumptions_from_producer():
-    assert ipa_assumptions("GNU C17 12.2.0 -mtune=generic -O2") == ["-fipa-ra", "-fipa-pure-const"]
+    o2 = ["-fipa-ra", "-fipa-pure-const", "-fipa-modref", "-fipa-reference", "-fipa-stack-alignment"]
+    assert ipa_assumptions("GNU C17 12.2.0 -mtune=generic -O2") == o2
     assert ipa_assumptions("GNU C17 12.2.0 -O2 -flive-patching=inline-clone") == []
-    assert ipa_assumptions("GNU C17 12.2.0 -O1") == ["-fipa-pure-const"]
-    assert ipa_assumptions("GNU C17 12.2.0 -O2 -fno-ipa-ra -fno-ipa-pure-const") == []
-    assert ipa_assumptions("GNU C17 12.2.0 -g") == []
-    assert ipa_assumptions("GNU C17 12.2.0", has_call_sites=True) == ["-fipa-ra", "-fipa-pure-const"]
+    assert ipa_assumptions("GNU C17 12.2.0 -O1") == ["-fipa-pure-const", "-fipa-modref", "-fipa-reference",
+                                                     "-fipa-stack-alignment"]
+    assert ipa_assumptions("GNU C17 12.2.0 -O2 -fno-ipa-ra -fno-ipa-pure-const") == o2[2:]
+    assert ipa_assumptions("GNU C17 12.2.0 -g") == ["-fipa-stack-alignment"]  # on at -O0 too
+    assert ipa_assumptions("GNU C17 12.2.0 -g -fno-ipa-stack-alignment") == []
+    assert ipa_assumptions("GNU C17 12.2.0", has_call_sites=True) == o2
     assert ipa_assumptions("clang version 14.0.6") == []
 
 

@@ -7,12 +7,14 @@ says what would make a patch unsafe:
   reason about (not C; LTO/GIMPLE, whose DWARF does not describe the code);
 * :func:`folded_with`: identical code folding (another function symbol at
   the replaced function's entry: patching one patches both);
-* :func:`ipa_assumptions`: what a unit's ``DW_AT_producer`` says the
-  compiler assumed about local callees (``-fipa-ra``, ``-fipa-pure-const``);
+* :func:`ipa_verdict`: the caller-side assumptions (docs/IPA.md, :mod:`ipa`)
+  that callers of a replaced function in its unit may depend on, and those
+  callers; :func:`callee_problem`: why the patch may not call a target function
+  (it exists only as a clone, or its code was specialised for its callers);
 * :class:`UnitCode`: per target compile unit, its concrete functions, their
-  call sites (``DW_TAG_call_site`` / ``DW_TAG_GNU_call_site``), their direct
-  ``call``/``jmp`` instructions (capstone) and inlined copies
-  (``DW_TAG_inlined_subroutine``) -- who calls or holds a copy of what;
+  call sites (``DW_TAG_call_site`` / ``DW_TAG_GNU_call_site``), their calls and
+  jumps (:mod:`codescan`: direct, tail, conditional, PLT and GOT) and inlined
+  copies (``DW_TAG_inlined_subroutine``) -- who calls or holds a copy of what;
 * :func:`clone_symbols`: compiler clones of a function (``f.isra.0``,
   ``f.constprop.0``, ``f.part.0``, ``f.cold`` outside f's own ranges).
 """
@@ -22,7 +24,9 @@ from __future__ import annotations
 import os
 import re
 
-from gdb_nsb.errors import DebugInfoError
+from gdb_nsb.errors import DebugInfoError, GenerateError
+from gdb_nsb.generator import ipa
+from gdb_nsb.generator.codescan import CodeScanner
 
 # DW_LANG_* codes that are C.
 C_LANGUAGES = {0x01: "C89", 0x02: "C", 0x0C: "C99", 0x1D: "C11", 0x2C: "C17"}
@@ -32,7 +36,6 @@ LANGUAGE_NAMES = {0x04: "C++", 0x1A: "C++11", 0x21: "C++14", 0x2B: "C++17", 0x2A
                   0x09: "Fortran90", 0x05: "Cobol74", 0x15: "Python", 0x1B: "OpenCL", 0x1F: "Julia",
                   0x24: "RenderScript", 0x27: "Zig", 0x8001: "Mips assembler", 0x0B: "Java"}
 
-LIVE_PATCHING_SAFE = ("-flive-patching=inline-clone", "-flive-patching=inline-only-static")
 _CLONE_SUFFIX = r"(?:\.(?:isra|constprop|part|cold)(?:\.\d+)?)+"
 _CALL_SITE_TAGS = ("DW_TAG_call_site", "DW_TAG_GNU_call_site")
 
@@ -84,43 +87,82 @@ def lto_problem(image, dwarf, what):
     return None
 
 
-def _flag_state(words, name, default):
-    on = default
-    for w in words:
-        if w == "-f" + name:
-            on = True
-        elif w == "-fno-" + name:
-            on = False
-    return on
-
-
 def ipa_assumptions(producer, has_call_sites=False):
-    """The IPA options in effect for a unit compiled by gcc, from its producer string.
+    """The caller-side IPA assumptions in effect for a unit, from its producer string (GCC; [] for
+    other compilers, whose units :func:`ipa.unmodelled_problem` refuses when optimised)."""
+    return ipa.caller_side(producer, has_call_sites)
 
-    Returns the list of assumptions a caller in the unit may make about a
-    local callee (``["-fipa-ra", "-fipa-pure-const"]`` at -O2), [] when
-    none (-O0, clang, ``-flive-patching=inline-clone``).  A gcc producer
-    without recorded options (-gno-record-gcc-switches) counts as optimised
-    when the unit has call-site DIEs, which gcc emits only when optimising.
-    """
-    if not producer or not producer.startswith("GNU "):
-        return []
-    words = producer.split()
-    if any(w in LIVE_PATCHING_SAFE for w in words):
-        return []
-    levels = [w[2:] for w in words if w.startswith("-O")]
-    if levels:
-        level = levels[-1]
-    else:
-        level = "2" if has_call_sites else "0"
-    ra_default = level in ("2", "3", "s", "z", "fast")
-    pure_default = level not in ("0",)
-    out = []
-    if _flag_state(words, "ipa-ra", ra_default):
-        out.append("-fipa-ra")
-    if _flag_state(words, "ipa-pure-const", pure_default):
-        out.append("-fipa-pure-const")
-    return out
+
+class IpaVerdict:
+    """What replacing one function means for its callers in its unit (docs/IPA.md)."""
+
+    def __init__(self, flags=(), callers=(), note=None):
+        self.flags = list(flags)  # caller-side passes the callers may depend on
+        self.callers = list(callers)  # their names (not replaced by the patch)
+        self.note = note  # one line for --explain, or None
+
+
+def ipa_verdict(target, tf, name, replaced, unit_for):
+    """The :class:`IpaVerdict` for replacing target function ``tf`` (symbol ``name``), given the
+    entries of every replaced function; ``unit_for(tf)`` gives the :class:`UnitCode` (walked only
+    when needed: big units take long).  A unit optimised by an unmodelled compiler is refused."""
+    prod = ipa.parse_producer(tf.cu.producer)
+    if prod.compiler == "as" or (prod.modelled() and not ipa.caller_side(prod, False)
+                                 and not ipa.caller_side(prod, True)):
+        return IpaVerdict()
+    unit = unit_for(tf)
+    problem = ipa.unmodelled_problem(prod, unit.has_call_sites)
+    if problem:
+        raise GenerateError(problem)
+    flags = ipa.caller_side(prod, unit.has_call_sites)
+    if not flags:
+        return IpaVerdict()
+    direct = [i for i, branches in enumerate(unit.branches())
+              if any(b.via == "direct" and b.target == tf.entry for b in branches)]
+    sym = target.function_symbol(name, tf.entry)
+    if ipa.interposable(prod, sym, unit.declared_inline(tf.die_offset), direct, True):
+        return IpaVerdict(note="function %s: interposable (-fpic unit, default visibility, not inline, called only "
+                               "through the PLT%s): its callers assume nothing (%s do not apply)"
+                               % (name, " by %s" % ", ".join(unit.function_name(i) for i in unit.plt_callers(name))
+                                  if unit.plt_callers(name) else "", ", ".join(flags)))
+    if "-fipa-stack-alignment" in flags and unit.needs_alignment(tf.entry):
+        flags.remove("-fipa-stack-alignment")  # it calls out: its callers kept the alignment
+    callers = [i for i in unit.callers(tf.die_offset, tf.entry) if unit.entry_of(i) not in replaced]
+    if not flags or not callers:
+        return IpaVerdict(flags)
+    return IpaVerdict(flags, sorted({unit.function_name(i) for i in callers}))
+
+
+def callee_problem(target, info, name, unit_for):
+    """Why the patch may not call (or take the address of) target function ``info`` as ``name``:
+    ``("clone", text)`` when the code at its entry is a compiler clone with another calling
+    convention, ``("specialised", text)`` when it is a static whose code GCC rewrote in place for
+    the values its callers pass (overridable), or None."""
+    syms = [s.name for s in target.function_symbols_at(info.entry)]
+    if syms and name not in syms:
+        clones = [n for n in syms if re.fullmatch(re.escape(name) + _CLONE_SUFFIX, n)]
+        if clones:
+            return "clone", ("the target has %s only as the compiler clone %s (at %#x), whose parameters and "
+                             "result may differ from %s's; the patch cannot call it as %s: copy %s into the "
+                             "patch as a static function of another name" % (name, clones[0], info.entry, name,
+                                                                             name, name))
+    if info.external:
+        return None
+    prod = ipa.parse_producer(info.cu.producer)
+    if prod.compiler == "as" or (prod.modelled() and not ipa.in_place_callee(prod, False)
+                                 and not ipa.in_place_callee(prod, True)):
+        return None
+    unit = unit_for(info)
+    problem = ipa.unmodelled_problem(prod, unit.has_call_sites)
+    if problem:
+        return "specialised", "its unit %s" % problem
+    flags = ipa.in_place_callee(prod, unit.has_call_sites)
+    if not flags or unit.takes_address(info.entry):
+        return None
+    return "specialised", ("static function %s (%#x) of a unit built with -fipa-cp and %s, and its address is "
+                           "never taken: GCC may have rewritten its code for the values its callers pass (value "
+                           "ranges, known bits), so a call with other values can misbehave"
+                           % (name, info.entry, " and ".join(flags)))
 
 
 def folded_with(target, name, entry):
@@ -167,6 +209,7 @@ class UnitCode:
         self.call_sites = []  # [(origin offset, caller index)]
         self.inlined = []  # [(origin offset, caller index)]
         self._calls = None
+        self.scanner = CodeScanner(target.image)
         self._walk()
 
     @property
@@ -230,45 +273,73 @@ class UnitCode:
         return out
 
     def callers(self, die_offset, entry):
-        """Indexes (into ``functions``) of the unit's functions that call the function directly."""
+        """Indexes (into ``functions``) of the unit's functions that call or jump to the function's
+        entry directly (call sites, and direct calls, tail jumps and conditional tail jumps)."""
         origins = self.origins_of(die_offset)
         out = {idx for o, idx in self.call_sites if o in origins}
-        out |= self._direct_calls().get(entry, set())
-        return sorted(out)
+        return sorted(out | set(self.direct_callers(entry)))
 
     def direct_callers(self, entry):
-        """Indexes of the unit's functions whose code calls or jumps to ``entry`` directly."""
-        return sorted(self._direct_calls().get(entry, set()))
+        """Indexes of the unit's functions whose code calls or jumps to ``entry`` directly (a call, a
+        tail jump or a conditional tail jump)."""
+        return sorted(idx for idx, branches in enumerate(self.branches())
+                      if any(b.via == "direct" and b.target == entry for b in branches))
 
     def inlined_into(self, die_offset):
         origins = self.origins_of(die_offset)
         return sorted({idx for o, idx in self.inlined if o in origins})
 
-    def _direct_calls(self):
-        """entry -> {caller index}: direct call/jmp instructions of the unit's code."""
-        if self._calls is not None:
-            return self._calls
-        import capstone  # only needed here; a dependency of the package
+    def plt_callers(self, name):
+        """Indexes of the unit's functions that call ``name`` through the PLT or the GOT."""
+        return sorted(idx for idx, branches in enumerate(self.branches())
+                      if any(b.via in ("plt", "got") and b.symbol == name for b in branches))
 
-        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-        out = {}
-        img = self.t.image
-        for idx, (_off, _name, _entry, ranges) in enumerate(self.functions):
+    def branches(self):
+        """Per function (index into ``functions``): its calls and jumps (:class:`codescan.Branch`)."""
+        if self._calls is None:
+            self._calls = [[b for lo, hi in ranges for b in self.scanner.branches(lo, hi, name or "%#x" % entry)]
+                           for _off, name, entry, ranges in self.functions]
+        return self._calls
+
+    def index_at(self, entry):
+        return next((i for i, f in enumerate(self.functions) if f[2] == entry), None)
+
+    def needs_alignment(self, entry, _seen=None):
+        """True when the code at ``entry`` made GCC keep the 16-byte stack alignment at calls to it:
+        it calls (or tail-calls) anything but a function of the unit that does not need it.  When
+        False, -fipa-stack-alignment let its callers call it with the stack at 8 mod 16."""
+        seen = _seen if _seen is not None else set()
+        if entry in seen:
+            return False
+        seen.add(entry)
+        idx = self.index_at(entry)
+        if idx is None:
+            return True  # not code of this unit: its needs are unknown
+        ranges = self.functions[idx][3]
+        for b in self.branches()[idx]:
+            if b.kind == "call" or not any(lo <= (b.target or -1) < hi for lo, hi in ranges):
+                if b.via != "direct" or self.needs_alignment(b.target, seen):
+                    return True
+        return False
+
+    def declared_inline(self, die_offset):
+        """True when the function (or its abstract origin) carries DW_AT_inline other than
+        DW_INL_not_inlined: declared ``inline``, or inlined somewhere."""
+        for o in self.origins_of(die_offset):
+            a = self.t.dwarf.die(o).attributes.get("DW_AT_inline")
+            if a is not None and a.value:
+                return True
+        return False
+
+    def takes_address(self, entry):
+        """True when the unit's code or the image's data take the address ``entry``."""
+        if self.scanner.address_in_data(entry):
+            return True
+        for _off, name, e, ranges in self.functions:
             for lo, hi in ranges:
-                try:
-                    code = img.read_vaddr(lo, hi - lo)
-                except Exception:  # noqa: BLE001 - code outside the file (NOBITS): nothing to read
-                    continue
-                for insn in md.disasm_lite(code, lo):
-                    _addr, _size, mnemonic, op = insn
-                    if (mnemonic == "call" or mnemonic == "jmp") and op.startswith("0x"):
-                        try:
-                            dest = int(op, 16)
-                        except ValueError:
-                            continue
-                        out.setdefault(dest, set()).add(idx)
-        self._calls = out
-        return out
+                if entry in self.scanner.taken_addresses(lo, hi, name or "%#x" % e):
+                    return True
+        return False
 
     def function_name(self, idx):
         """The caller's symbol name (clones keep their suffix), else its DWARF name."""
@@ -314,5 +385,5 @@ def _ref_offset(die, attr):
     return None
 
 
-__all__ = ["language_problem", "lto_problem", "is_lto_producer", "ipa_assumptions", "folded_with",
-           "clone_symbols", "UnitCode", "language_name"]
+__all__ = ["language_problem", "lto_problem", "is_lto_producer", "ipa_assumptions", "ipa_verdict", "IpaVerdict",
+           "callee_problem", "folded_with", "clone_symbols", "UnitCode", "language_name"]

@@ -51,7 +51,8 @@ class Generation:
 
 
 def generate(target_path, patch_path, debug_file=None, debug_dirs=None, strict=False, allow_ipa_ra=False,
-             mode="manual", objects=(), originals=(), allow_stale_copies=False, ipa_clones=()) -> Generation:
+             mode="manual", objects=(), originals=(), allow_stale_copies=False, ipa_clones=(),
+             allow_ipa_cp_callee=False) -> Generation:
     """Bind the patch at ``patch_path`` to the target at ``target_path``.
 
     ``debug_file`` names the target's separate debug file; otherwise the
@@ -64,7 +65,9 @@ def generate(target_path, patch_path, debug_file=None, debug_dirs=None, strict=F
     result's ``stale`` names them.  ``ipa_clones``: paths of GCC
     ``-fdump-ipa-clones`` files of target units, used besides the DWARF.
     ``allow_ipa_ra``: replace functions whose unpatched same-unit callers
-    were compiled with -fipa-ra / -fipa-pure-const anyway (a warning).
+    were compiled with caller-side IPA passes anyway (a warning; docs/IPA.md).
+    ``allow_ipa_cp_callee``: let the patch call a target static that -fipa-vrp / -fipa-bit-cp may
+    have specialised for its callers' values (a warning).
     ``mode="auto"``: the patch is whole compile units whose object files
     are ``objects`` (see :mod:`gdb_nsb.generator.auto`); ``originals`` are
     the unpatched units' objects, to redirect only changed functions.
@@ -84,7 +87,8 @@ def generate(target_path, patch_path, debug_file=None, debug_dirs=None, strict=F
         from gdb_nsb.generator import auto
         auto_units = auto.AutoBinding(target, patch, objects, originals)
     return _Binder(target, patch, strict=strict, allow_ipa_ra=allow_ipa_ra, auto_units=auto_units,
-                   allow_stale_copies=allow_stale_copies, ipa_clones=ipa).run()
+                   allow_stale_copies=allow_stale_copies, ipa_clones=ipa,
+                   allow_ipa_cp_callee=allow_ipa_cp_callee).run()
 
 
 def generate_file(target_path, patch_path, out=None, debug_file=None, debug_dirs=None, **options) -> Generation:
@@ -121,11 +125,12 @@ class _Binder:
     """One generation run: everything it decides, with the reasons."""
 
     def __init__(self, target: inputs.Target, patch: inputs.Patch, strict=False, allow_ipa_ra=False,
-                 auto_units=None, allow_stale_copies=False, ipa_clones=None):
+                 auto_units=None, allow_stale_copies=False, ipa_clones=None, allow_ipa_cp_callee=False):
         self.t = target
         self.p = patch
         self.strict = strict
         self.allow_ipa_ra = allow_ipa_ra
+        self.allow_ipa_cp_callee = allow_ipa_cp_callee
         self.auto = auto_units
         self.allow_stale_copies = allow_stale_copies
         self.ipa_clones = ipa_clones
@@ -340,23 +345,17 @@ class _Binder:
                                     "redirecting it would redirect %s too; rebuild the target with -fno-ipa-icf "
                                     "(and no --icf link option)" % (head, _hex(jump.func_value), ", ".join(folded),
                                                                     "them" if len(folded) > 1 else "it"))
-            # Walking the whole unit's DIEs is slow on big units (10,000 functions: minutes); skip it
-            # when the check cannot find anything: no IPA assumptions whatever the call sites say.
-            if not checks.ipa_assumptions(tf.cu.producer, False) and not checks.ipa_assumptions(tf.cu.producer, True):
-                continue
-            unit = self._unit(tf)
-            assumed = checks.ipa_assumptions(tf.cu.producer, unit.has_call_sites)
-            if assumed:
-                callers = [i for i in unit.callers(tf.die_offset, tf.entry) if unit.entry_of(i) not in replaced]
-                if callers:
-                    names = ", ".join(sorted({unit.function_name(i) for i in callers}))
-                    text = ("%s has callers in its compile unit that the patch does not replace: %s; %s was "
-                            "compiled with %s (no -flive-patching=inline-clone), so they may rely on the old "
-                            "code's register use or purity" % (head, names, display(self.t.cu_path(tf.cu)),
-                                                                " and ".join(assumed)))
-                    if not self.allow_ipa_ra:
-                        raise GenerateError(text + "; replace them too, or override with --allow-ipa-ra")
-                    self.warn(text + " (allowed by --allow-ipa-ra)")
+            verdict = self._ipa_verdict(head, tf, jump.name, replaced)
+            if verdict.note:
+                self.explain.append(verdict.note)
+            if verdict.callers:
+                text = ("%s has callers in its compile unit that the patch does not replace: %s; %s was compiled "
+                        "with %s (docs/IPA.md), so they may rely on what the old code does (registers, memory, "
+                        "purity, stack alignment)" % (head, ", ".join(verdict.callers),
+                                                      display(self.t.cu_path(tf.cu)), " and ".join(verdict.flags)))
+                if not self.allow_ipa_ra:
+                    raise GenerateError(text + "; replace them too, or override with --allow-ipa-ra")
+                self.warn(text + " (allowed by --allow-ipa-ra)")
         self._check_old_copies()
 
     # ------------------------------------------------------- old copies
@@ -418,6 +417,30 @@ class _Binder:
         for h in holders:
             self.stale.append(h.describe())
         self.explain.append("stale (accepted by --allow-stale-copies): %s" % copies.stale_summary(holders))
+
+    def _ipa_verdict(self, head, tf, name, replaced):
+        """checks.ipa_verdict, its refusals headed by the function (unit walks only when needed)."""
+        try:
+            return checks.ipa_verdict(self.t, tf, name, replaced, self._unit)
+        except GenerateError as e:
+            raise GenerateError("%s: %s" % (head, e)) from e
+
+    def refuse_callee(self, rec, name, addr):
+        """A vzp.h function reference the patch may not call (docs/IPA.md, callee side)."""
+        info = next((f for f in self.t.functions(name) if f.entry == addr), None)
+        if info is None:
+            return
+        found = checks.callee_problem(self.t, info, name, self._unit)
+        if found is None:
+            return
+        kind, text = found
+        head = "function %s (patch %s)" % (name, _where(rec.source_file, rec.source_line))
+        if kind == "clone":
+            raise GenerateError("%s: %s" % (head, text))
+        if not self.allow_ipa_cp_callee:
+            raise GenerateError("%s: %s; copy it into the patch as a static function of another name (an -O0 "
+                                "copy assumes nothing), or override with --allow-ipa-cp-callee" % (head, text))
+        self.warn("%s: %s (allowed by --allow-ipa-cp-callee)" % (head, text))
 
     def _variable_type_difference(self, tinfo, pinfo):
         """Type difference between a target and a patch VariableInfo (None: same)."""

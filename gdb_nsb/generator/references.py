@@ -78,6 +78,8 @@ class References:
                 name = alias.target_name
             addr, what = self._resolve(rec, name)
             self._check_reference_type(rec, name, addr)
+            if rec.kind == "static_func":
+                self.b.refuse_callee(rec, name, addr)
             prev = resolved.get(rec.patch_symbol)
             if prev is not None and prev[0] != addr:
                 raise GenerateError("patch symbol %s means two things: %s (%s) and %s (%s); rename one of them"

@@ -1,7 +1,7 @@
 """Bind a patch .so to its target: write the patch's vzpatch section.
 
     nsb generate TARGET PATCH_SO [-o OUT] [--debug-file F] [--explain] [--strict] [--allow-ipa-ra]
-                 [--allow-stale-copies] [--ipa-clones FILE]...
+                 [--allow-ipa-cp-callee] [--allow-stale-copies] [--ipa-clones FILE]...
     nsb generate TARGET PATCH_SO OBJ... --mode auto [--original ORIG_OBJ]... [options]
 
 TARGET is the binary the patch is for (executable or shared library), with
@@ -46,11 +46,16 @@ patch static with another prototype than the target's static of that name
 is a new helper instead); a target or patch built with LTO; a unit not
 written in C; writable data in the patch; a replaced function that shares
 its code with another (identical code folding); a replaced function with
-callers in its unit compiled with -fipa-ra / -fipa-pure-const (-O2 without
--flive-patching=inline-clone) that the patch does not replace too
-(--allow-ipa-ra overrides); old code that keeps running (see above;
+callers in its unit that may rely on a caller-side IPA assumption
+(-fipa-ra, -fipa-pure-const, -fipa-modref, -fipa-reference,
+-fipa-stack-alignment, -fipa-pta; the table is docs/IPA.md) that the patch
+does not replace too (--allow-ipa-ra overrides), unless the function is
+interposable; a unit optimised by a compiler the table does not model; a
+reference to a function that exists only as a compiler clone; a reference to
+a static whose code -fipa-vrp / -fipa-bit-cp may have specialised
+(--allow-ipa-cp-callee overrides); old code that keeps running (see above;
 --allow-stale-copies overrides).  Warnings, errors with --strict: auto mode
-without --original, -fipa-ra callers allowed by --allow-ipa-ra.
+without --original, callers allowed by --allow-ipa-ra or --allow-ipa-cp-callee.
 
 --explain prints one line per decision: each replaced function and the target
 address and file it binds to, each helper (new) function, each vzp.h
@@ -85,7 +90,11 @@ def add_arguments(parser):
     parser.add_argument("--strict", action="store_true",
                         help="treat warnings (no --original, allowed -fipa-ra callers) as errors")
     parser.add_argument("--allow-ipa-ra", action="store_true",
-                        help="replace functions whose unpatched callers in the unit were built with -fipa-ra")
+                        help="replace functions whose unpatched callers in the unit may rely on caller-side "
+                             "IPA assumptions (-fipa-ra, -fipa-pure-const, ...; docs/IPA.md)")
+    parser.add_argument("--allow-ipa-cp-callee", action="store_true",
+                        help="let the patch call target statics that -fipa-vrp / -fipa-bit-cp may have "
+                             "specialised for their callers' values (docs/IPA.md)")
     parser.add_argument("--allow-stale-copies", action="store_true",
                         help="accept callers that keep old code of a replaced function (inlined copies, calls to "
                              "clones) instead of refusing; what stays old is printed")
@@ -100,7 +109,8 @@ def run(args):
     gen = generate_file(args.target, args.patch, out=args.output, debug_file=args.debug_file,
                         debug_dirs=args.debug_dir, strict=args.strict, allow_ipa_ra=args.allow_ipa_ra,
                         mode=args.mode, objects=args.objects, originals=args.original,
-                        allow_stale_copies=args.allow_stale_copies, ipa_clones=args.ipa_clones)
+                        allow_stale_copies=args.allow_stale_copies, ipa_clones=args.ipa_clones,
+                        allow_ipa_cp_callee=args.allow_ipa_cp_callee)
     if args.explain:
         for line in gen.explain:
             print(line)

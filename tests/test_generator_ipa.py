@@ -1,0 +1,238 @@
+"""The IPA decision table (docs/IPA.md): each caller-side pass has a target in tests/fixtures/ipa
+whose naive patch misbehaves when applied live, and the generator refuses it; the same source
+built -flive-patching=inline-clone is patched and behaves.  Interposable functions are accepted;
+unmodelled compilers refused; the patch may not call clones or specialised statics."""
+
+import os
+
+import pytest
+
+import cbuild
+import gen_oracle as G
+from gdb_nsb.errors import GenerateError
+from gdb_nsb.generator import generate, ipa
+from gdb_nsb.standalone import cli
+
+pytestmark = pytest.mark.timeout(300)
+
+IPA_DIR = os.path.join(cbuild.FIXTURES, "ipa")
+# Every pass of the table that can change the fixtures' code; a fixture keeps only its own.
+ALL_PASSES = ("ipa-ra", "ipa-pure-const", "ipa-modref", "ipa-reference", "ipa-reference-addressable",
+              "ipa-stack-alignment", "ipa-icf", "ipa-cp", "ipa-vrp", "ipa-bit-cp", "ipa-sra")
+EXE = ["-g", "-fno-pie", "-no-pie"]
+CONTROL = ["-O2", "-flive-patching=inline-clone"] + EXE
+# pass -> (value of probe() unpatched, value a correct patch gives); the caller is probe().
+CALLER_SIDE = {
+    "ipa-ra": (82, 83),
+    "ipa-pure-const": (100, 155),
+    "ipa-modref": (510, 710),
+    "ipa-reference": (310, 910),
+    "ipa-stack-alignment": (8, 10),
+}
+
+
+def only(pass_):
+    """-O2 with every other pass of the table off: what goes wrong is this pass's doing."""
+    return ["-O2"] + ["-fno-" + q for q in ALL_PASSES if q != pass_] + EXE
+
+
+def build_target(pass_, flags):
+    unit = pass_.replace("-", "_")
+    return cbuild.build([os.path.join(IPA_DIR, unit + ".c"), os.path.join(IPA_DIR, "main.c")], flags,
+                        "ipa-" + unit)
+
+
+def naive_patch(pass_):
+    unit = pass_.replace("-", "_")
+    return cbuild.build_patch([os.path.join(IPA_DIR, unit + "_patch.c")], "ipa-%s-patch.so" % unit)
+
+
+def _refused(target, patch, **kw):
+    with pytest.raises(GenerateError) as ei:
+        generate(target, patch, **kw)
+    msg = str(ei.value)
+    assert "\n" not in msg
+    return msg
+
+
+# ---- the table, from producer strings ------------------------------------------------------------
+
+
+def test_table_from_producers():
+    debian = ("GNU C17 12.2.0 -mtune=generic -march=x86-64 -g -O2 -ffile-prefix-map=/build/x=. "
+              "-fstack-protector-strong -fstack-clash-protection -fcf-protection")
+    assert ipa.caller_side(debian) == ["-fipa-ra", "-fipa-pure-const", "-fipa-modref", "-fipa-reference",
+                                       "-fipa-stack-alignment"]
+    assert ipa.in_place_callee(debian) == ["-fipa-vrp", "-fipa-bit-cp"]
+    assert ipa.in_place_callee("GNU C17 12.2.0 -O2 -fno-ipa-cp") == []  # both run inside ipa-cp
+    assert ipa.in_place_callee("GNU C17 12.2.0 -O2 -flive-patching=inline-clone") == []
+    assert ipa.caller_side("GNU C17 12.2.0 -O2 -flive-patching=inline-only-static") == []
+    assert ipa.caller_side("GNU C17 12.2.0 -Og") == ["-fipa-pure-const", "-fipa-reference",
+                                                     "-fipa-stack-alignment"]
+    assert ipa.caller_side("GNU C17 12.2.0 -O -fipa-pta") == ["-fipa-pure-const", "-fipa-modref", "-fipa-reference",
+                                                              "-fipa-stack-alignment", "-fipa-pta"]
+    p = ipa.parse_producer("GNU C17 12.2.0 -O2 -fPIC -fno-semantic-interposition")
+    assert p.pic and not p.semantic_interposition and p.major == 12
+    assert not ipa.parse_producer("GNU C17 12.2.0 -O2 -fPIC -fPIE").pic
+    for prod in ("GNU C17 12.2.0 -O2", "GNU C17 12.2.0 -O0", "GNU AS 2.40", "clang version 14.0.6", ""):
+        assert ipa.unmodelled_problem(prod, optimised_hint=False) is None, prod
+    msg = ipa.unmodelled_problem("GNU C17 13.2.0 -O2", optimised_hint=False)
+    assert "GNU C17 13.2.0 -O2" in msg and "GCC 13" in msg and "docs/IPA.md" in msg
+    assert ipa.unmodelled_problem("GNU C17 13.2.0 -O0", optimised_hint=True) is None
+    msg = ipa.unmodelled_problem("Debian clang version 14.0.6", optimised_hint=True)
+    assert "Debian clang version 14.0.6" in msg and "does not model" in msg
+
+
+# ---- caller-side passes: each fixture refused; the live-patching build accepted ---------------------
+
+
+@pytest.mark.parametrize("pass_", sorted(CALLER_SIDE))
+def test_caller_side_pass_refused(pass_):
+    msg = _refused(build_target(pass_, only(pass_)), naive_patch(pass_))
+    assert "function leaf" in msg and "probe" in msg and "-f" + pass_ in msg and "--allow-ipa-ra" in msg
+    assert "docs/IPA.md" in msg
+    gen = generate(build_target(pass_, CONTROL), naive_patch(pass_), strict=True)
+    assert [j.name for j in gen.livepatch.func_jumps] == ["leaf"] and gen.warnings == []
+
+
+def test_stack_alignment_of_a_callee_that_calls_out_is_not_assumed():
+    # A callee that itself calls a function made GCC keep the caller's alignment: no assumption.
+    src = ("#include <stdio.h>\n__attribute__((noinline)) int leaf(int *p) { return printf(\"%d\", *p); }\n"
+           "long probe(void) { int v = 3; return leaf(&v); }\nint main(void) { return (int)probe(); }\n")
+    t = cbuild.build([("calls_out.c", src)], only("ipa-stack-alignment"), "ipa-calls-out")
+    p = G.build_patch([("co.c", "int leaf(int *p) { return *p + 1; }\n")], "co.so")
+    gen = generate(t, p)
+    assert [j.name for j in gen.livepatch.func_jumps] == ["leaf"]
+
+
+def test_o0_target_has_the_stack_alignment_assumption():
+    # -fipa-stack-alignment is on at -O0: measured, probe calls leaf with the stack at 8 mod 16.
+    t = build_target("ipa-stack-alignment", ["-O0"] + EXE)
+    msg = _refused(t, naive_patch("ipa-stack-alignment"))
+    assert "-fipa-stack-alignment" in msg and "probe" in msg and "-fipa-ra" not in msg
+    assert generate(t, naive_patch("ipa-stack-alignment"), allow_ipa_ra=True).warnings
+    t2 = build_target("ipa-stack-alignment", ["-O0", "-fno-ipa-stack-alignment"] + EXE)
+    assert generate(t2, naive_patch("ipa-stack-alignment")).warnings == []
+
+
+# ---- interposable functions ---------------------------------------------------------------------
+
+LIB = r"""
+#define NOINL __attribute__((noinline))
+volatile int seed = 3;
+NOINL int leaf(int x) { return x * x + 1; }
+__attribute__((visibility("hidden"))) NOINL int hleaf(int x) { return x * x + 2; }
+static inline int ileaf(int x) { return x * seed; }
+NOINL inline int dleaf(int x) { return x * x + seed; }
+extern int dleaf(int x);
+int probe(void) { int a = seed, b = seed * 5, c = seed * 7; return leaf(a) + hleaf(b) + ileaf(c) + dleaf(a) + a + b + c; }
+"""
+
+
+@pytest.fixture(scope="module")
+def pic_libs():
+    return {
+        "pic": cbuild.build([("lib.c", LIB)], ["-O2", "-g", "-fPIC", "-shared"], "libipa-pic.so"),
+        "nosi": cbuild.build([("lib.c", LIB)], ["-O2", "-g", "-fPIC", "-fno-semantic-interposition", "-shared"],
+                             "libipa-nosi.so"),
+        "bsym": cbuild.build([("lib.c", LIB)], ["-O2", "-g", "-fPIC", "-shared", "-Wl,-Bsymbolic"],
+                             "libipa-bsym.so"),
+    }
+
+
+def test_default_visibility_global_in_pic_code_is_interposable(pic_libs):
+    # The issue's false positive: its callers call it through the PLT and assume nothing.
+    p = G.build_patch([("leaf_fix.c", "int leaf(int x) { return x + 10; }\n")], "leaf_fix.so")
+    gen = generate(pic_libs["pic"], p, strict=True)
+    assert [j.name for j in gen.livepatch.func_jumps] == ["leaf"] and gen.warnings == []
+    assert any("interposable" in line and "probe" in line for line in gen.explain), gen.explain
+
+
+def test_no_semantic_interposition_is_not_interposable(pic_libs):
+    p = G.build_patch([("leaf_fix.c", "int leaf(int x) { return x + 10; }\n")], "leaf_fix.so")
+    msg = _refused(pic_libs["nosi"], p)
+    assert "function leaf" in msg and "probe" in msg and "-fipa-ra" in msg
+
+
+def test_hidden_function_in_pic_code_is_not_interposable(pic_libs):
+    p = G.build_patch([("hleaf_fix.c", "#include \"vzp.h\"\nint hleaf(int x) { return x + 20; }\n")], "hleaf.so")
+    msg = _refused(pic_libs["pic"], p)
+    assert "function hleaf" in msg and "probe" in msg and "-fipa-ra" in msg
+
+
+def test_inline_function_in_pic_code_is_not_interposable(pic_libs):
+    p = G.build_patch([("dleaf_fix.c", "int dleaf(int x) { return x + 30; }\n")], "dleaf.so")
+    msg = _refused(pic_libs["pic"], p)
+    assert "function dleaf" in msg and "probe" in msg
+
+
+def test_direct_call_in_pic_code_is_not_interposable(pic_libs):
+    # -Bsymbolic: the linker resolved probe's PLT call to a direct one; the rule asks for PLT calls only.
+    p = G.build_patch([("leaf_fix.c", "int leaf(int x) { return x + 10; }\n")], "leaf_fix.so")
+    msg = _refused(pic_libs["bsym"], p)
+    assert "function leaf" in msg and "probe" in msg
+
+
+# ---- the patch calls a target function --------------------------------------------------------
+
+CP_TARGET = r"""
+#define NOINL __attribute__((noinline))
+volatile int seed = 3;
+static NOINL int k(int n, int mode) { if (mode == 3) return n * 7 + seed; return n - mode * seed; }
+static NOINL int h(int x) { if (x > 100) return -1; return x * 2 + seed; }
+static NOINL int t(int x) { if (x > 100) return -1; return x * 3 + seed; }
+int (*volatile keep_t)(int) = t;
+int use(int a) { return k(a, 3) + k(a + 1, 3) + h(a & 15) + h(7) + t(a & 15); }
+int main(void) { return use(seed); }
+"""
+
+
+@pytest.fixture(scope="module")
+def cp_targets():
+    return {"-O2": cbuild.build([("cp.c", CP_TARGET)], ["-O2", "-g"], "ipa-cp-O2"),
+            "lp": cbuild.build([("cp.c", CP_TARGET)], ["-O2", "-g", "-flive-patching=inline-clone"], "ipa-cp-lp")}
+
+
+def _caller_patch(ref, call, name):
+    src = ('#include "vzp.h"\nVZP_FILE("cp.c");\n%s\nint use(int a) { return %s; }\n' % (ref, call))
+    return G.build_patch([(name + ".c", src)], name + ".so")
+
+
+@pytest.mark.parametrize("flavor", ["-O2", "lp"])
+def test_reference_to_a_clone_only_function_is_refused(cp_targets, flavor):
+    names = {s.name for s in G.nm(cp_targets[flavor])}
+    assert "k.constprop.0" in names and "k" not in names
+    p = _caller_patch("VZP_STATIC_FUNC_REF(int, k, (int, int));", "k(a, 5)", "callk")
+    msg = _refused(cp_targets[flavor], p, allow_ipa_cp_callee=True, allow_ipa_ra=True)
+    assert "function k" in msg and "callk.c:3" in msg and "k.constprop.0" in msg and "clone" in msg
+    # The advice: a copy of k under another name is new patch code.
+    ok = _caller_patch("static int my_k(int n, int mode) { return mode == 3 ? n * 7 : n - mode; }",
+                       "my_k(a, 5)", "callk2")
+    gen = generate(cp_targets[flavor], ok, allow_ipa_ra=True)
+    assert [j.name for j in gen.livepatch.func_jumps] == ["use"]
+
+
+def test_call_to_a_specialised_static_is_refused_unless_allowed(cp_targets):
+    p = _caller_patch("VZP_STATIC_FUNC_REF(int, h, (int));", "h(200)", "callh")
+    msg = _refused(cp_targets["-O2"], p, allow_ipa_ra=True)
+    assert "function h" in msg and "callh.c:3" in msg and "-fipa-vrp" in msg and "-fipa-bit-cp" in msg
+    assert "--allow-ipa-cp-callee" in msg
+    gen = generate(cp_targets["-O2"], p, allow_ipa_ra=True, allow_ipa_cp_callee=True)
+    assert any("--allow-ipa-cp-callee" in w and "function h" in w for w in gen.warnings)
+    # The advice: an own copy under another name.
+    ok = _caller_patch("static int my_h(int x) { if (x > 100) return -1; return x * 2; }", "my_h(200)", "callh2")
+    assert generate(cp_targets["-O2"], ok, allow_ipa_ra=True).livepatch.func_jumps
+    # The live-patching build does not rewrite h in place: accepted.
+    assert not generate(cp_targets["lp"], p).warnings
+
+
+def test_call_to_an_address_taken_static_is_accepted(cp_targets):
+    p = _caller_patch("VZP_STATIC_FUNC_REF(int, t, (int));", "t(200)", "callt")
+    gen = generate(cp_targets["-O2"], p, allow_ipa_ra=True)
+    assert not any("function t" in w for w in gen.warnings)
+
+
+def test_cli_allow_ipa_cp_callee(cp_targets, tmp_path):
+    p = G.copy(_caller_patch("VZP_STATIC_FUNC_REF(int, h, (int));", "h(200)", "callh"), tmp_path)
+    assert cli.main(["generate", "--allow-ipa-ra", cp_targets["-O2"], p]) == GenerateError.exit_code
+    assert cli.main(["generate", "--allow-ipa-ra", "--allow-ipa-cp-callee", cp_targets["-O2"], p]) == 0
