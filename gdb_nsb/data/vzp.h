@@ -19,6 +19,13 @@
  * A record used inside a function is a local static of that function, which
  * is how the generator knows a function-local static is meant.
  *
+ * Every macro is a complete declaration (it ends in ';'), as the original's
+ * are: patches written for the original tool put no ';' after a macro, ours
+ * may.  Both compile with -Wall -Werror.  With -pedantic, ISO C has no empty
+ * declaration outside a function: there, write no ';' after a macro at file
+ * scope (inside a function the extra ';' is an empty statement).  The
+ * original's include path works too: #include <include/vzp.h>.
+ *
  * One C name means one symbol per patch file: C gives block-scope `extern`
  * declarations of the same name the file's linkage, so two references named
  * `calls` in one file (two functions' local statics, or a local one shadowing
@@ -43,7 +50,7 @@
     __attribute__((section(".vzp.records"), used, aligned(1)))                  \
     static const char VZP__CAT(__vzp_rec_, n)[] =                               \
         "VZP1\0" kind "\0" psym "\0" tname "\0" file "\0" __FILE__ "\0"         \
-        VZP__STR(__LINE__)
+        VZP__STR(__LINE__);
 
 #define VZP__VAR_REF(kind, type, name, n, file)                                 \
     extern type name __asm__(VZP__ASMNAME(name, n));                              \

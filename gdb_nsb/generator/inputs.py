@@ -17,6 +17,7 @@ from gdb_nsb.elf import debuginfo, records
 from gdb_nsb.elf.dwarf import DwarfIndex
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.errors import DebugInfoError, GenerateError
+from gdb_nsb.generator import nsb_records
 from gdb_nsb.generator.paths import display, same_source
 
 _REF_SYMBOL = re.compile(r"\A__vzp_.+_(\d+)\Z")
@@ -140,6 +141,11 @@ class Patch:
                 self._dynsym_index.setdefault(s.name, s.index)
         self._functions = self._all_functions()
         self.records = [self._ref(r, sec.addr + r.offset) for r in recs]
+        # Patches built with the original tool's vzp.h: its records, read as metadata.
+        original = nsb_records.OriginalRecords(image, self._declaration_tag)
+        self.record_addresses = set(original.addresses)
+        for r, var, address in original.items:
+            self.records.append(self._ref(r, address, var))
 
     # ---- functions and variables of the patch's own compile units ----
 
@@ -212,15 +218,26 @@ class Patch:
 
     # ---- records ----
 
-    def _ref(self, r, address):
+    def _ref(self, r, address, var_name=None):
+        """The Ref of record ``r`` at ``address``; ``var_name``: the record's variable (else derived from
+        our own records' naming, __vzp_rec_N)."""
         fn = None
-        m = _REF_SYMBOL.match(r.patch_symbol) if r.kind not in ("file", "alias") else None
-        if m:
-            for v in self.dwarf.variables("__vzp_rec_" + m.group(1)):
-                if v.address == address and v.function:
-                    fn = self._enclosing(v)
+        source_file, source_line = r.source_file, r.source_line
+        if var_name is None and r.kind not in ("file", "alias"):
+            m = _REF_SYMBOL.match(r.patch_symbol)
+            var_name = "__vzp_rec_" + m.group(1) if m else None
+        if var_name is not None:
+            for v in self.dwarf.variables(var_name.split(".")[0]):
+                if v.address == address:
+                    fn = self._enclosing(v) if v.function else None
+                    if not source_file:  # the original's alias records carry no location
+                        source_file, source_line = v.decl_file or "", v.decl_line or 0
                     break
-        return Ref(r.kind, r.patch_symbol, r.target_name, r.file, r.source_file, r.source_line, address, fn)
+        return Ref(r.kind, r.patch_symbol, r.target_name, r.file, source_file, source_line, address, fn)
+
+    def _declaration_tag(self, name):
+        """DWARF tag of the patch's declaration of ``name`` (DW_TAG_variable / DW_TAG_subprogram), or None."""
+        return next((d.tag for d, n, link, _w in self._declarations() if n == name and link == name), None)
 
     def _enclosing(self, var):
         cands = [f for f in self._functions if f.name == var.function and f.cu.offset == var.cu.offset]

@@ -518,8 +518,8 @@ class _Binder:
                 continue
             if s.is_local and (s.file is None or os.path.basename(s.file) not in own):
                 continue  # the C runtime's own (crtstuff.c, linker-made symbols)
-            if s.name.startswith("__vzp_rec_"):
-                continue
+            if s.name.startswith("__vzp_rec_") or s.value in self.p.record_addresses:
+                continue  # vzp.h records (ours, or the original tool's in section VZP): metadata
             if self.auto is not None and s.value in self.auto.rebound_data:
                 continue  # every use was rebound to the target's variable
             sec = img.sections[s.shndx] if s.shndx < len(img.sections) else None
