@@ -322,9 +322,9 @@ class ElfImage:
         s = self.section_by_name(name)
         if s is None or s.type == "SHT_NOBITS":
             return None
-        return self._section_bytes(s)
+        return self.section_bytes(s)
 
-    def _section_bytes(self, s: Section) -> bytes:
+    def section_bytes(self, s: Section) -> bytes:
         if s.offset + s.size > len(self.data):
             raise ElfError("%s: truncated ELF file (section %s past end of file)" % (self.path, s.name))
         return self.data[s.offset:s.offset + s.size]
@@ -422,7 +422,7 @@ class ElfImage:
     # ---- symbols ---------------------------------------------------------------
 
     def _read_symbols(self, sec: Section, strtab: bytes, track_files: bool) -> list[Symbol]:
-        data = self._section_bytes(sec)
+        data = self.section_bytes(sec)
         out = []
         cur_file = None
         for i, (nm, info, other, shndx, value, size) in enumerate(_SYM.iter_unpack(data[:len(data) // 24 * 24])):
@@ -444,7 +444,7 @@ class ElfImage:
         sec = self.section_by_name(".symtab")
         if sec is None or sec.type == "SHT_NOBITS":
             return []
-        strtab = self._section_bytes(self.sections[sec.link])
+        strtab = self.section_bytes(self.sections[sec.link])
         return self._read_symbols(sec, strtab, True)
 
     @_guarded_property
@@ -453,7 +453,7 @@ class ElfImage:
         sec = self.section_by_name(".dynsym")
         if sec is None or sec.type == "SHT_NOBITS":
             return []
-        syms = self._read_symbols(sec, self._section_bytes(self.sections[sec.link]), False)
+        syms = self._read_symbols(sec, self.section_bytes(self.sections[sec.link]), False)
         versym = self.section_data(".gnu.version")
         if versym:
             names = self._version_index_names
