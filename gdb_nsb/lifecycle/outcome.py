@@ -1,0 +1,114 @@
+"""What an operation tells: the ``Outcome`` (lines for a human, fields for ``--json``), and how
+apply and revert fill it once their plan was executed or, with ``--dry-run``, only evaluated."""
+
+import os
+from dataclasses import dataclass, field
+
+from gdb_nsb import errors
+
+
+@dataclass
+class Outcome:
+    """What an operation did: lines for a human, fields for --json."""
+
+    code: int = 0
+    message: str = ""
+    lines: list = field(default_factory=list)
+    patch: dict = field(default_factory=dict)
+    target: dict = field(default_factory=dict)
+    functions: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    reasons: list = field(default_factory=list)
+    state: str = ""
+    patches: list | None = None  # set by list (also when empty, so --json always has the key)
+
+    def as_dict(self):
+        d = {"result": "ok" if self.code == 0 else "error", "code": self.code, "message": self.message,
+             "lines": self.lines, "patch": self.patch, "target": self.target, "functions": self.functions,
+             "timings": self.timings}
+        if self.reasons:
+            d["reasons"] = self.reasons
+        if self.state:
+            d["state"] = self.state
+        if self.patches is not None:
+            d["patches"] = self.patches
+        return d
+
+    def fail(self, error):
+        """Report ``error`` (an NsbError) as the answer: its exit code and its one line."""
+        self.code, self.message = error.exit_code, str(error)
+        self.lines = [self.message]
+        return self
+
+
+def patch_dict(lp, path):
+    return {"path": path, "build_id": lp.new_bid, "target_build_id": lp.old_bid,
+            "target_name": lp.target_name or ""}
+
+
+def record_dict(record):
+    return {"build_id": record.patch_build_id, "path": record.patch_path, "target_build_id": record.target_build_id,
+            "target_name": record.target_name}
+
+
+def target_dict(view, build_id):
+    obj = view.object_by_build_id(build_id)
+    if obj is None:
+        return {"build_id": build_id, "mapped": False}
+    return {"build_id": build_id, "mapped": True, "path": obj.path, "load_bias": obj.load_bias}
+
+
+def _plural(n, word, suffix="s"):
+    return "%d %s%s" % (n, word, "" if n == 1 else suffix)
+
+
+def apply_dry_run(out, plan, reasons):
+    """``--dry-run`` of an apply: the plan's lines and every reason it could not be executed now."""
+    bid = plan.patch_build_id
+    out.lines = ["dry run: nothing written"] + plan.describe() + ["cannot apply now: " + r for r in reasons]
+    out.reasons = reasons
+    out.code = 0 if not reasons else errors.MismatchError.exit_code
+    out.message = ("dry run: patch %s could be applied now" % bid if not reasons
+                   else "dry run: patch %s cannot be applied now: %s" % (bid, reasons[0]))
+    return out
+
+
+def applied(out, plan, settled):
+    """An executed load plan: the functions redirected, each with its jump and layer."""
+    reg = plan.registry_after
+    out.functions = [{"name": name, "entry": j.entry, "jump": j.kind, "destination": j.dest,
+                      "layer": len(reg.stack(j.at))} for name, j in plan.jumps]
+    out.message = "patch %s applied to %s: %s redirected (load base %#x)" % (
+        plan.patch_build_id[:16], os.path.basename(plan.target_path), _plural(len(plan.jumps), "function"),
+        plan.placement.bias)
+    out.lines = settled + [out.message]
+    return out
+
+
+def revert_dry_run(out, plan, reasons):
+    """``--dry-run`` of a revert."""
+    bid = plan.patch_build_id
+    out.lines = ["dry run: nothing written"] + plan.describe() + ["cannot revert now: " + r for r in reasons]
+    out.reasons = reasons
+    out.code = 0 if not reasons else errors.PartialStateError.exit_code
+    out.message = "dry run: patch %s %s" % (bid, "could be reverted now" if not reasons else
+                                             "cannot be reverted now: " + reasons[0])
+    return out
+
+
+def reverted(out, record, plan, was_active, unloaded):
+    """An executed revert plan: what was restored, and what became of the patch's memory and record."""
+    bid = record.patch_build_id
+    out.functions = [{"name": f.name, "entry": f.entry} for f in record.functions]
+    out.message = "patch %s reverted: %s restored%s" % (
+        bid[:16], _plural(len(record.functions), "function"),
+        ", memory unmapped" if plan.unmap else " (memory kept, inactive)")
+    if not was_active:
+        out.message = "patch %s was reverted earlier: its memory is unmapped now" % bid[:16]
+    elif unloaded:
+        out.message = ("patch %s: its target %s (build-id %s) is unloaded, so nothing was restored and nothing "
+                       "written at its old addresses; record %s" % (
+                           bid[:16], record.target_name, record.target_build_id[:16],
+                           "and memory removed" if plan.unmap else "kept inactive (memory kept)"))
+    out.lines = [out.message]
+    return out

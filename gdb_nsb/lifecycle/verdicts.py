@@ -1,0 +1,182 @@
+"""What ``nsb-list`` and ``nsb-check`` conclude from what they observed, and what refuses an apply outright.
+
+List: the state of each record (its own, "target unloaded", or "partial" when
+memory disagrees with the registry) and the layer of each function.  Check:
+applied, partial, or not applied with every reason it could not be applied
+now, each reason with the exit code of its cause.
+"""
+
+from gdb_nsb import errors
+from gdb_nsb.binder import plan as planmod
+from gdb_nsb.binder.errors import IfuncNeedsResolver
+from gdb_nsb.lifecycle.busy import busy_for_apply
+from gdb_nsb.lifecycle.instances import absent_target_reason, target_unloaded
+from gdb_nsb.registry import STATE_ACTIVE
+from gdb_nsb.safepoint import SafePointCheck
+
+
+def refuse_environment(findings, allow_seccomp):
+    """Raise EnvironmentRefusal for the first seccomp finding an apply must not ignore."""
+    for f in findings:
+        if f.code.startswith("seccomp") and not allow_seccomp:
+            raise errors.EnvironmentRefusal("%s; applying could make the kernel kill the process "
+                                            "(allow it explicitly with --allow-seccomp)" % f.message)
+
+
+def refuse_unresolved_ifunc(plan):
+    """Raise UnsupportedError when the plan needs an IFUNC resolver run (no loaded object resolved it)."""
+    ifunc = [p for p in plan.problems if isinstance(p, IfuncNeedsResolver)]
+    if ifunc:
+        raise errors.UnsupportedError("%s; no loaded object has a resolved slot for it" % ifunc[0])
+
+
+# ----------------------------------------------------------------------------- list
+
+def no_patches(out, pid):
+    out.message = "no live patches in process %d" % pid
+    out.lines = [out.message]
+    out.patches = []
+    return out
+
+
+def record_state(record, view, broken):
+    """The state ``nsb-list`` shows: the record's own, unless its target is gone or memory disagrees."""
+    if target_unloaded(record, view):
+        return "target unloaded"
+    if any(record.patch_build_id[:16] in p for p in broken) or any(
+            f.name in p and ("%#x" % f.entry) in p for f in record.functions for p in broken):
+        return "partial"
+    return record.state
+
+
+def _functions(registry, record):
+    funcs = []
+    for f in record.functions:
+        try:
+            stack = [b for b, _ in registry.stack(f.entry)] if record.state == STATE_ACTIVE else []
+        except errors.RegistryCorrupt:
+            stack = []  # the stacks disagree: shown without a layer, ``broken`` names the problem
+        layer = stack.index(record.patch_build_id) + 1 if record.patch_build_id in stack else 0
+        funcs.append({"name": f.name, "entry": f.entry, "layer": layer, "layers": len(stack),
+                      "top": bool(stack) and stack[-1] == record.patch_build_id})
+    return funcs
+
+
+def listing(out, registry, view, broken, missing, pid):
+    """``nsb-list`` of a non-empty registry; ``broken`` is ``consistency``'s answer, ``missing`` the
+    build-ids whose symbols could not be registered."""
+    patches = []
+    for rec in registry.patches:
+        state = record_state(rec, view, broken)
+        lo = min((r.start for r in rec.ranges), default=rec.patch_load_base)
+        hi = max((r.start + r.length for r in rec.ranges), default=rec.patch_load_base)
+        funcs = _functions(registry, rec)
+        patches.append({"build_id": rec.patch_build_id, "file": rec.patch_path, "target": rec.target_name,
+                        "target_build_id": rec.target_build_id, "load_base": rec.patch_load_base,
+                        "range": [lo, hi], "state": state, "functions": funcs,
+                        "symbols": rec.patch_build_id not in missing})
+        out.lines.append("%s  %s  %s" % (rec.patch_build_id, state, rec.patch_path))
+        out.lines.append("    target %s (build-id %s), mapped at %#x-%#x" % (rec.target_name, rec.target_build_id,
+                                                                           lo, hi))
+        if rec.patch_build_id in missing:
+            out.lines.append("    patch file not found (recorded %s, build-id %s): no symbols for its frames; "
+                             "set nsb patch-dir DIR" % (rec.patch_path or "no path", rec.patch_build_id[:16]))
+        for f in funcs:
+            if rec.state == STATE_ACTIVE:
+                out.lines.append("    %-24s %#x  layer %d of %d%s" % (f["name"], f["entry"], f["layer"], f["layers"],
+                                                                     " (top)" if f["top"] else ""))
+            else:
+                out.lines.append("    %-24s %#x" % (f["name"], f["entry"]))
+    for p in broken:
+        out.lines.append("partial state: " + p)
+    out.patches = patches
+    out.functions = [dict(f, patch=p["build_id"]) for p in patches for f in p["functions"]]
+    out.message = "%d live patch%s in process %d" % (len(patches), "" if len(patches) == 1 else "es", pid)
+    if broken:
+        out.code = errors.PartialStateError.exit_code
+        out.message += "; partial state found: " + broken[0]
+    return out
+
+
+# ----------------------------------------------------------------------------- check
+
+def check_recorded(out, lp, record, broken):
+    """Answer ``nsb-check`` from registry and memory alone when the patch is applied, or it left a
+    partial state.  Returns True when ``out`` holds the answer; False: planning must tell."""
+    bid = lp.new_bid[:16]
+    mine = [p for p in broken if lp.new_bid[:16] in p] or ([p for p in broken] if record is not None else [])
+    if record is not None and record.state == STATE_ACTIVE:
+        out.state = "applied"
+        if mine:
+            out.state = "partial"
+            out.code = errors.PartialStateError.exit_code
+            out.reasons = mine
+            out.message = "patch %s is partially applied: %s (nsb-revert repairs it)" % (bid, mine[0])
+        else:
+            out.message = "patch %s is applied (%d function%s)" % (bid, len(record.functions),
+                                                                   "" if len(record.functions) == 1 else "s")
+        out.lines = [out.message] + ["  " + r for r in out.reasons]
+        return True
+    if mine:
+        out.state = "partial"
+        out.code = errors.PartialStateError.exit_code
+        out.reasons = mine
+        out.message = "patch %s is not applied but left a partial state: %s" % (bid, mine[0])
+        out.lines = [out.message]
+        return True
+    return False
+
+
+def environment_reasons(findings, allow_seccomp):
+    """([(reason, exit code)] that keep an apply from running, [warning lines]) of the environment findings."""
+    reasons, warnings = [], []
+    for f in findings:
+        if f.code.startswith("seccomp") and not allow_seccomp:
+            reasons.append(("environment: %s (apply refuses without --allow-seccomp)" % f.message,
+                            errors.EnvironmentRefusal.exit_code))
+        elif f.severity == "refuse":
+            reasons.append(("environment: %s" % f.message, errors.EnvironmentRefusal.exit_code))
+        elif f.severity == "warning":
+            warnings.append("warning: %s" % f.message)
+    return reasons, warnings
+
+
+def check_not_applied(out, lp, reasons, warnings):
+    """The patch is not applied: could it be now?  ``reasons`` are (reason, exit code), in the order found.
+
+    The exit code is the first reason's that is not "busy" (a thread in the code passes; a mismatch
+    does not), else busy; NotAppliedError's when nothing stands in the way."""
+    out.reasons = [r for r, _ in reasons]
+    out.state = "not applied"
+    if not reasons:
+        out.code = errors.NotAppliedError.exit_code
+        out.message = "patch %s is not applied; it could be applied now" % lp.new_bid[:16]
+    else:
+        hard = [c for _, c in reasons if c != errors.BusyError.exit_code]
+        out.code = hard[0] if hard else errors.BusyError.exit_code
+        out.message = "patch %s is not applied and cannot be applied now: %s" % (lp.new_bid[:16], out.reasons[0])
+    out.lines = [out.message] + ["  - " + r for r in out.reasons[1:]] + warnings
+    return out
+
+
+def reasons_against_apply(view, lp, image, registry, memory, breakpoints, breakpoint_policy, patch_images, stacks,
+                          pid):
+    """(reason, exit code) of everything in the process that keeps ``lp`` from being applied now.
+
+    The target not mapped, a refusal of planning, a plan whose expected bytes
+    are not there, a thread inside the code.  ``patch_images()`` gives the
+    registered patches' ElfImages by build-id and ``stacks()`` the threads'
+    stacks; both are asked for only once a plan exists."""
+    target = view.object_by_build_id(lp.old_bid)
+    if target is None:
+        return [(absent_target_reason(view, lp, pid), errors.MismatchError.exit_code)]
+    try:
+        plan = planmod.plan_load(view, lp, image, registry, breakpoints, breakpoint_policy)
+    except errors.NsbError as e:
+        return [(str(e), e.exit_code)]
+    reasons = [(r, errors.MismatchError.exit_code) for r in planmod.evaluate(plan, memory)]
+    busy, entries = busy_for_apply(lp, target.load_bias, registry, patch_images())
+    verdict = SafePointCheck(busy, entries).check(stacks())
+    if not verdict.safe:
+        reasons.append(("busy now: " + verdict.message(), errors.BusyError.exit_code))
+    return reasons
