@@ -120,3 +120,14 @@ class Sim:
                 assert self.mem.read(w.addr, len(w.expected)) == w.expected
             self.mem.write(w.addr, w.data)
         self.registry = plan.registry_after
+
+
+def applied_sim(world, *keys):
+    """A Sim of ``world``'s target with its patches ``keys`` applied in that order."""
+    from gdb_nsb.binder.plan import plan_load
+    target, _, patches = world
+    sim = Sim(target)
+    for k in keys:
+        lp, img = patches[k]
+        sim.execute(plan_load(sim.view(), lp, img, sim.registry))
+    return sim

@@ -5,9 +5,8 @@ import dataclasses
 
 import pytest
 
-from binder_fakes import EXE_BIAS, FakeMemory, Sim, build_world, fake_object, make_view
+from binder_fakes import EXE_BIAS, FakeMemory, applied_sim, build_world, fake_object, make_view
 from gdb_nsb import errors
-from gdb_nsb.binder.plan import plan_load
 from gdb_nsb.lifecycle.consistency import consistency, verify_saved_bytes
 from gdb_nsb.registry import STATE_INACTIVE
 
@@ -15,15 +14,6 @@ from gdb_nsb.registry import STATE_INACTIVE
 @pytest.fixture(scope="module", params=["plain", "cet"])
 def world(request):
     return build_world(request.param)
-
-
-def applied_sim(world, *keys):
-    target, _, patches = world
-    sim = Sim(target)
-    for k in keys:
-        lp, img = patches[k]
-        sim.execute(plan_load(sim.view(), lp, img, sim.registry))
-    return sim
 
 
 def test_memory_holding_the_top_jumps_is_consistent(world):

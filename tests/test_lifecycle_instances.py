@@ -6,9 +6,8 @@ import os
 
 import pytest
 
-from binder_fakes import EXE_BIAS, FakeMemory, Sim, build_world, make_view
+from binder_fakes import EXE_BIAS, FakeMemory, Sim, applied_sim, build_world, fake_object, make_view
 from gdb_nsb import errors
-from gdb_nsb.binder.plan import plan_load
 from gdb_nsb.lifecycle.instances import (absent_target_reason, abort_if_exec, not_in_effect, settle_gone_instances,
                                          target_unloaded)
 from gdb_nsb.registry import STATE_ACTIVE, STATE_INACTIVE
@@ -21,18 +20,8 @@ def world(request):
     return build_world(request.param)
 
 
-def applied_sim(world, *keys):
-    target, _, patches = world
-    sim = Sim(target)
-    for k in keys:
-        lp, img = patches[k]
-        sim.execute(plan_load(sim.view(), lp, img, sim.registry))
-    return sim
-
-
 def rebased(sim, bias):
     """The view after the target was unloaded and loaded again at ``bias``."""
-    from binder_fakes import fake_object
     return make_view([fake_object(sim.target, bias, is_main_executable=True)], memory=sim.mem)
 
 

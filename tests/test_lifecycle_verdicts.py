@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from binder_fakes import EXE_BIAS, FakeMemory, Sim, build_world, fake_object, make_view
+from binder_fakes import EXE_BIAS, FakeMemory, Sim, applied_sim, build_world, fake_object, make_view
 from gdb_nsb import errors
 from gdb_nsb.binder.errors import IfuncNeedsResolver
 from gdb_nsb.binder.plan import plan_load
@@ -21,15 +21,6 @@ MISMATCH, BUSY, ENV = errors.MismatchError.exit_code, errors.BusyError.exit_code
 @pytest.fixture(scope="module")
 def world():
     return build_world("plain")
-
-
-def applied_sim(world, *keys):
-    target, _, patches = world
-    sim = Sim(target)
-    for k in keys:
-        lp, img = patches[k]
-        sim.execute(plan_load(sim.view(), lp, img, sim.registry))
-    return sim
 
 
 def test_refusals_of_an_apply(world):
@@ -54,7 +45,8 @@ def test_listing_of_two_layers(world):
     assert [p["state"] for p in out.patches] == ["active", "active"]
     assert [p["symbols"] for p in out.patches] == [True, False]
     fa, fb = out.patches[0]["functions"][0], out.patches[1]["functions"][0]
-    assert (fa["layer"], fa["layers"], fa["top"]) == (1, 2, False) and (fb["layer"], fb["layers"], fb["top"]) == (2, 2, True)
+    assert (fa["layer"], fa["layers"], fa["top"]) == (1, 2, False)
+    assert (fb["layer"], fb["layers"], fb["top"]) == (2, 2, True)
     assert out.functions == [dict(fa, patch=a), dict(fb, patch=b)]
     assert out.lines[0] == "%s  active  %s" % (a, sim.registry.patches[0].patch_path)
     assert out.lines[-1].endswith("layer 2 of 2 (top)") and out.lines[2].endswith("layer 1 of 2")
@@ -145,7 +137,8 @@ def test_reasons_against_apply(world):
     assert reasons(sim.view()) == []
     assert reasons(sim.view(), pcs=[entry]) == []  # at the entry nothing of the old code ran yet
     busy = reasons(sim.view(), pcs=[entry + 8])
-    assert len(busy) == 1 and busy[0][1] == BUSY and busy[0][0].startswith("busy now: not at a safe point: thread 1 (LWP 100) frame #0")
+    assert len(busy) == 1 and busy[0][1] == BUSY
+    assert busy[0][0].startswith("busy now: not at a safe point: thread 1 (LWP 100) frame #0")
     gone = reasons(make_view([]))
     assert len(gone) == 1 and gone[0] == ("target not mapped: no object with build-id %s (?) in process 42"
                                           % lp.old_bid, MISMATCH)

@@ -43,7 +43,8 @@ def consistency(registry, memory, view=None):
             except (errors.NsbError, OSError):
                 continue  # an unreadable entry holds no jump of ours to report
             if now == f.jump:
-                problems.append("%s at %#x still jumps into inactive patch %s" % (f.name, f.entry, rec.patch_build_id[:16]))
+                problems.append("%s at %#x still jumps into inactive patch %s"
+                                % (f.name, f.entry, rec.patch_build_id[:16]))
     return problems
 
 
