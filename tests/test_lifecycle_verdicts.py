@@ -50,6 +50,9 @@ def test_listing_of_two_layers(world):
     assert out.functions == [dict(fa, patch=a), dict(fb, patch=b)]
     assert out.lines[0] == "%s  active  %s" % (a, sim.registry.patches[0].patch_path)
     assert out.lines[-1].endswith("layer 2 of 2 (top)") and out.lines[2].endswith("layer 1 of 2")
+    assert out.lines[5] == ("    patch file not found (recorded %s, build-id %s): no symbols for its frames; set nsb "
+                            "patch-dir DIR" % (sim.registry.patches[1].patch_path or "no path", b[:16]))
+    assert not any("patch file not found" in line for line in out.lines[:5])
 
 
 def test_listing_partial_unloaded_and_inactive(world):
