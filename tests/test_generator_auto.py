@@ -252,3 +252,26 @@ def test_auto_object_with_unreadable_dwarf_is_refused(objects, tmp_path):
     with pytest.raises(GenerateError) as ei:
         generate(G.build_target("pie"), _so(patched), mode="auto", objects=[str(bad)])
     assert "bad.o" in str(ei.value) and "cannot read its DWARF" in str(ei.value) and "version" in str(ei.value)
+
+
+STRINGS = r'''
+#include <stdio.h>
+const char *first(void) { return "first reply"; }
+const char *second(void) { return "second reply"; }
+void third(void) { puts("third reply"); }
+'''
+
+
+def _strings_obj(text, tag):
+    return cbuild.build([("strings.c", text)], AUTO_FLAGS + ["-DNSB_TAG_%s" % tag], "strings.o")
+
+
+def test_a_longer_literal_changes_only_its_function():
+    # Found on Debian's memcached (proto_text.c): one reply string made longer moved every later literal
+    # of the unit in .rodata, and auto mode took every function using one for changed.
+    from gdb_nsb.generator.auto import ObjectUnit
+    orig = ObjectUnit(_strings_obj(STRINGS, "s-orig"))
+    longer = ObjectUnit(_strings_obj(STRINGS.replace('"first reply"', '"first reply, longer"'), "s-longer"))
+    other = ObjectUnit(_strings_obj(STRINGS.replace('"third reply"', '"third answer"'), "s-other"))
+    assert [f for f in ("first", "second", "third") if orig.signature(f) != longer.signature(f)] == ["first"]
+    assert [f for f in ("first", "second", "third") if orig.signature(f) != other.signature(f)] == ["third"]

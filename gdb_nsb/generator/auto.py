@@ -161,8 +161,23 @@ class ObjectUnit:
         for r in sorted(self.relocs.get(shndx, ()), key=lambda r: r["r_offset"]):
             size = _FIELD_SIZE.get(r["r_info_type"], 4)
             code[r["r_offset"]:r["r_offset"] + size] = b"\0" * size
-            rels.append((r["r_offset"], r["r_info_type"], self._target_key(r), r["r_addend"]))
+            # A string literal is keyed by its text: its addend is where it lies in the unit's merged
+            # string section, which moves when any earlier literal of the unit changes.
+            addend = None if self._in_strings(r) else r["r_addend"]
+            rels.append((r["r_offset"], r["r_info_type"], self._target_key(r), addend))
         return bytes(code), rels
+
+    def _in_strings(self, r):
+        """True when ``r`` points at a whole string literal: the start of a NUL-terminated string in
+        anonymous data that holds no relocations of its own (.rodata at -O0, .rodata.str* else)."""
+        sym = self.symbols[r["r_info_sym"]]
+        shndx = sym["st_shndx"]
+        if sym["st_info"]["type"] != "STT_SECTION" or not isinstance(shndx, int) or not shndx:
+            return False
+        if self.section_symbols(shndx) or self.relocs.get(shndx):
+            return False
+        data, at = self.section_bytes(shndx), r["r_addend"] + 4
+        return 0 <= at < len(data) and (at == 0 or data[at - 1] == 0) and data.find(b"\0", at) >= 0
 
     def _target_key(self, r):
         sym = self.symbols[r["r_info_sym"]]
