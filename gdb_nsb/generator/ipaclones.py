@@ -1,6 +1,6 @@
 """GCC's ``-fdump-ipa-clones`` file: what the compiler says it inlined and cloned.
 
-``gcc -fdump-ipa-clones -c unit.c`` writes ``unit.c.000i.ipa-clones`` (the
+``gcc -fdump-ipa-clones -c unit.c -o unit.o`` writes ``unit.c.000i.ipa-clones`` (the
 input SUSE's userspace live patching tools read too), one line per
 transformation::
 
@@ -28,9 +28,9 @@ class IpaClones:
     """The transformations of one or more dump files."""
 
     def __init__(self):
-        self.inlined = []  # [(function, dump's unit, holder)]
-        self.clones = []  # [(function, dump's unit, clone name, reason)]
-        self.removed = []  # [(function, dump's unit)]
+        self.inlined = []  # [(function, {basenames of the two declaring files}, holder)]
+        self.clones = []  # [(function, {basenames}, clone name, reason)]
+        self.removed = []  # [(function, {basename})]
         self.paths = []
 
     @classmethod
@@ -47,28 +47,28 @@ class IpaClones:
         except OSError as e:
             raise GenerateError("cannot read the ipa-clones file %s: %s" % (path, e.strerror or e)) from e
         self.paths.append(path)
-        unit = _unit_of(path)
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             parts = line.split(";")
             if parts[0] == "Callgraph clone" and len(parts) == _CLONE_FIELDS:
-                orig, ofile, clone, reason = parts[1], parts[3], parts[6], parts[11]
+                orig, clone, reason = parts[1], parts[6], parts[11]
+                files = {os.path.basename(parts[3]), os.path.basename(parts[8])}
                 if reason == "inlining to":
-                    self.inlined.append((orig, unit, clone))
+                    self.inlined.append((orig, files, clone))
                 else:
-                    self.clones.append((orig, unit, clone, reason))
+                    self.clones.append((orig, files, clone, reason))
             elif parts[0] == "Callgraph removal" and len(parts) == _REMOVAL_FIELDS:
-                self.removed.append((parts[1], unit))
+                self.removed.append((parts[1], {os.path.basename(parts[3])}))
             else:
                 raise GenerateError("%s:%d is not a -fdump-ipa-clones line: %r" % (path, n, line[:80]))
 
     @staticmethod
-    def _same_file(dump_unit, unit_file):
-        # A dump names its unit in its file name (unit.c.000i.ipa-clones); one that does not
-        # (renamed by the user) counts for every unit; gcc -o out.o names it out-unit.c...
-        return (not unit_file or not dump_unit or dump_unit == unit_file
-                or dump_unit.endswith("-" + unit_file))
+    def _same_file(files, unit_file):
+        # The dump's file name follows -o, not the unit: an entry belongs to the unit when the
+        # original or the clone / the function it was inlined into is declared in the unit's file
+        # (a static inline helper from a header is inlined into the unit's functions).
+        return not unit_file or unit_file in files
 
     def inlined_into(self, name, unit_file=None):
         """Names of the functions ``name`` was inlined into."""
@@ -77,13 +77,6 @@ class IpaClones:
     def clones_of(self, name, unit_file=None):
         """Names of the clones GCC made of ``name`` (constprop, isra, part ...)."""
         return sorted({c for o, f, c, _r in self.clones if o == name and self._same_file(f, unit_file)})
-
-
-def _unit_of(path):
-    """``unit.c`` for a dump called ``.../unit.c.000i.ipa-clones``, else None."""
-    base = os.path.basename(path)
-    head, sep, _tail = base.partition(".000i.ipa-clones")
-    return head if sep and head else None
 
 
 __all__ = ["IpaClones"]

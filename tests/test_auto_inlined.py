@@ -1,0 +1,167 @@
+"""Inlined copies are followed (issue 13, item 2): a patch that applies must change the behaviour.
+
+The target (tests/fixtures/auto_live/inlined/unit.c with the auto_live driver main.c) is a non-PIE
+executable at -O2: the global function ``delta`` is inlined into ``unit_value``, its only caller.
+The patched unit changes ``delta`` alone (0 -> 100).  Before issue 13 auto mode redirected ``delta``
+only, ``patch`` succeeded and the program kept the old value, since every call goes through
+``unit_value``'s inlined copy.  Now auto mode redirects ``unit_value`` too (``--explain`` says
+why), and the value seen from outside (the driver's "get" and its workers' counts) is the new one
+after ``nsb patch`` and the old one after ``nsb revert``.  The same with
+``-flive-patching=inline-clone``, which still allows inlining.  Manual mode refuses the patch of
+``delta`` alone, naming ``unit_value`` with its file:line; the advised patch generates and works.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+import cbuild
+from enginefix import nsb
+from gdb_nsb.errors import GenerateError
+from gdb_nsb.generator import generate, generate_file
+from gdb_nsb.generator.ipaclones import IpaClones
+from test_auto_live import Running
+
+pytestmark = pytest.mark.timeout(300)
+
+HERE = os.path.join(cbuild.FIXTURES, "auto_live")
+OPTS = {"O2": ["-O2"], "O2-inline-clone": ["-O2", "-flive-patching=inline-clone"]}
+OBJ_FLAGS = ["-O0", "-g", "-fPIC", "-ffunction-sections", "-fdata-sections", "-c"]
+
+
+def _text(*parts):
+    with open(os.path.join(HERE, *parts)) as f:
+        return f.read()
+
+
+class Built:
+    def __init__(self, opt):
+        unit, main = _text("inlined", "unit.c"), _text("main.c")
+        flags = OPTS[opt] + ["-g", "-pthread"] + cbuild.FLAVOR_FLAGS["nopie"]
+        self.exe = self.target = cbuild.build([("unit.c", unit), ("main.c", main)], flags, "inlined-" + opt)
+        self.patch_obj = cbuild.build([("unit.c", _text("inlined", "unit_patched.c"))], OBJ_FLAGS, "unit.o")
+        self.orig_obj = cbuild.build([("unit.c", unit)], OBJ_FLAGS, "unit.o")
+        self.so = cbuild.build([], ["-shared"], "inlined-patch.so", extra_inputs=[self.patch_obj])
+
+
+def _copy(path, tmp_path, name):
+    out = os.path.join(str(tmp_path), name)
+    with open(path, "rb") as src, open(out, "wb") as dst:
+        dst.write(src.read())
+    return out
+
+
+def _disassembly_has_no_call_to_delta(exe):
+    text = cbuild.tool("objdump", "-d", "--no-show-raw-insn", exe)
+    body = text.split("<unit_value>:")[1].split("\n\n")[0]
+    assert "<delta>" not in body, body  # the premise: delta is inlined into unit_value
+
+
+def _live(built, patch, expect_functions):
+    with Running(built) as t:
+        assert t.get()[0] == 0
+        t.wait_calls()
+        rc, doc = nsb("patch", t.pid, "-f", patch)
+        assert rc == 0, doc
+        assert sorted(f["name"] for f in doc["functions"]) == expect_functions, doc["functions"]
+        assert t.get()[0] == 100, "the patch applied but the program still shows the old value"
+        before = t.stats()["seen"][100]
+        assert t.wait_calls()["seen"][100] > before  # the workers see the new code too
+        rc, doc = nsb("revert", t.pid, "-f", patch)
+        assert rc == 0, doc
+        assert t.get()[0] == 0
+        before = t.stats()["seen"][0]
+        assert t.wait_calls()["seen"][0] > before
+        s = t.stats()
+        assert s["unexpected"] == 0, s
+        assert t.alive()
+
+
+@pytest.mark.gdb
+@pytest.mark.parametrize("opt", sorted(OPTS))
+def test_auto_mode_redirects_the_inlining_caller_live(opt, tmp_path):
+    built = Built(opt)
+    _disassembly_has_no_call_to_delta(built.exe)
+    patch = _copy(built.so, tmp_path, "auto-inlined.so")
+    gen = generate_file(built.target, patch, mode="auto", objects=[built.patch_obj], originals=[built.orig_obj])
+    assert sorted(j.name for j in gen.livepatch.func_jumps) == ["delta", "unit_value"], gen.explain
+    added = next(x for x in gen.explain if x.startswith("function unit_value:"))
+    assert "[added: its target code holds an inlined copy of delta]" in added and "unit.c:14" in added, added
+    assert not any(x.startswith("unchanged unit_value ") for x in gen.explain), gen.explain
+    assert gen.stale == [] and gen.warnings == []
+    _live(built, patch, ["delta", "unit_value"])
+
+
+MANUAL_DELTA = '#include "vzp.h"\nextern int delta_scale;\nint delta(void) { return delta_scale * 3 + 100; }\n'
+MANUAL_BOTH = (MANUAL_DELTA + 'VZP_FILE("unit.c");\nVZP_STATIC_VAR_REF(int, base);\nVZP_STATIC_VAR_REF(long, ticks);\n'
+               "int unit_value(void) { ticks++; return base + delta(); }\n")
+
+
+@pytest.mark.gdb
+def test_manual_mode_refuses_then_the_advised_patch_works_live(tmp_path):
+    built = Built("O2")
+    alone = cbuild.build_patch([("fix_delta.c", MANUAL_DELTA)], "fix_delta.so")
+    with pytest.raises(GenerateError) as ei:
+        generate(built.target, alone)
+    msg = str(ei.value)
+    assert "unit_value (" in msg and "unit.c:14: holds an inlined copy of delta)" in msg, msg
+    assert "replace unit_value too" in msg and "--allow-stale-copies" in msg, msg
+    # Accepted on request: the result names what stays old.
+    gen = generate(built.target, alone, allow_stale_copies=True)
+    assert [j.name for j in gen.livepatch.func_jumps] == ["delta"]
+    assert len(gen.stale) == 1 and gen.stale[0].startswith("unit_value (")
+    # The advice followed: the patch replaces unit_value too, and it takes effect.
+    both = _copy(cbuild.build_patch([("fix_both.c", MANUAL_BOTH)], "fix_both.so"), tmp_path, "fix_both.so")
+    gen = generate_file(built.target, both)
+    assert sorted(j.name for j in gen.livepatch.func_jumps) == ["delta", "unit_value"] and gen.stale == []
+    _live(built, both, ["delta", "unit_value"])
+
+
+MAIN_UNIT = r"""
+#include <stdio.h>
+int f(int x) { return x * 3 + 1; }
+int g(int x) { return f(x) + 100; }
+int main(int c, char **v) { (void)v; printf("%d\n", g(c)); return 0; }
+"""
+
+
+def test_auto_mode_refuses_when_main_holds_the_old_code(tmp_path):
+    # -O2 inlines f into g and g into main: redirecting callers would need main, entered once.
+    exe = cbuild.build([("mainunit.c", MAIN_UNIT)], ["-O2", "-g"] + cbuild.FLAVOR_FLAGS["nopie"], "mainunit")
+    new = cbuild.build([("mainunit.c", MAIN_UNIT.replace("x * 3 + 1", "x * 3 + 2"))], OBJ_FLAGS, "mainunit.o")
+    old = cbuild.build([("mainunit.c", MAIN_UNIT)], OBJ_FLAGS, "mainunit.o")
+    so = _copy(cbuild.build([], ["-shared"], "mainunit.so", extra_inputs=[new]), tmp_path, "mainunit.so")
+    with pytest.raises(GenerateError) as ei:
+        generate(exe, so, mode="auto", objects=[new], originals=[old])
+    msg = str(ei.value)
+    assert "main (" in msg and "holds an inlined copy of" in msg and "main is entered once" in msg, msg
+    assert "--allow-stale-copies" in msg
+    gen = generate(exe, so, mode="auto", objects=[new], originals=[old], allow_stale_copies=True)
+    assert {j.name for j in gen.livepatch.func_jumps} == {"f", "g"}  # g added, main cannot be
+    assert [s.split()[0] for s in gen.stale] == ["main"]
+
+
+def test_ipa_clones_file(tmp_path):
+    """GCC's -fdump-ipa-clones of the target unit is read and used besides the DWARF."""
+    src = tmp_path / "unit.c"
+    src.write_text(_text("inlined", "unit.c") + "__attribute__((noinline)) static int k(int n, int m) "
+                   "{ int r = 0; for (int i = 0; i < n; i++) r += i * m + n; return r; }\n"
+                   "int use_k(int n) { return k(n, 3) + k(n + 1, 3); }\n")
+    subprocess.run(["gcc", "-O2", "-g", "-fdump-ipa-clones", "-c", str(src), "-o", str(tmp_path / "unit.o")],
+                   cwd=str(tmp_path), check=True, timeout=60)
+    (dump,) = [str(p) for p in tmp_path.iterdir() if p.name.endswith(".ipa-clones")]
+    ipa = IpaClones.read([dump])
+    assert ipa.inlined_into("delta", "unit.c") == ["unit_value"]
+    assert ipa.clones_of("k", "unit.c") == ["k.constprop.0"]
+    assert ipa.inlined_into("delta", "other.c") == []
+    built = Built("O2")
+    patch = _copy(built.so, tmp_path, "ipa.so")
+    gen = generate(built.target, patch, mode="auto", objects=[built.patch_obj], originals=[built.orig_obj],
+                   ipa_clones=[dump])
+    assert sorted(j.name for j in gen.livepatch.func_jumps) == ["delta", "unit_value"]
+    bad = tmp_path / "bad.ipa-clones"
+    bad.write_text("Callgraph clone;f;1\n")
+    with pytest.raises(GenerateError) as ei:
+        generate(built.target, patch, mode="auto", objects=[built.patch_obj], ipa_clones=[str(bad)])
+    assert "bad.ipa-clones:1 is not a -fdump-ipa-clones line" in str(ei.value)
