@@ -211,3 +211,32 @@ def test_replacing_a_target_static_from_the_patch_c_file(helper_target):
     j = next(j for j in gen.livepatch.func_jumps if j.name == "str_len")
     assert j.func_value == _local_in_file(helper_target, "str_len", "a.c")
     assert sorted(j.name for j in gen.livepatch.func_jumps) == ["a_func", "str_len"]
+
+
+def test_auto_mode_header_change_needs_every_unit_with_a_copy(helper_target, tmp_path):
+    """A changed static inline helper of a header: the units the patch does not hold keep old copies."""
+    flags = ["-O0", "-g", "-fPIC", "-ffunction-sections", "-fdata-sections", "-c"]
+    new_h = STR_H.replace("return n;", "return n + 1000;")
+
+    def obj(unit, text, header):
+        inc = tmp_path / ("inc%d" % (abs(hash(header)) % 1000))
+        inc.mkdir(exist_ok=True)
+        (inc / "str.h").write_text(header)
+        return cbuild.build([(unit, text.replace('"str.h"', '"%s/str.h"' % inc))], flags, unit.replace(".c", ".o"))
+
+    new_a, old_a = obj("a.c", UNIT_A, new_h), obj("a.c", UNIT_A, STR_H)
+    so = G.copy(cbuild.build([], ["-shared"], "hdr-a.so", extra_inputs=[new_a]), tmp_path)
+    with pytest.raises(GenerateError) as ei:
+        generate(helper_target, so, mode="auto", objects=[new_a], originals=[old_a])
+    msg = str(ei.value)
+    assert "function str_len (" in msg and "str.h:2) is defined in a header and changed" in msg, msg
+    assert "the copies in " in msg and "b.c keep the old code" in msg and "patch those units too" in msg, msg
+    gen = generate(helper_target, so, mode="auto", objects=[new_a], originals=[old_a], allow_stale_copies=True)
+    assert any(s.startswith("str_len in ") and "b.c" in s for s in gen.stale), gen.stale
+    # The advice followed: both units patched.
+    new_b, old_b = obj("b.c", UNIT_B, new_h), obj("b.c", UNIT_B, STR_H)
+    so2 = G.copy(cbuild.build([], ["-shared"], "hdr-ab.so", extra_inputs=[new_a, new_b]), tmp_path)
+    gen = generate(helper_target, so2, mode="auto", objects=[new_a, new_b], originals=[old_a, old_b])
+    names = sorted(j.name for j in gen.livepatch.func_jumps)
+    assert names == ["a_func", "b_func", "str_len", "str_len"], gen.explain
+    assert gen.stale == []
