@@ -4,6 +4,7 @@ built -flive-patching=inline-clone is patched and behaves.  Interposable functio
 unmodelled compilers refused; the patch may not call clones or specialised statics."""
 
 import os
+import re
 
 import pytest
 
@@ -236,3 +237,76 @@ def test_cli_allow_ipa_cp_callee(cp_targets, tmp_path):
     p = G.copy(_caller_patch("VZP_STATIC_FUNC_REF(int, h, (int));", "h(200)", "callh"), tmp_path)
     assert cli.main(["generate", "--allow-ipa-ra", cp_targets["-O2"], p]) == GenerateError.exit_code
     assert cli.main(["generate", "--allow-ipa-ra", "--allow-ipa-cp-callee", cp_targets["-O2"], p]) == 0
+
+
+# ---- code scans (capstone, detail mode) ---------------------------------------------------------
+
+SCAN_UNIT = r"""
+#define NOINL __attribute__((noinline))
+volatile int seed = 3;
+NOINL int leaf(int x) { return x * x + seed; }
+NOINL int tail(int x) { return leaf(x + seed); }
+__attribute__((naked)) int cjump(int x)
+{
+    __asm__("test %edi, %edi\n\tjne leaf\n\txor %eax, %eax\n\tret\n");
+}
+int main(void) { return tail(seed) + cjump(seed); }
+"""
+
+
+@pytest.mark.parametrize("caller", ["tail", "cjump"])
+def test_tail_jumps_are_calls(caller):
+    # tail: `jmp leaf`; cjump: `jne leaf` -- both reach leaf's entry, both are callers.  Strict
+    # DWARF 4 has no call-site DIEs: only the code scan can find them.
+    t = cbuild.build([("scan.c", SCAN_UNIT)], ["-O2", "-gdwarf-4", "-gstrict-dwarf"] + EXE, "ipa-scan")
+    assert "call_site" not in cbuild.tool("readelf", "--debug-dump=info", t)
+    assert re.search(r"jmp\s+[0-9a-f]+ <leaf>", cbuild.tool("objdump", "-d", "--no-show-raw-insn", t))
+    keep = {"tail": "int cjump(int x) { return x ? leaf(x) : 0; }\n", "cjump": "int tail(int x) { return 0; }\n"}
+    src = "extern volatile int seed;\nint leaf(int x) { return x * x + seed + 1; }\n"
+    p = G.build_patch([("scan_fix.c", src + "int leaf(int);\n" + keep[caller])], "scan-%s.so" % caller)
+    msg = _refused(t, p)
+    assert "function leaf" in msg and caller in msg.split("does not replace:")[1].split(";")[0]
+
+
+def test_plt_and_got_calls_are_found(pic_libs):
+    from gdb_nsb.generator.checks import UnitCode
+    from gdb_nsb.generator.inputs import load_target
+
+    nosi = cbuild.build([("lib.c", LIB)], ["-O2", "-g", "-fPIC", "-fno-plt", "-shared"], "libipa-noplt.so")
+    for path, via in ((pic_libs["pic"], "plt"), (nosi, "got")):
+        t = load_target(path)
+        (leaf,) = t.functions("leaf")
+        unit = UnitCode(t, leaf.cu, leaf.die_offset)
+        (probe,) = [i for i, f in enumerate(unit.functions) if f[1] == "probe"]
+        hits = [b for b in unit.branches()[probe] if b.symbol == "leaf"]
+        assert [b.via for b in hits] == [via] and hits[0].kind == "call", (path, unit.branches()[probe])
+        assert unit.plt_callers("leaf") == [probe] and unit.direct_callers(leaf.entry) == []
+
+
+class _Image:
+    """An image whose code is given bytes (or cannot be read)."""
+
+    def __init__(self, code=None):
+        self.path, self.code, self.sections, self.relocations = "fake.so", code, [], []
+
+    def read_vaddr(self, lo, size):
+        from gdb_nsb.elf.image import ElfError
+        if self.code is None:
+            raise ElfError("fake.so: address %#x+%d is not inside one PT_LOAD segment" % (lo, size))
+        return self.code[:size]
+
+
+def test_a_scan_that_cannot_decide_refuses():
+    from gdb_nsb.generator.codescan import CodeScanner
+
+    with pytest.raises(GenerateError) as ei:
+        CodeScanner(_Image()).branches(0x1000, 0x1010, "f")
+    assert "cannot scan the code of f" in str(ei.value) and "PT_LOAD" in str(ei.value)
+    # 0x06 (push es) does not exist in 64-bit mode: capstone stops there.
+    with pytest.raises(GenerateError) as ei:
+        CodeScanner(_Image(b"\x90\xe8\x00\x00\x00\x00\x06\x06\xc3")).branches(0x1000, 0x1009, "f")
+    assert "capstone cannot decode the bytes at 0x1006 in f" in str(ei.value)
+    # Padding after the last instruction is not a failure to decide.
+    scan = CodeScanner(_Image(b"\xe8\x0b\x00\x00\x00\x0f\x85\x05\x00\x00\x00\xc3\x90\x90"))
+    assert [(b.kind, b.via, b.target) for b in scan.branches(0x1000, 0x100e, "f")] == [
+        ("call", "direct", 0x1010), ("jcc", "direct", 0x1010)]
