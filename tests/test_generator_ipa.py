@@ -310,3 +310,22 @@ def test_a_scan_that_cannot_decide_refuses():
     scan = CodeScanner(_Image(b"\xe8\x0b\x00\x00\x00\x0f\x85\x05\x00\x00\x00\xc3\x90\x90"))
     assert [(b.kind, b.via, b.target) for b in scan.branches(0x1000, 0x100e, "f")] == [
         ("call", "direct", 0x1010), ("jcc", "direct", 0x1010)]
+
+
+# ---- auto mode: calls to specialised statics and clones stay on the patch's own copy -----------------
+
+AUTO = ["-O0", "-g", "-fPIC", "-ffunction-sections", "-fdata-sections", "-c"]
+
+
+@pytest.mark.parametrize("flavor", ["-O2", "lp"])
+def test_auto_keeps_its_own_copy_of_specialised_statics(cp_targets, flavor):
+    changed = CP_TARGET.replace("h(a & 15) + h(7)", "h(a & 15) + h(200)")
+    patched = cbuild.build([("cp.c", changed)], AUTO + ["-DNSB_TAG_ipa_auto"], "cp.o")
+    orig = cbuild.build([("cp.c", CP_TARGET)], AUTO + ["-DNSB_TAG_ipa_orig"], "cp.o")
+    so = cbuild.build([], ["-shared"], "cp-fix.so", extra_inputs=[patched])
+    gen = generate(cp_targets[flavor], so, mode="auto", objects=[patched], originals=[orig], allow_ipa_ra=True)
+    assert [j.name for j in gen.livepatch.func_jumps] == ["use"]
+    kept = {line.split()[1] for line in gen.explain if "the patch keeps its own copy" in line}
+    # k exists only as k.constprop.0 in both builds; h was rewritten in place only without
+    # -flive-patching (ipa-vrp / ipa-bit-cp); t's address is taken, so it is never specialised.
+    assert kept == ({"k", "h"} if flavor == "-O2" else {"k"}), gen.explain

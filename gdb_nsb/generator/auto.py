@@ -43,6 +43,7 @@ from elftools.elf.relocation import RelocationSection
 
 from gdb_nsb.elf.livepatch import StaticSym
 from gdb_nsb.errors import GenerateError
+from gdb_nsb.generator import checks
 from gdb_nsb.generator.paths import display
 
 R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32, R_X86_64_32S = 1, 2, 4, 10, 11
@@ -439,6 +440,13 @@ class AutoBinding:
             cands = [f for f in cands if f.external != local]
             if len({f.entry for f in cands}) != 1:
                 return None, psym.value  # new in the patch (or not the target's): keep the patch's copy
+            found = checks.callee_problem(self.t, cands[0], sym.name, binder._unit)
+            if found is not None:
+                # The target's code is a clone or was specialised for its old callers' values: the
+                # patch's own -O0 copy (its statics rebound like every function's) assumes nothing.
+                binder.explain.append("function %s (%s): the patch keeps its own copy: %s"
+                                      % (sym.name, unit.name, found[1]))
+                return None, psym.value
             return cands[0].entry, psym.value
         v = self.p.variable_at(sym.name, psym.value)
         if v is None:
