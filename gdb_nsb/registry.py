@@ -1,7 +1,11 @@
 """The in-process record of applied patches (REFERENCE.md 2.6), pure.
 
 The registry lives in the target's memory so that any later GDB session can
-list, check and revert.  Binary layout (little endian):
+list, check and revert.  Its records are encoded here (``encode_payload``);
+the mapping that holds them, two slots and a commit word, is
+``gdb_nsb.registry_slots`` (format 2).  Format 1, still read here to migrate
+registries written by older versions, was one header and payload rewritten
+in place (little endian):
 
     header (32 bytes)
       magic       8s   b"NSBREG\\0\\0"
@@ -253,20 +257,32 @@ class Registry:
 
     # encoding
 
-    def encode(self) -> bytes:
-        """Header + payload, CRC filled in."""
+    def encode_payload(self) -> bytes:
+        """The records alone (what a registry slot holds after its header)."""
         w = _Writer()
         w.u32(len(self.patches))
         for p in self.patches:
             w.blob(_encode_patch(p))
-        payload = w.getvalue()
+        return w.getvalue()
+
+    @classmethod
+    def decode_payload(cls, payload: bytes, generation: int) -> "Registry":
+        r = _Reader(payload, "payload")
+        reg = cls(generation=generation)
+        for i in range(r.u32()):
+            reg.patches.append(_decode_patch(r.blob(), i))
+        return reg
+
+    def encode(self) -> bytes:
+        """Format 1 (one header + payload, rewritten in place): kept to read and migrate old registries."""
+        payload = self.encode_payload()
         header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(payload), 0, 0, self.generation)
         crc = zlib.crc32(header + payload) & 0xFFFFFFFF
         return _HEADER.pack(MAGIC, FORMAT_VERSION, len(payload), crc, 0, self.generation) + payload
 
     @staticmethod
     def peek_header(data: bytes) -> Optional[Tuple[int, int, int]]:
-        """(version, payload length, generation) if ``data`` starts with our magic, else None."""
+        """(version, payload length, generation) if ``data`` starts with our magic, else None (format 1)."""
         if len(data) < HEADER_SIZE or data[:8] != MAGIC:
             return None
         _, version, length, _, _, generation = _HEADER.unpack_from(data)
@@ -274,7 +290,7 @@ class Registry:
 
     @classmethod
     def decode(cls, data: bytes, where: str = "registry") -> "Registry":
-        """Parse and verify; RegistryCorrupt (one line, naming ``where``) on any defect."""
+        """Parse and verify format 1; RegistryCorrupt (one line, naming ``where``) on any defect."""
         if len(data) < HEADER_SIZE:
             raise RegistryCorrupt("%s is shorter than its header (%d bytes)" % (where, len(data)))
         magic, version, length, crc, reserved, generation = _HEADER.unpack_from(data)
@@ -292,11 +308,7 @@ class Registry:
         if actual != crc:
             raise RegistryCorrupt("%s fails its CRC check (stored %08x, computed %08x): read-only mode"
                                   % (where, crc, actual))
-        r = _Reader(payload, "payload")
-        reg = cls(generation=generation)
-        for i in range(r.u32()):
-            reg.patches.append(_decode_patch(r.blob(), i))
-        return reg
+        return cls.decode_payload(payload, generation)
 
     # queries
 

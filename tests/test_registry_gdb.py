@@ -5,6 +5,7 @@ import json
 import pytest
 
 import gdbharness
+from gdb_nsb import registry_slots as slots
 from gdbharness import run_gdb, wait_running
 from proctarget import FifoTarget
 
@@ -101,13 +102,15 @@ def test_registry_created_then_found_by_fresh_session(tmp_path):
 def test_corrupted_registry_means_read_only(tmp_path):
     with FifoTarget(tmp_path) as t:
         r = run_gdb(t.pid, python=CREATE, timeout=60)
-        addr = r.results[0]["addr"]
+        addr, size = r.results[0]["addr"], r.results[0]["size"]
         assert wait_running(t.pid)
-        # Flip one payload byte from outside.
+        # Flip one payload byte of the committed slot (the first commit fills slot 1; slot 0 was never
+        # written): no valid slot is left.
+        at = addr + slots.slot_offset(1, slots.slot_size_for(size)) + 40
         with open("/proc/%d/mem" % t.pid, "r+b", buffering=0) as f:
-            f.seek(addr + 40)
+            f.seek(at)
             b = f.read(1)
-            f.seek(addr + 40)
+            f.seek(at)
             f.write(bytes([b[0] ^ 0x20]))
         r = run_gdb(t.pid, python=FIND + '''
 try:
@@ -121,5 +124,45 @@ except RegistryCorrupt as e:
         msg = r.results[0]["corrupt"]
         assert "fails its CRC check" in msg and "read-only mode" in msg and "\n" not in msg
         assert r.results[1]["write"].startswith("registry is corrupt, refusing to write it")
+        assert wait_running(t.pid)
+        assert t.target.ask("ping") == "pong"
+
+
+MIGRATE = PRELUDE + '''
+from gdb_nsb import registry_slots as slots
+# A registry as format 1 wrote it: one header + payload at the start of the memfd.
+old = Registry(generation=3)
+old.patches.append(PatchRecord("ab" * 20, "cd" * 20, "/usr/bin/target", 1, 2, [MappedRange(0x7f0000000000, 0x1000, 5)]))
+with inj.session():
+    undo = UndoLog(inf, inj)
+    addr = store._create(4096, undo)
+    undo.write(addr, old.encode())
+    undo.commit()
+store = RegistryStore(inf, inj)
+seen = store.load()
+version = store.found.version
+seen.patches[0].patch_path = "/tmp/migrated.so"
+with inj.session():
+    undo = UndoLog(inf, inj)
+    store.save(seen, undo)
+    undo.commit()
+again = RegistryStore(inf, inj)
+back = again.load()
+result(v1_addr=addr, read_v1=version == 1 and seen.patches[0].patch_build_id == "ab" * 20,
+       new_addr=again.location[0], version=again.found.version, generation=back.generation,
+       path=back.patches[0].patch_path, mappings=len(again.registry_mappings()), seq=again.read_seq())
+'''
+
+
+def test_format_1_registry_is_read_and_migrated(tmp_path):
+    """A registry written by the old in-place format is read, and the next write moves it to a two-slot
+    mapping of the next generation (the old one unmapped at commit)."""
+    with FifoTarget(tmp_path) as t:
+        r = run_gdb(t.pid, python=MIGRATE, timeout=90)
+        assert len(r.results) == 1, r
+        m = r.results[0]
+        assert m["read_v1"] is True
+        assert m["version"] == 2 and m["generation"] == 4 and m["new_addr"] != m["v1_addr"]
+        assert m["path"] == "/tmp/migrated.so" and m["mappings"] == 1 and m["seq"] == 1
         assert wait_running(t.pid)
         assert t.target.ask("ping") == "pong"

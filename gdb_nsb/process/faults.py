@@ -18,7 +18,14 @@ Points, in the order an apply reaches them: ``after-mmap``,
 ``after-mprotect`` (once per protection run), ``after-segment-write`` (per
 segment), ``registry-save``, ``after-jump`` (per jump), ``before-commit``;
 a revert: ``revert-after-jump`` (per restored entry), ``revert-registry-save``,
-``revert-before-commit``.  Unset, every check is one dictionary lookup.
+``revert-before-commit``.  Finer, in any operation: ``after-write`` after
+each memory write of the undo log (segments, registry slot and commit word,
+jumps, the registry memfd's name) and ``after-syscall`` after each injected
+system call (its thread's registers and bytes restored); ``step`` is
+either of them, counted together.  With
+``NSB_FAULT_LOG=FILE`` a kill first appends "POINT K DETAIL" to FILE, so that
+a test knows which write it stopped after.  Unset, every check is one
+dictionary lookup.
 """
 
 import os
@@ -33,7 +40,10 @@ ACTIONS = ("fail", "kill", "sleep")
 APPLY_POINTS = ("after-mmap", "after-mprotect", "after-segment-write", "registry-save", "after-jump",
                 "before-commit")
 REVERT_POINTS = ("revert-after-jump", "revert-registry-save", "revert-before-commit")
-POINTS = APPLY_POINTS + REVERT_POINTS
+WRITE_POINTS = ("after-write", "after-syscall")
+STEP = "step"  # either of WRITE_POINTS, counted together: kill@step:K stops after the K-th write or call
+POINTS = APPLY_POINTS + REVERT_POINTS + WRITE_POINTS + (STEP,)
+LOG_ENV = "NSB_FAULT_LOG"
 
 
 class InjectedFault(NsbError):
@@ -81,12 +91,20 @@ def parse(text):
 def point(name, detail=""):
     """Called by the engine when it reaches step ``name``; acts when NSB_FAULT says so."""
     _hits[name] = _hits.get(name, 0) + 1
+    if name in WRITE_POINTS:
+        _hits[STEP] = _hits.get(STEP, 0) + 1
     text = os.environ.get(ENV)
     if not text:
         return
-    n = _hits[name]
     for action, where, k, seconds in parse(text):
-        if where != name or (k is not None and k != n):
+        if where == STEP and name in WRITE_POINTS:
+            n = _hits[STEP]
+            detail = "%s %s" % (name, detail)
+        elif where == name:
+            n = _hits[name]
+        else:
+            continue
+        if k is not None and k != n:
             continue
         if action == "sleep":
             ready = os.environ.get(READY_ENV)
@@ -95,6 +113,10 @@ def point(name, detail=""):
                     f.write("%s %d\n" % (name, n))
             time.sleep(seconds)
         elif action == "kill":
+            log = os.environ.get(LOG_ENV)
+            if log:
+                with open(log, "a") as f:
+                    f.write("%s %d %s\n" % (where, n, detail))
             os.kill(os.getpid(), signal.SIGKILL)
         else:
             raise InjectedFault("injected fault at %s #%d%s" % (name, n, " (%s)" % detail if detail else ""))

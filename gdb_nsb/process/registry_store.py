@@ -6,8 +6,11 @@ its fd closed right after: ``info proc mappings`` shows it as
 children inherit it.  We write into it through GDB (which writes into
 read-only pages); the private mapping keeps those pages to this process.
 
-Growing: a new, larger memfd mapping with the next generation number is
-created and written, and the old one is unmapped only when the operation
+Every write commits through the mapping's two slots and its 8-byte commit
+word (``gdb_nsb.registry_slots``), so a tool killed after any single write
+leaves a registry the next call reads.  Growing (and migrating a format-1
+registry): a new, larger memfd mapping with the next generation number is
+created and committed, and the old one is unmapped only when the operation
 commits, so a reader always finds one valid registry; should it find two,
 the higher generation wins.
 """
@@ -15,15 +18,12 @@ the higher generation wins.
 from gdb_nsb import mappings as _mappings
 from gdb_nsb.errors import RegistryCorrupt
 from gdb_nsb.process import syscalls as _sys
-from gdb_nsb.registry import HEADER_SIZE, Registry
+from gdb_nsb import registry_slots as slots
+from gdb_nsb.registry import Registry
 
 REGISTRY_NAME = "nsb-registry"
 REGISTRY_OBJFILE = "/memfd:" + REGISTRY_NAME
 PAGE = 4096
-
-
-def _round_up(n, to=PAGE):
-    return (n + to - 1) // to * to
 
 
 class RegistryStore:
@@ -42,6 +42,7 @@ class RegistryStore:
         self.read_only = False
         self.problem = None
         self.stale = []
+        self.found = None  # registry_slots.Found of the mapping in use
 
     def registry_mappings(self):
         """Mappings that are registry memfds, merged per contiguous range."""
@@ -54,74 +55,96 @@ class RegistryStore:
         return [(start, size) for start, size, offset in out if offset == 0]
 
     def _read_one(self, addr, size):
-        head = self.inferior.read(addr, min(size, HEADER_SIZE))
-        peek = Registry.peek_header(head)
-        where = "registry at 0x%x" % addr
-        if peek is None:
-            return Registry.decode(head, where)  # raises with the precise defect
-        _, length, _ = peek
-        data = self.inferior.read(addr, min(size, HEADER_SIZE + length))
-        return Registry.decode(data, where)
+        def read(offset, length):
+            return self.inferior.read(addr + offset, length)
+        return slots.decode(read, size, "registry at 0x%x" % addr)
 
     def load(self):
         """The process's Registry, or None if it has none.
 
         Raises RegistryCorrupt (and sets read_only) when registries exist but
-        none is valid.
+        none holds a valid record.  A mapping a tool created but never
+        committed holds no registry; it becomes ``location`` (to be reused)
+        when there is no valid one.
         """
-        self.location, self.read_only, self.problem, self.stale = None, False, None, []
-        found, errors = [], []
+        self.location, self.read_only, self.problem, self.stale, self.found = None, False, None, [], None
+        found, empty, errors = [], [], []
         for addr, size in self.registry_mappings():
             try:
-                found.append((self._read_one(addr, size), addr, size))
+                f = self._read_one(addr, size)
             except RegistryCorrupt as e:
                 errors.append(str(e))
+                continue
+            (found if f.registry is not None else empty).append((f, addr, size))
         if not found:
             if errors:
                 self.read_only = True
                 self.problem = "%s; gdb-nsb is in read-only mode for process %d" % (errors[0], self.inferior.pid)
                 raise RegistryCorrupt(self.problem)
+            if empty:
+                self.found, self.location = empty[-1][0], empty[-1][1:]
+                self.stale = [(a, s) for _, a, s in empty[:-1]]
             return None
         found.sort(key=lambda f: f[0].generation)
-        registry, addr, size = found[-1]
+        self.found, addr, size = found[-1]
         self.location = (addr, size)
-        self.stale = [(a, s) for _, a, s in found[:-1]]
-        return registry
+        self.stale = [(a, s) for _, a, s in found[:-1] + empty]
+        return self.found.registry
+
+    @property
+    def seq(self):
+        """The commit sequence number of the registry in use (0: none committed)."""
+        return self.found.seq if self.found is not None else 0
+
+    def read_seq(self):
+        """The commit word as the target holds it now (one 8-byte read): differs from ``seq`` once
+        another call committed; None when the process had no format-2 registry at ``load``."""
+        if self.location is None or self.found is None or not self.found.formatted:
+            return None
+        return int.from_bytes(self.inferior.read(self.location[0] + slots.SEQ_OFFSET, 8), "little")
 
     def save(self, registry: Registry, undo):
         """Store ``registry`` in the target, every change through ``undo``.
 
-        Writes in place when it fits; otherwise creates a larger registry
-        (next generation) and defers unmapping the old one to commit.
+        Fills the slot not in use, then commits with one 8-byte write.  When it
+        does not fit (or the registry is still format 1) a larger format-2
+        mapping (next generation) is created and committed, and the old one is
+        unmapped only when the operation commits: a reader always finds one
+        valid registry, and of two the higher generation wins.
         """
         if self.read_only:
             raise RegistryCorrupt("registry is corrupt, refusing to write it: %s" % self.problem)
-        data = registry.encode()
-        if self.location is not None and len(data) <= self.location[1]:
-            addr = self.location[0]
-            # Payload first, header (with the CRC) last: an interrupted write fails the CRC.
-            undo.write(addr + HEADER_SIZE, data[HEADER_SIZE:])
-            undo.write(addr, data[:HEADER_SIZE])
-            return addr
+        if self.location is not None:
+            addr, size = self.location
+            writes = slots.commit_writes(self.found, registry, size)
+            if writes is not None:
+                self._write(addr, writes, undo)
+                self.found = slots.after_commit(self.found, registry, size)
+                return addr
         old = self.location
         if old is not None:
-            registry.generation += 1
-            data = registry.encode()
-        size = _round_up(max(2 * len(data), PAGE))
+            registry.generation = max(registry.generation, self.found.generation) + 1
+        size = slots.mapping_size_for(len(registry.encode_payload()))
         addr = self._create(size, undo)
-        undo.write(addr + HEADER_SIZE, data[HEADER_SIZE:])
-        undo.write(addr, data[:HEADER_SIZE])
+        fresh = slots.Found(None, slots.FORMAT_VERSION, registry.generation)
+        self._write(addr, slots.commit_writes(fresh, registry, size), undo)
+        self.found = slots.after_commit(fresh, registry, size)
         self.location = (addr, size)
         if old is not None:
             undo.defer(lambda: self.injector.munmap(old[0], old[1]),
                        "unmap the previous registry at 0x%x" % old[0])
         return addr
 
+    @staticmethod
+    def _write(addr, writes, undo):
+        for offset, data, what in writes:
+            undo.write(addr + offset, data, what=what)
+
     def _create(self, size, undo):
         """A fresh, zeroed, read-only private memfd mapping named nsb-registry."""
         # memfd_create needs its name in target memory: a scratch page, gone afterwards.
         scratch = undo.mmap(0, PAGE, _sys.PROT_READ, _sys.MAP_PRIVATE | _sys.MAP_ANONYMOUS)
-        undo.write(scratch, REGISTRY_NAME.encode() + b"\0")
+        undo.write(scratch, REGISTRY_NAME.encode() + b"\0", what="name of the registry memfd")
         fd = self.injector.memfd_create(scratch, _sys.MFD_CLOEXEC)
         undo.record_fd(fd)
         self.injector.ftruncate(fd, size)

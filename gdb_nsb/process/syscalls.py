@@ -26,6 +26,7 @@ import time
 import gdb
 
 from gdb_nsb.errors import NsbError
+from gdb_nsb.process import faults
 from gdb_nsb.process.inferior import Inferior
 
 SYS_close = 3
@@ -253,6 +254,7 @@ class SyscallInjector:
                 done, value = self._attempt(thread, nr, args)
                 if done:
                     self._preferred = thread.num
+                    faults.point("after-syscall", "syscall %d" % nr)
                     return value
                 self._dirty.add(thread.num)
         raise InjectionError("no thread of process %d can run syscall %d now: every thread holds or has "

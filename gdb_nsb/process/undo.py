@@ -11,6 +11,7 @@ deferred to ``commit``.
 import time
 
 from gdb_nsb.errors import MismatchError, NsbError, PartialStateError, TimeoutExpired
+from gdb_nsb.process import faults
 
 
 class Deadline:
@@ -92,6 +93,7 @@ class UndoLog:
                 addr, " (%s)" % what if what else "", old.hex(), bytes(expected).hex()))
         self.entries.append(_Write(addr, old, data))
         self.inferior.write(addr, data)
+        faults.point("after-write", what or "%d bytes at %#x" % (len(data), addr))
 
     def write_all(self, writes, after=None, skip_done=False):
         """Make every write of ``writes`` (objects with addr, data, expected, what), checked first.
@@ -128,6 +130,7 @@ class UndoLog:
             self._step("write at 0x%x" % w.addr)
             self.entries.append(_Write(w.addr, old, w.data))
             self.inferior.write(w.addr, w.data)
+            faults.point("after-write", w.what or "%d bytes at %#x" % (len(w.data), w.addr))
             if after is not None:
                 after(w)
         return [w for w, _ in todo]

@@ -1,0 +1,129 @@
+"""The tool killed after EVERY single write of an apply and a revert (issue 14, item 1).
+
+``NSB_FAULT=kill@step:K`` makes GDB SIGKILL itself right after the K-th
+write into the target (memory write through the undo log: segments, registry
+superblock, slot and commit word, jumps, the registry memfd's name) or
+injected system call (its thread's registers and bytes already restored).
+``NSB_FAULT_LOG`` names the write it stopped after.  The sequences below are
+exact: a write added or gone fails the test (the table is docs/TRUST.md's).
+For each kill point: the target runs, no entry is torn, ``nsb check`` gives
+exactly the verdict listed, and ``patch`` and ``revert`` then succeed.  A
+kill point never reached FAILS (the operation ending normally is an error).
+"""
+
+import pytest
+
+import reliability as R
+
+pytestmark = pytest.mark.gdb
+
+FUNCS = ("compute", "scale")
+DELTA = {"compute": 100, "scale": 1000}
+
+# (what the K-th write or call was, `nsb check` exit code after a kill right after it).
+# First apply of the `both` patch (2 functions) to a process without a registry.
+APPLY = [
+    ("after-syscall syscall 9", 2),                    # the patch's span mapped (R-X), not yet recorded
+    ("after-syscall syscall 9", 2),                    # scratch page for the registry memfd's name
+    ("after-write name of the registry memfd", 2),
+    ("after-syscall syscall 319", 2),                  # memfd_create
+    ("after-syscall syscall 77", 2),                   # ftruncate
+    ("after-syscall syscall 9", 2),                    # registry mapped, all zeros: no registry yet
+    ("after-syscall syscall 3", 2),                    # its fd closed
+    ("after-syscall syscall 11", 2),                   # scratch page unmapped
+    ("after-write registry superblock", 2),            # formatted, commit word 0: no registry yet
+    ("after-write registry slot 1 (commit 1)", 2),     # not committed: still no registry
+    ("after-write registry commit 1", 2),              # the new mapping recorded, inactive
+    ("after-syscall syscall 10", 2),                   # mprotect down (R-X -> R--)
+    ("after-syscall syscall 10", 2),
+    ("after-write segment 0x0+0x608 (r--)", 2),
+    ("after-write segment 0x1000+0x1b5 (r-x)", 2),
+    ("after-write segment 0x2000+0xcc (r--)", 2),
+    ("after-write segment 0x3dd8+0x248 (r--)", 2),
+    ("after-write registry slot 0 (commit 2)", 2),     # active record written, not committed
+    ("after-write registry commit 2", 8),              # active, no jump yet: partial
+    ("after-write jump over compute", 8),
+    ("after-write jump over scale", 0),                # every jump in place: applied
+]
+# Revert of that patch, applied.
+REVERT = [
+    ("after-write restore compute", 8),
+    ("after-write restore scale", 8),                  # code restored, registry still active: partial
+    ("after-write registry slot 1 (commit 3)", 8),
+    ("after-write registry commit 3", 2),              # inactive: reverted
+]
+TABLES = {"apply": APPLY, "revert": REVERT}
+# Each kill costs a target and six runner calls: the quick tier keeps the registry's commit points.
+_QUICK = {("apply", 18), ("apply", 19), ("revert", 3), ("revert", 4)}
+CASES = [pytest.param(op, k, marks=() if (op, k) in _QUICK else pytest.mark.slow)
+         for op, table in TABLES.items() for k in range(1, len(table) + 1)]
+
+
+def _states(t):
+    values = dict(zip(FUNCS, t.values()))
+    out = {}
+    for f in FUNCS:
+        st = R.entry_state(t.pid, f)
+        assert st in ("original", "jump"), "%s is torn: %s" % (f, st)
+        assert values[f] == (DELTA[f] if st == "jump" else 0), (f, st, values)
+        out[f] = st
+    return out
+
+
+def _run(op, t, p, env=None):
+    return R.nsb("patch" if op == "apply" else "revert", t.pid, "-f", p, env=env)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("op,k", CASES)
+def test_kill_after_each_write(op, k, tmp_path):
+    p = R.patch("both")
+    log = tmp_path / "killed"
+    want_what, want_check = TABLES[op][k - 1]
+    with R.RTarget(workers=4) as t:
+        if op == "revert":
+            rc, doc, err = _run("apply", t, p)
+            assert rc == 0, (doc, err)
+        rc, doc, err = _run(op, t, p, env={"NSB_FAULT": "kill@step:%d" % k, "NSB_FAULT_LOG": str(log)})
+        assert rc != 0, "kill point %s #%d (%s) was never reached: the %s ended normally" % (op, k, want_what, op)
+        assert rc == 10 and "GDB failed" in doc["message"], (rc, doc, err)
+        what = log.read_text().split(None, 2)
+        assert what[:2] == ["step", str(k)] and what[2].strip() == want_what, (what, want_what)
+        assert R.wait_for(lambda: R.tracer_pid(t.pid) == 0, 5)
+        assert t.alive()
+        states = _states(t)
+        rc, doc, err = R.nsb("check", t.pid, "-f", p)
+        assert rc == want_check, "after %s #%d (%s): check said %d (%s), TRUST.md says %d" % (
+            op, k, want_what, rc, doc.get("message"), want_check)
+        if rc in (0, 2):  # applied: every entry jumps; not applied: every entry is the original code
+            assert set(states.values()) == {"jump" if rc == 0 else "original"}, (states, doc)
+        if rc in (0, 8):
+            rc, doc, err = R.nsb("revert", t.pid, "-f", p)
+            assert rc == 0, (doc.get("message"), err)
+            assert _states(t) == {"compute": "original", "scale": "original"}
+        rc, doc, err = R.nsb("patch", t.pid, "-f", p)
+        assert rc == 0, (doc.get("message"), err)
+        assert t.values() == (100, 1000)
+        rc, doc, err = R.nsb("revert", t.pid, "-f", p)
+        assert rc == 0, (doc.get("message"), err)
+        assert t.values() == (0, 0)
+        rc, doc, err = R.nsb("check", t.pid, "-f", p)
+        assert rc == 2, doc
+        s = t.settle()
+        assert s["wrong"] == 0 and s["sent"] == s["handled"], s
+        print("kill after %s #%d (%s): check said %d as listed; patch and revert then succeeded"
+              % (op, k, want_what, want_check))
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("op", list(TABLES))
+def test_no_write_beyond_the_table(op, tmp_path):
+    """kill@step:N+1 is never reached: the table lists every write of the operation."""
+    p = R.patch("both")
+    log = tmp_path / "killed"
+    with R.RTarget(workers=4) as t:
+        if op == "revert":
+            assert _run("apply", t, p)[0] == 0
+        rc, doc, err = _run(op, t, p, env={"NSB_FAULT": "kill@step:%d" % (len(TABLES[op]) + 1),
+                                           "NSB_FAULT_LOG": str(log)})
+        assert rc == 0 and not log.exists(), (rc, doc.get("message"), log.exists() and log.read_text())
