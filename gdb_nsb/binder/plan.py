@@ -51,10 +51,10 @@ class Write:
 
 @dataclass
 class MappingPlan:
-    """Reserve [start, start+length) with MAP_FIXED_NOREPLACE, then set each range's protection.
+    """Map [start, start+length) with MAP_FIXED_NOREPLACE, then set each range's protection.
 
     ``protections`` are (start, length, PROT_*) page runs; pages not listed
-    stay PROT_NONE.  No run is ever writable.
+    end PROT_NONE.  No run is ever writable.
     """
 
     start: int
@@ -64,6 +64,29 @@ class MappingPlan:
     @property
     def end(self) -> int:
         return self.start + self.length
+
+    @property
+    def initial_prot(self) -> int:
+        """What the whole range is mapped with: the union of its runs.  MDWE (PR_SET_MDWE) refuses to
+        *gain* PROT_EXEC, so afterwards protections are only ever taken away (``protections_down``)."""
+        prot = 0
+        for _, _, p in self.protections:
+            prot |= p
+        return prot
+
+    def protections_down(self) -> list[tuple[int, int, int]]:
+        """(start, length, PROT_*) to mprotect after mapping with ``initial_prot``: each run with less,
+        and each gap between runs (PROT_NONE), in address order."""
+        out, pos, initial = [], self.start, self.initial_prot
+        for s, n, p in sorted(self.protections):
+            if s > pos:
+                out.append((pos, s - pos, 0))
+            if p != initial:
+                out.append((s, n, p))
+            pos = max(pos, s + n)
+        if pos < self.end:
+            out.append((pos, self.end - pos, 0))
+        return out
 
 
 @dataclass

@@ -2,12 +2,14 @@
 
 An apply records a new mapping before anything jumps into it (the pending
 registry), a re-apply sets again the protections the memory map shows lost,
-and ``--unmap`` of a patch reverted earlier removes record and mapping only.
+a re-apply maps afresh the memory the program unmapped itself, and ``--unmap``
+of a patch reverted earlier removes record and mapping only.
 """
 
 import copy
 
 from gdb_nsb.binder import plan as planmod
+from gdb_nsb.errors import MismatchError
 from gdb_nsb.registry import STATE_INACTIVE
 
 
@@ -34,6 +36,22 @@ def protections_to_restore(ranges, mappings):
         if not same or covered != r.length:
             out.append((r.start, r.length, r.prot))
     return out
+
+
+def mapping_to_restore(plan, mappings):
+    """A re-apply whose recorded memory the program itself unmapped: a MappingPlan that maps it afresh at
+    the same place (its mprotects used to fail with ENOMEM).  None while it is wholly mapped; refused
+    (MismatchError) when only part of it is, since the rest may be the program's own memory now."""
+    lo, hi = plan.placement.start, plan.placement.end
+    covered = sum(min(m.end, hi) - max(m.start, lo) for m in mappings if m.start < hi and lo < m.end)
+    if covered == hi - lo:
+        return None
+    if covered:
+        raise MismatchError("the memory of patch %s at %#x..%#x is only partly mapped (the program unmapped "
+                            "some of it): revert it with --unmap, then apply again"
+                            % (plan.patch_build_id[:16], lo, hi))
+    rec = plan.registry_after.patch(plan.patch_build_id)
+    return planmod.MappingPlan(lo, hi - lo, [(r.start, r.length, r.prot) for r in rec.ranges])
 
 
 def plan_unmap_inactive(registry, rec):

@@ -29,7 +29,8 @@ from gdb_nsb.lifecycle.consistency import consistency, verify_saved_bytes
 from gdb_nsb.lifecycle.guards import guard_apply_writes, guard_revert_writes
 from gdb_nsb.lifecycle.instances import (absent_target_reason, abort_if_exec, settle_gone_instances,
                                          target_unloaded)
-from gdb_nsb.lifecycle.mapping import pending_registry, plan_unmap_inactive, protections_to_restore
+from gdb_nsb.lifecycle.mapping import (mapping_to_restore, pending_registry, plan_unmap_inactive,
+                                       protections_to_restore)
 from gdb_nsb.lifecycle.outcome import Outcome, patch_dict, record_dict, target_dict
 from gdb_nsb.lifecycle.patch_file import check_patch, resolve_patch_id
 from gdb_nsb.lifecycle.pointers import find_pointer_into
@@ -39,7 +40,7 @@ from gdb_nsb.process.registry_store import RegistryStore
 from gdb_nsb.process.run_windows import ensure_all_stopped
 from gdb_nsb.process.safepoint_wait import DEFAULT_TRIES, wait_for_safe_point
 from gdb_nsb.process.stacks import collect_stacks
-from gdb_nsb.process.syscalls import (MAP_ANONYMOUS, MAP_PRIVATE, PROT_NONE, SyscallInjector)
+from gdb_nsb.process.syscalls import (MAP_ANONYMOUS, MAP_PRIVATE, SyscallInjector)
 from gdb_nsb.process.undo import Deadline, UndoLog
 from gdb_nsb.registry import STATE_ACTIVE, Registry
 from gdb_nsb.safepoint import SafePointCheck
@@ -213,29 +214,28 @@ def _execute_apply(inf, injector, store, plan, deadline, view):
     disabled = []
     try:
         with injector.session(), UndoLog(inf, injector, deadline) as undo:
-            if plan.mapping is not None:
-                m = plan.mapping
+            m = plan.mapping if plan.mapping is not None else mapping_to_restore(plan, view.mappings)
+            if m is not None:
                 # Reserve the planned range before anything else is mapped: the registry and its
                 # scratch page are mmap(0) and the kernel puts them in the same kind of gap near
                 # the target that placement chose (seen: EEXIST next to a shared library).
-                undo.mmap(m.start, m.length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS)
+                # Mapped with the most any run gets, then only taken away: a process that set
+                # PR_SET_MDWE may not gain PROT_EXEC (no run is ever writable, so never W+X).
+                undo.mmap(m.start, m.length, m.initial_prot, MAP_PRIVATE | MAP_ANONYMOUS)
                 faults.point("after-mmap")
-                if store.location is None:
-                    # First patch of this process: the registry is created now.  Later patches
-                    # find it in place, so recording their mapping is a plain memory write.
-                    store.save(Registry(generation=plan.registry_after.generation), undo)
                 # Record the new mapping (inactive, no jumps) at once: a tool killed from here on
-                # leaves a registered, reusable mapping rather than an anonymous orphan.
+                # leaves a registered, reusable mapping rather than an anonymous orphan.  The first
+                # patch of a process creates the registry here.
                 pending = pending_registry(plan)
                 store.save(pending, undo)
                 plan.registry_after.generation = max(plan.registry_after.generation, pending.generation)
-                for start, length, prot in m.protections:
+                for start, length, prot in m.protections_down():
                     injector.check("mprotect", 10, start, length, prot)
                     faults.point("after-mprotect", "%#x" % start)
             else:
                 # Re-apply into the recorded mapping.  Its record is written before the mprotects
-                # above, so an apply killed between them left pages PROT_NONE: our ptrace writes
-                # still land there, but the first call into them killed the target (SIGSEGV).
+                # above, so an apply killed between them left pages without their final protection
+                # (before MDWE-safe mapping: PROT_NONE, and the first call into them died of SIGSEGV).
                 # Set every recorded run the memory map shows otherwise (normally none: a re-apply
                 # then injects no system call).  Not undone: the record asks for these protections.
                 rec = plan.registry_after.patch(plan.patch_build_id)
@@ -394,8 +394,7 @@ def check(path, opts: Options) -> Outcome:
     out = Outcome(patch=patch_dict(lp, path))
     inf = _context()
     ensure_all_stopped()
-    injector = SyscallInjector(inf)
-    store = RegistryStore(inf, injector)
+    store = RegistryStore(inf, None)  # check is passive: reads only, never an injected system call
     try:
         registry = _load_registry(store)
     except errors.RegistryCorrupt as e:
@@ -408,7 +407,7 @@ def check(path, opts: Options) -> Outcome:
         if rec is not None and rec.state == STATE_ACTIVE:
             out.timings = clock.total()
         return out
-    reasons, warnings = verdicts.environment_reasons(environment.collect(inf, injector), opts.allow_seccomp)
+    reasons, warnings = verdicts.environment_reasons(environment.collect(inf), opts.allow_seccomp)
     reasons += verdicts.reasons_against_apply(view, lp, image, registry, inf, snap.breakpoint_locations(),
                                               opts.breakpoints, lambda: _patch_images(registry, [path]),
                                               collect_stacks, inf.pid)

@@ -2,9 +2,11 @@
 
 ``assess`` is the pure core: it reads texts and numbers and returns
 findings.  ``collect`` is the thin GDB side that gathers them: ``info proc
-status`` (works through gdbserver), the local ``ptrace_scope`` (meaningful
-only for a native attach: it is the runner's machine), and, when an injector
-is given, ``prctl(PR_GET_MDWE)`` run in the target.
+status`` (works through gdbserver) and the local ``ptrace_scope`` (meaningful
+only for a native attach: it is the runner's machine).  Reading only: check
+and list are passive (no injected system call, no write).  MDWE
+(PR_SET_MDWE) is not probed: /proc shows no field for it, and apply never
+gains PROT_EXEC, which is all it refuses.
 """
 
 import os
@@ -16,8 +18,6 @@ SEVERITY_WARN = "warning"
 SEVERITY_INFO = "info"
 
 PTRACE_SCOPE_PATH = "/proc/sys/kernel/yama/ptrace_scope"
-PR_GET_MDWE = 66
-PR_MDWE_REFUSE_EXEC_GAIN = 1
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,12 @@ def _field(status_text: str, name: str) -> Optional[str]:
 
 
 def assess(status_text: str, expected_tracers: Optional[Iterable[int]] = None,
-           ptrace_scope: Optional[str] = None, mdwe_flags: Optional[int] = None) -> List[Finding]:
+           ptrace_scope: Optional[str] = None) -> List[Finding]:
     """Findings from a process's ``/proc/PID/status`` text and side facts.
 
     ``expected_tracers``: pids allowed as TracerPid (GDB itself); None means
     tracer unknown (through gdbserver), then a tracer is only reported as info.
     ``ptrace_scope``: content of the Yama sysctl, None if absent.
-    ``mdwe_flags``: result of PR_GET_MDWE in the target, None if unknown.
     """
     out = []
     mode = _field(status_text, "Seccomp")
@@ -78,9 +77,6 @@ def assess(status_text: str, expected_tracers: Optional[Iterable[int]] = None,
         if meaning:
             out.append(Finding("ptrace-scope", "kernel.yama.ptrace_scope=%s: %s" % (scope, meaning),
                                SEVERITY_REFUSE if scope == "3" else SEVERITY_INFO))
-    if mdwe_flags is not None and mdwe_flags > 0 and mdwe_flags & PR_MDWE_REFUSE_EXEC_GAIN:
-        out.append(Finding("mdwe", "process denies new executable memory (PR_SET_MDWE): patch code cannot "
-                                   "be mapped executable", SEVERITY_REFUSE))
     return out
 
 
@@ -93,22 +89,13 @@ def read_ptrace_scope(path: str = PTRACE_SCOPE_PATH) -> Optional[str]:
         return None
 
 
-def collect(inferior, injector=None) -> List[Finding]:
-    """Gather and assess the environment of the current inferior (GDB side)."""
+def collect(inferior) -> List[Finding]:
+    """Gather and assess the environment of the current inferior (GDB side; reads only)."""
     status = inferior.status_text()
-    # `info proc status` prints "process N" before the file's lines.
     remote = inferior.is_remote
     expected = None if remote else {os.getpid()}
     scope = None if remote else read_ptrace_scope()
-    mdwe = None
-    findings = []
-    seccomp = _field(status, "Seccomp")
-    if injector is not None and seccomp == "0":
-        # Only probed without seccomp: a filter could kill the process for an unexpected prctl.
-        mdwe = injector.call(157, PR_GET_MDWE, 0, 0, 0, 0)
-        if mdwe < 0:
-            mdwe = None  # kernel without MDWE (EINVAL)
-    findings += assess(status, expected, scope, mdwe)
+    findings = assess(status, expected, scope)
     if remote:
         findings.append(Finding("ptrace-scope-unknown", "ptrace_scope of the remote machine is not checked",
                                 SEVERITY_INFO))
