@@ -91,6 +91,11 @@ def test_kill_after_each_write(op, k, tmp_path):
         assert what[:2] == ["step", str(k)] and what[2].strip() == want_what, (what, want_what)
         assert R.wait_for(lambda: R.tracer_pid(t.pid) == 0, 5)
         assert t.alive()
+        # A signal GDB had intercepted and not yet passed on dies with GDB (docs/TRUST.md, "signals GDB
+        # holds"): at most one here (seen in 3 of 25 kills).  The calls that follow must lose none.
+        s = t.settle()
+        lost = s["sent"] - s["handled"]
+        assert s["wrong"] == 0 and 0 <= lost <= 1, s
         states = _states(t)
         rc, doc, err = R.nsb("check", t.pid, "-f", p)
         assert rc == want_check, "after %s #%d (%s): check said %d (%s), TRUST.md says %d" % (
@@ -110,9 +115,9 @@ def test_kill_after_each_write(op, k, tmp_path):
         rc, doc, err = R.nsb("check", t.pid, "-f", p)
         assert rc == 2, doc
         s = t.settle()
-        assert s["wrong"] == 0 and s["sent"] == s["handled"], s
-        print("kill after %s #%d (%s): check said %d as listed; patch and revert then succeeded"
-              % (op, k, want_what, want_check))
+        assert s["wrong"] == 0 and s["sent"] - s["handled"] == lost, (s, lost)
+        print("kill after %s #%d (%s): check said %d as listed; patch and revert then succeeded; %d signal%s "
+              "lost with GDB" % (op, k, want_what, want_check, lost, "" if lost == 1 else "s"))
 
 
 @pytest.mark.timeout(300)
