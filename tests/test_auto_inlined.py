@@ -165,3 +165,33 @@ def test_ipa_clones_file(tmp_path):
     with pytest.raises(GenerateError) as ei:
         generate(built.target, patch, mode="auto", objects=[built.patch_obj], ipa_clones=[str(bad)])
     assert "bad.ipa-clones:1 is not a -fdump-ipa-clones line" in str(ei.value)
+
+
+NORETURN_UNIT = r"""
+#include <stdio.h>
+#include <stdlib.h>
+int f(int x) { return x * 3 + 1; }
+__attribute__((noreturn, noinline)) void serve(int x)
+{
+    for (;;) {
+        if (printf("%d\n", f(x)) < 0)
+            exit(1);
+    }
+}
+"""
+
+
+def test_auto_mode_refuses_a_noreturn_holder(tmp_path):
+    # f is inlined into serve(), an event loop that never returns: a jump at serve's entry would
+    # never take effect, so the old f keeps running there.
+    main = "void serve(int);\nint main(int c, char **v) { (void)v; serve(c); }\n"
+    exe = cbuild.build([("loop.c", NORETURN_UNIT), ("main.c", main)], ["-O2", "-g"] + cbuild.FLAVOR_FLAGS["nopie"],
+                       "noreturn-loop")
+    new = cbuild.build([("loop.c", NORETURN_UNIT.replace("x * 3 + 1", "x * 3 + 2"))], OBJ_FLAGS, "loop.o")
+    old = cbuild.build([("loop.c", NORETURN_UNIT)], OBJ_FLAGS, "loop.o")
+    so = _copy(cbuild.build([], ["-shared"], "loop.so", extra_inputs=[new]), tmp_path, "loop.so")
+    with pytest.raises(GenerateError) as ei:
+        generate(exe, so, mode="auto", objects=[new], originals=[old])
+    msg = str(ei.value)
+    assert "serve (" in msg and "loop.c:5: holds an inlined copy of f)" in msg, msg
+    assert "serve is entered once and left only at exit (main or noreturn)" in msg, msg
