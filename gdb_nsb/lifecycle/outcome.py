@@ -62,15 +62,18 @@ def _plural(n, word, suffix="s"):
     return "%d %s%s" % (n, word, "" if n == 1 else suffix)
 
 
-def apply_dry_run(out, plan, reasons):
-    """``--dry-run`` of an apply: the plan's lines and every reason it could not be executed now."""
-    bid = plan.patch_build_id
-    out.lines = ["dry run: nothing written"] + plan.describe() + ["cannot apply now: " + r for r in reasons]
+def _dry_run(out, plan, reasons, verb, done, code):
+    """``--dry-run``: the plan's lines and every reason it could not be executed now (``code`` if any)."""
+    out.lines = ["dry run: nothing written"] + plan.describe() + ["cannot %s now: %s" % (verb, r) for r in reasons]
     out.reasons = reasons
-    out.code = 0 if not reasons else errors.MismatchError.exit_code
-    out.message = ("dry run: patch %s could be applied now" % bid if not reasons
-                   else "dry run: patch %s cannot be applied now: %s" % (bid, reasons[0]))
+    out.code = 0 if not reasons else code
+    out.message = "dry run: patch %s %s" % (plan.patch_build_id, "could be %s now" % done if not reasons else
+                                             "cannot be %s now: %s" % (done, reasons[0]))
     return out
+
+
+def apply_dry_run(out, plan, reasons):
+    return _dry_run(out, plan, reasons, "apply", "applied", errors.MismatchError.exit_code)
 
 
 def applied(out, plan, settled):
@@ -86,14 +89,7 @@ def applied(out, plan, settled):
 
 
 def revert_dry_run(out, plan, reasons):
-    """``--dry-run`` of a revert."""
-    bid = plan.patch_build_id
-    out.lines = ["dry run: nothing written"] + plan.describe() + ["cannot revert now: " + r for r in reasons]
-    out.reasons = reasons
-    out.code = 0 if not reasons else errors.PartialStateError.exit_code
-    out.message = "dry run: patch %s %s" % (bid, "could be reverted now" if not reasons else
-                                             "cannot be reverted now: " + reasons[0])
-    return out
+    return _dry_run(out, plan, reasons, "revert", "reverted", errors.PartialStateError.exit_code)
 
 
 def reverted(out, record, plan, was_active, unloaded):

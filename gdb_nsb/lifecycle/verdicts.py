@@ -15,10 +15,15 @@ from gdb_nsb.registry import STATE_ACTIVE
 from gdb_nsb.safepoint import SafePointCheck
 
 
+def _seccomp_refused(finding, allow_seccomp):
+    """A seccomp filter may make the kernel kill the process at our injected system calls."""
+    return finding.code.startswith("seccomp") and not allow_seccomp
+
+
 def refuse_environment(findings, allow_seccomp):
     """Raise EnvironmentRefusal for the first seccomp finding an apply must not ignore."""
     for f in findings:
-        if f.code.startswith("seccomp") and not allow_seccomp:
+        if _seccomp_refused(f, allow_seccomp):
             raise errors.EnvironmentRefusal("%s; applying could make the kernel kill the process "
                                             "(allow it explicitly with --allow-seccomp)" % f.message)
 
@@ -131,7 +136,7 @@ def environment_reasons(findings, allow_seccomp):
     """([(reason, exit code)] that keep an apply from running, [warning lines]) of the environment findings."""
     reasons, warnings = [], []
     for f in findings:
-        if f.code.startswith("seccomp") and not allow_seccomp:
+        if _seccomp_refused(f, allow_seccomp):
             reasons.append(("environment: %s (apply refuses without --allow-seccomp)" % f.message,
                             errors.EnvironmentRefusal.exit_code))
         elif f.severity == "refuse":
