@@ -329,3 +329,27 @@ def test_auto_keeps_its_own_copy_of_specialised_statics(cp_targets, flavor):
     # k exists only as k.constprop.0 in both builds; h was rewritten in place only without
     # -flive-patching (ipa-vrp / ipa-bit-cp); t's address is taken, so it is never specialised.
     assert kept == ({"k", "h"} if flavor == "-O2" else {"k"}), gen.explain
+
+
+# ---- -fipa-reference-addressable: variable-side, refused as a missing variable ----------------------
+
+RA_UNIT = r"""
+#define NOINL __attribute__((noinline))
+volatile int seed = 3;
+static int wonly;          /* written, never read: its stores are deleted */
+static int ronly = 42;     /* read, never written: its reads become the constant */
+NOINL int f(int x) { wonly = x; return x * x + ronly + seed; }
+int main(void) { return f(seed); }
+"""
+
+
+def test_reference_addressable_variables_vanish_and_are_refused():
+    t = cbuild.build([("ra.c", RA_UNIT)], ["-O2"] + EXE, "ipa-ra-vars")
+    assert not {"ronly", "wonly"} & {s.name for s in G.nm(t)}
+    for var in ("ronly", "wonly"):
+        p = G.build_patch([("ra_%s.c" % var, '#include "vzp.h"\nVZP_FILE("ra.c");\nVZP_STATIC_VAR_REF(int, %s);\n'
+                            "int f(int x) { return x * x + %s + 1; }\n" % (var, var))], "ra-%s.so" % var)
+        msg = _refused(t, p, allow_ipa_ra=True)
+        assert "static variable %s" % var in msg and "not found" in msg
+    kept = cbuild.build([("ra.c", RA_UNIT)], CONTROL, "ipa-ra-vars-lp")
+    assert {"ronly", "wonly"} <= {s.name for s in G.nm(kept)}
