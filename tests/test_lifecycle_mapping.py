@@ -1,10 +1,12 @@
-"""The patch mapping's life: pending record, protections set again on re-apply, --unmap of an inactive patch."""
+"""The patch mapping's life: pending record, protections or memory restored on re-apply, --unmap of an inactive patch."""
 
 import pytest
 
 from binder_fakes import Sim, build_world
 from gdb_nsb.binder.plan import plan_load, plan_revert
-from gdb_nsb.lifecycle.mapping import pending_registry, plan_unmap_inactive, protections_to_restore
+from gdb_nsb.errors import MismatchError
+from gdb_nsb.lifecycle.mapping import (mapping_to_restore, pending_registry, plan_unmap_inactive,
+                                       protections_to_restore)
 from gdb_nsb.mappings import Mapping
 from gdb_nsb.registry import STATE_ACTIVE, STATE_INACTIVE, MappedRange, Registry
 
@@ -61,3 +63,22 @@ def test_unmap_of_an_inactive_patch_removes_record_and_mapping(world):
     assert plan.unmap == (lo, hi - lo)
     rec.ranges = []
     assert plan_unmap_inactive(sim.registry, rec).unmap is None
+
+
+def test_reapply_maps_afresh_memory_the_program_unmapped(world):
+    target, _, patches = world
+    sim = Sim(target)
+    lp, img = patches["A"]
+    sim.execute(plan_load(sim.view(), lp, img, sim.registry))
+    sim.execute(plan_revert(sim.registry, lp.new_bid))
+    again = plan_load(sim.view(), lp, img, sim.registry)
+    assert again.mapping is None
+    assert mapping_to_restore(again, sim.view().mappings) is None  # still wholly mapped: reused as it is
+    lo, hi = again.placement.start, again.placement.end
+    fresh = mapping_to_restore(again, [])
+    rec = again.registry_after.patch(lp.new_bid)
+    assert (fresh.start, fresh.end) == (lo, hi)
+    assert fresh.protections == [(r.start, r.length, r.prot) for r in rec.ranges]
+    part = [Mapping(lo, lo + 0x1000, 0, "r--p", "")]
+    with pytest.raises(MismatchError, match="only partly mapped .*revert it with --unmap, then apply again"):
+        mapping_to_restore(again, part)
