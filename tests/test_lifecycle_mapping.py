@@ -1,4 +1,4 @@
-"""The patch mapping's life: pending record, protections or memory restored on re-apply, --unmap of an inactive patch."""
+"""The patch mapping's life: pending record, protections or memory restored on re-apply, --unmap when inactive."""
 
 import pytest
 
