@@ -259,7 +259,11 @@ STRINGS = r'''
 const char *first(void) { return "first reply"; }
 const char *second(void) { return "second reply"; }
 void third(void) { puts("third reply"); }
+double fourth(double x) { return x * 1.0; }
+const char *fifth(void) { return ""; }
+double sixth(double x) { return x * 0.2; }
 '''
+FUNCS = ("first", "second", "third", "fourth", "fifth", "sixth")
 
 
 def _strings_obj(text, tag):
@@ -273,5 +277,12 @@ def test_a_longer_literal_changes_only_its_function():
     orig = ObjectUnit(_strings_obj(STRINGS, "s-orig"))
     longer = ObjectUnit(_strings_obj(STRINGS.replace('"first reply"', '"first reply, longer"'), "s-longer"))
     other = ObjectUnit(_strings_obj(STRINGS.replace('"third reply"', '"third answer"'), "s-other"))
-    assert [f for f in ("first", "second", "third") if orig.signature(f) != longer.signature(f)] == ["first"]
-    assert [f for f in ("first", "second", "third") if orig.signature(f) != other.signature(f)] == ["third"]
+    # -O0 keeps literals and floating constants together in .rodata: a constant whose bytes start
+    # with NUL (1.0) changing to another (2.0) is a change, an empty string or 0.2 that moved is not.
+    constant = ObjectUnit(_strings_obj(STRINGS.replace("x * 1.0", "x * 2.0"), "s-constant"))
+
+    def changed(new):
+        return [f for f in FUNCS if orig.signature(f) != new.signature(f)]
+    assert changed(longer) == ["first"]
+    assert changed(other) == ["third"]
+    assert changed(constant) == ["fourth"]

@@ -34,6 +34,7 @@ to, addend) are the same in both is left alone.
 
 from __future__ import annotations
 
+import bisect
 import os
 import struct
 
@@ -162,23 +163,24 @@ class ObjectUnit:
         for r in sorted(self.relocs.get(shndx, ()), key=lambda r: r["r_offset"]):
             size = _FIELD_SIZE.get(r["r_info_type"], 4)
             code[r["r_offset"]:r["r_offset"] + size] = b"\0" * size
-            # A string literal is keyed by its text: its addend is where it lies in the unit's merged
-            # string section, which moves when any earlier literal of the unit changes.
-            addend = None if self._in_strings(r) else r["r_addend"]
-            rels.append((r["r_offset"], r["r_info_type"], self._target_key(r), addend))
+            key = self._target_key(r)
+            # Anonymous data is keyed by its content (its addend is where it lies, see _target_key).
+            anonymous = isinstance(key, tuple) and len(key) == 2
+            rels.append((r["r_offset"], r["r_info_type"], key, None if anonymous else r["r_addend"]))
         return bytes(code), rels
 
-    def _in_strings(self, r):
-        """True when ``r`` points at a whole string literal: the start of a NUL-terminated string in
-        anonymous data that holds no relocations of its own (.rodata at -O0, .rodata.str* else)."""
-        sym = self.symbols[r["r_info_sym"]]
-        shndx = sym["st_shndx"]
-        if sym["st_info"]["type"] != "STT_SECTION" or not isinstance(shndx, int) or not shndx:
-            return False
-        if self.section_symbols(shndx) or self.relocs.get(shndx):
-            return False
-        data, at = self.section_bytes(shndx), r["r_addend"] + 4
-        return 0 <= at < len(data) and (at == 0 or data[at - 1] == 0) and data.find(b"\0", at) >= 0
+    def _anonymous_items(self, shndx):
+        """Where the items of anonymous data section ``shndx`` start: every offset the object's code and
+        data point at (string literals and constants of -O0 code have no symbols of their own)."""
+        items = self.__dict__.setdefault("_items", {})
+        if shndx not in items:
+            starts = {0, len(self.section_bytes(shndx))}
+            for owner, rels in self.relocs.items():
+                if self.sections[owner]["sh_flags"] & 2:  # SHF_ALLOC: code and data, not DWARF
+                    starts.update(r["r_addend"] + 4 for r in rels
+                                  if self.symbols[r["r_info_sym"]]["st_shndx"] == shndx)
+            items[shndx] = sorted(starts)
+        return items[shndx]
 
     def _target_key(self, r):
         sym = self.symbols[r["r_info_sym"]]
@@ -189,13 +191,16 @@ class ObjectUnit:
             return "?"
         if self.section_symbols(sym["st_shndx"]):
             return sec.name
-        # Anonymous data (string literals): what the code points at, not where it lies.
+        # Anonymous data (string literals, constants): what the code points at, up to the next item any
+        # code points at, trailing padding left out; not where it lies, which moves when an earlier
+        # item of the unit changes.
         data = self.section_bytes(sym["st_shndx"])
         at = r["r_addend"] + 4
         if 0 <= at < len(data):
-            end = data.find(b"\0", at)
-            return (sec.name, data[at:end if end >= 0 else at + 64][:256])
-        return (sec.name, r["r_addend"])
+            items = self._anonymous_items(sym["st_shndx"])
+            end = items[bisect.bisect_right(items, at)] if at < items[-1] else len(data)
+            return (sec.name, bytes(data[at:end]).rstrip(b"\0"))
+        return (sec.name, "outside", r["r_addend"])
 
 
 class AutoBinding:
