@@ -259,7 +259,7 @@ def test_library_with_interpreter_is_a_library(tmp_path):
     data = bytearray(open(old_pie, "rb").read())
     img = ElfImage(old_pie)
     # clear DF_1_PIE, as linkers before binutils 2.32 did not set it
-    dyn_off = [off for t, _f, off, *_ in img._phdrs if t == 2][0]
+    dyn_off = [off for t, _f, off, *_ in img.program_headers if t == 2][0]
     for i, (tag, val) in enumerate(img.dynamic):
         if tag == 0x6FFFFFFB:
             data[dyn_off + 16 * i + 8:dyn_off + 16 * i + 16] = (val & ~0x08000000).to_bytes(8, "little")

@@ -16,6 +16,7 @@ import types
 import pytest
 
 import cbuild
+from gdb_nsb.elf.headers import is_elf_file
 from gdbharness import ROOT, Target, read_mem, wait_running
 
 pytestmark = pytest.mark.timeout(240)
@@ -168,8 +169,8 @@ def test_mapped_data_files_do_not_disable_the_fast_path(gdbless_fastattach, tmp_
                         for c in fa.debug_file_candidates(filecache.image(libc)))
         assert decided["skip_debug_files"] == (not has_frame)
     # An unreadable mapped object still turns the fast path off (GDB would do its usual reading).
-    assert fa._elf_magic(str(tmp_path / "gone")) is None
-    assert fa._elf_magic(str(data)) is False and fa._elf_magic(exe) is True
+    assert is_elf_file(str(tmp_path / "gone")) is None
+    assert is_elf_file(str(data)) is False and is_elf_file(exe) is True
 
 
 def test_a_huge_data_file_is_refused_without_reading_it(tmp_path):

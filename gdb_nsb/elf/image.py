@@ -1,10 +1,13 @@
 """Read-only model of an x86_64 ELF64 little-endian file.
 
-``ElfImage(path)`` keeps the file's bytes and exposes what the rest of
-gdb-nsb needs (segments, sections, symbols with versions, dynamic
-relocations, dynamic tags, build-id, debug links).  Everything beyond the
-ELF header is parsed lazily on first access and cached, so opening a large
-file is cheap.  Any parse failure becomes a one-line :class:`ElfError`.
+``ElfImage(path)`` exposes what the rest of gdb-nsb needs (segments,
+sections, symbols with versions, dynamic relocations, dynamic tags, build-id,
+debug links).  Opening reads the 64-byte file header only; every table is read
+and parsed on first access and cached, reading just its own bytes, so a
+multi-GiB file costs nothing until its contents are asked for.  The whole file
+(``data``) is read only for pyelftools (symbol versions, DWARF).  Any parse
+failure becomes a one-line :class:`ElfError`.  The fixed header layouts are
+decoded by :mod:`gdb_nsb.elf.headers`.
 
 Addresses are link-time addresses (``st_value``; for ``ET_DYN`` an offset
 from the load bias).
@@ -14,21 +17,22 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import struct
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 
 from elftools.common.exceptions import ELFError as _PyElfError
 from elftools.common.exceptions import ELFParseError as _PyElfParseError
 from elftools.construct.core import ConstructError as _ConstructError
-from elftools.elf.descriptions import describe_e_machine
 from elftools.elf.elffile import ELFFile
-from elftools.elf.enums import ENUM_E_MACHINE, ENUM_RELOC_TYPE_x64
+from elftools.elf.enums import ENUM_RELOC_TYPE_x64
 
+from gdb_nsb.elf import headers
+from gdb_nsb.elf.headers import PAGE_SIZE, Section, Segment
 from gdb_nsb.elf.notes import gnu_build_id
 from gdb_nsb.errors import ElfError
-
-PAGE_SIZE = 0x1000
 
 # Segment flags.
 PF_X, PF_W, PF_R = 1, 2, 4
@@ -60,38 +64,6 @@ _DYN = struct.Struct("<qQ")
 # pyelftools and struct raise these on malformed input.
 _PARSE_ERRORS = (_PyElfError, _PyElfParseError, _ConstructError, struct.error, ValueError,
                  IndexError, KeyError, UnicodeDecodeError, AssertionError, TypeError, OverflowError)
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One PT_LOAD program header."""
-
-    vaddr: int
-    memsz: int
-    offset: int
-    filesz: int
-    flags: int  # PF_R | PF_W | PF_X
-    align: int = PAGE_SIZE
-
-    @property
-    def end(self) -> int:
-        return self.vaddr + self.memsz
-
-
-@dataclass(frozen=True)
-class Section:
-    """One section header."""
-
-    index: int
-    name: str
-    type: str  # pyelftools name, e.g. 'SHT_PROGBITS'
-    flags: int
-    addr: int
-    offset: int
-    size: int
-    entsize: int = 0
-    link: int = 0
-    info: int = 0
 
 
 @dataclass
@@ -157,56 +129,72 @@ def _cstr(data: bytes, off: int) -> str:
 
 
 class ElfImage:
-    """An x86_64 ELF64 little-endian file, read once into memory."""
+    """An x86_64 ELF64 little-endian file, read a table at a time as it is asked for."""
 
     def __init__(self, path: str, allow_relocatable: bool = False):
         """``allow_relocatable`` admits ET_REL files: a dwz common debug file is one."""
         self.path = str(path)
         try:
-            with open(self.path, "rb") as f:
-                # The header first: a mapped data file (a database, a locale archive) is refused
-                # without reading it whole.
-                self.data = f.read(64)
-                self._check_ident()
-                self.data += f.read()
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
             raise ElfError("%s: cannot read: %s" % (self.path, e.strerror or e)) from e
+        # The descriptor keeps the very file opened here (a file replaced on disk later is
+        # another file); it is closed once ``data`` holds the whole file, or with the image.
+        self._fd = fd
+        self._close = weakref.finalize(self, os.close, fd)
         try:
-            self.elffile = ELFFile(io.BytesIO(self.data))
-            hdr = self.elffile.header
-            self.elf_type = hdr["e_type"]
-            self._phoff, self._phnum = hdr["e_phoff"], hdr["e_phnum"]
-            self._shoff, self._shnum = hdr["e_shoff"], hdr["e_shnum"]
-        except _PARSE_ERRORS as e:
-            raise ElfError("%s: corrupt ELF header (%s)" % (self.path, e)) from e
+            self.size = os.fstat(fd).st_size
+            head = os.pread(fd, 64, 0)
+        except OSError as e:
+            self._close()
+            raise ElfError("%s: cannot read: %s" % (self.path, e.strerror or e)) from e
+        # The header first: a mapped data file (a database, a locale archive) is refused
+        # without reading it whole.
+        self.header = h = headers.parse_file_header(head, self.path)
+        headers.require_x86_64(h, self.path)
+        self.elf_type = h.type_name
         if self.elf_type not in ("ET_EXEC", "ET_DYN") and not (allow_relocatable and self.elf_type == "ET_REL"):
             raise ElfError("%s: unsupported ELF type %s (need an executable or shared object)"
                            % (self.path, self.elf_type))
-        if self._phoff + self._phnum * 56 > len(self.data):
+        if h.phoff + h.phnum * headers.PHDR.size > self.size:
             raise ElfError("%s: truncated ELF file (program headers past end of file)" % self.path)
-        if self._shnum and self._shoff + self._shnum * 64 > len(self.data):
-            raise ElfError("%s: truncated ELF file (section headers past end of file)" % self.path)
+        if h.shoff and h.shnum and h.shoff + h.shnum * headers.SHDR.size > self.size:
+            raise ElfError("%s: truncated ELF file (section header table past end of file)" % self.path)
 
-    def _check_ident(self):
-        d, p = self.data, self.path
-        if len(d) < 4 or d[:4] != b"\x7fELF":
-            raise ElfError("%s: not an ELF file" % p)
-        if len(d) < 64:
-            raise ElfError("%s: truncated ELF header (%d bytes)" % (p, len(d)))
-        if d[4] == 1:
-            raise ElfError("%s: 32-bit ELF (only x86_64 ELF64 is supported)" % p)
-        if d[4] != 2:
-            raise ElfError("%s: corrupt ELF header (bad EI_CLASS %d)" % (p, d[4]))
-        if d[5] == 2:
-            raise ElfError("%s: big-endian ELF (only x86_64 little-endian is supported)" % p)
-        if d[5] != 1:
-            raise ElfError("%s: corrupt ELF header (bad EI_DATA %d)" % (p, d[5]))
-        machine = struct.unpack_from("<H", d, 18)[0]
-        if machine != ENUM_E_MACHINE["EM_X86_64"]:
-            name = next((k for k, v in ENUM_E_MACHINE.items() if v == machine and k != "_default_"),
-                        "machine %d" % machine)
-            raise ElfError("%s: wrong machine %s (%s), need EM_X86_64"
-                           % (p, name, describe_e_machine(name) if name.startswith("EM_") else "?"))
+    def _read(self, off: int, size: int) -> bytes:
+        """``size`` bytes at file offset ``off`` (from ``data`` once it is read)."""
+        if size == 0:
+            return b""
+        if off < 0 or size < 0 or off + size > self.size:
+            raise ElfError("%s: truncated ELF file (%d bytes at %#x past end of file)" % (self.path, size, off))
+        data = self.__dict__.get("data")
+        if data is not None:
+            return data[off:off + size]
+        parts = []
+        while size > 0:
+            try:
+                chunk = os.pread(self._fd, min(size, 1 << 30), off)
+            except OSError as e:
+                raise ElfError("%s: cannot read: %s" % (self.path, e.strerror or e)) from e
+            if not chunk:
+                raise ElfError("%s: truncated ELF file (it shrank while open)" % self.path)
+            parts.append(chunk)
+            off += len(chunk)
+            size -= len(chunk)
+        return b"".join(parts)
+
+    @cached_property
+    def data(self) -> bytes:
+        """The whole file (read on first use)."""
+        data = self._read(0, self.size)
+        self.__dict__["data"] = data
+        self._close()
+        return data
+
+    @_guarded_property
+    def elffile(self) -> ELFFile:
+        """pyelftools' view of the file (reads it whole)."""
+        return ELFFile(io.BytesIO(self.data))
 
     def __repr__(self):
         return "ElfImage(%r)" % self.path
@@ -219,7 +207,7 @@ class ElfImage:
 
     @cached_property
     def has_interp(self) -> bool:
-        return any(t == PT_INTERP for t, *_ in self._phdrs)
+        return any(p.type == PT_INTERP for p in self.program_headers)
 
     @cached_property
     def is_pie(self) -> bool:
@@ -242,18 +230,15 @@ class ElfImage:
     # ---- program headers ----------------------------------------------------
 
     @_guarded_property
-    def _phdrs(self):
-        """Raw program headers: (type, flags, offset, vaddr, filesz, memsz, align)."""
-        out = []
-        for i in range(self._phnum):
-            t, fl, off, va, _pa, fsz, msz, al = struct.unpack_from("<IIQQQQQQ", self.data, self._phoff + 56 * i)
-            out.append((t, fl, off, va, fsz, msz, al))
-        return out
+    def program_headers(self) -> list[headers.ProgramHeader]:
+        """Every program header, whatever its type."""
+        h = self.header
+        return headers.program_headers(self._read(h.phoff, h.phnum * headers.PHDR.size), h.phnum)
 
     @cached_property
     def segments(self) -> list[Segment]:
-        return [Segment(va, msz, off, fsz, fl, al or 1)
-                for t, fl, off, va, fsz, msz, al in self._phdrs if t == PT_LOAD]
+        return [Segment(p.vaddr, p.memsz, p.offset, p.filesz, p.flags, p.align or 1)
+                for p in self.program_headers if p.type == PT_LOAD]
 
     def load_span(self) -> tuple[int, int]:
         """Page-aligned link-time [lo, hi) covering every PT_LOAD."""
@@ -269,9 +254,9 @@ class ElfImage:
             if s.vaddr <= vaddr and vaddr + size <= s.end:
                 rel = vaddr - s.vaddr
                 avail = max(0, min(size, s.filesz - rel))
-                if s.offset + rel + avail > len(self.data):
+                if s.offset + rel + avail > self.size:
                     raise ElfError("%s: truncated ELF file (segment data past end of file)" % self.path)
-                return self.data[s.offset + rel:s.offset + rel + avail] + bytes(size - avail)
+                return self._read(s.offset + rel, avail) + bytes(size - avail)
         raise ElfError("%s: address %#x+%d is not inside one PT_LOAD segment" % (self.path, vaddr, size))
 
     def vaddr_to_offset(self, vaddr: int) -> int | None:
@@ -284,18 +269,37 @@ class ElfImage:
     # ---- sections ---------------------------------------------------------------
 
     @_guarded_property
+    def section_headers(self) -> list[headers.SectionHeader]:
+        """Every section header (index 0 included; extended section numbering followed)."""
+        h = self.header
+        if not h.shoff:
+            return []
+        count = h.shnum
+        if count == 0:  # extended numbering: the count is section 0's sh_size
+            count = headers.section_headers(self._read(h.shoff, headers.SHDR.size), 1)[0].size
+        if h.shoff + count * headers.SHDR.size > self.size:
+            raise ElfError("%s: truncated ELF file (section header table past end of file)" % self.path)
+        return headers.section_headers(self._read(h.shoff, count * headers.SHDR.size), count)
+
+    @_guarded_property
+    def shstrndx(self) -> int:
+        """Index of the section-name table (0: none)."""
+        idx = self.header.shstrndx
+        if idx == headers.SHN_XINDEX and self.section_headers:
+            idx = self.section_headers[0].link
+        return idx
+
+    @_guarded_property
     def sections(self) -> list[Section]:
-        out = []
-        shstrndx = self.elffile.header["e_shstrndx"]
-        if self._shnum and shstrndx < self._shnum:
-            h = self.elffile.get_section(shstrndx).header
-            if h["sh_offset"] + h["sh_size"] > len(self.data):
+        shdrs = self.section_headers
+        names = b""
+        if 0 < self.shstrndx < len(shdrs):
+            st = shdrs[self.shstrndx]
+            if st.offset + st.size > self.size:
                 raise ElfError("%s: truncated ELF file (section name table past end of file)" % self.path)
-        for i, sec in enumerate(self.elffile.iter_sections()):
-            h = sec.header
-            out.append(Section(i, sec.name, h["sh_type"], h["sh_flags"], h["sh_addr"], h["sh_offset"],
-                               h["sh_size"], h["sh_entsize"], h["sh_link"], h["sh_info"]))
-        return out
+            names = self._read(st.offset, st.size)
+        return [Section(i, headers.name_at(names, sh.name), headers.section_type_name(sh.type), sh.flags, sh.addr,
+                        sh.offset, sh.size, sh.entsize, sh.link, sh.info) for i, sh in enumerate(shdrs)]
 
     @cached_property
     def _sections_by_name(self):
@@ -325,9 +329,9 @@ class ElfImage:
         return self.section_bytes(s)
 
     def section_bytes(self, s: Section) -> bytes:
-        if s.offset + s.size > len(self.data):
+        if s.offset + s.size > self.size:
             raise ElfError("%s: truncated ELF file (section %s past end of file)" % (self.path, s.name))
-        return self.data[s.offset:s.offset + s.size]
+        return self._read(s.offset, s.size)
 
     @property
     def has_debug_info(self) -> bool:
@@ -339,7 +343,7 @@ class ElfImage:
     @_guarded_property
     def build_id(self) -> str | None:
         """Lowercase hex of the NT_GNU_BUILD_ID note (from PT_NOTE or any SHT_NOTE)."""
-        ranges = [(off, fsz) for t, _fl, off, _va, fsz, _m, _a in self._phdrs if t == PT_NOTE]
+        ranges = [(p.offset, p.filesz) for p in self.program_headers if p.type == PT_NOTE]
         ranges += [(s.offset, s.size) for s in self.sections if s.type == "SHT_NOTE"]
         for off, size in ranges:
             bid = self._scan_notes(off, size)
@@ -348,7 +352,8 @@ class ElfImage:
         return None
 
     def _scan_notes(self, off, size):
-        return gnu_build_id(self.data, off, off + size)
+        size = max(0, min(size, self.size - off))
+        return gnu_build_id(self._read(off, size))
 
     @_guarded_property
     def debuglink(self) -> tuple[str, int] | None:
@@ -374,16 +379,14 @@ class ElfImage:
     @_guarded_property
     def dynamic(self) -> list[tuple[int, int]]:
         """(tag, value) pairs of PT_DYNAMIC up to DT_NULL ([] when absent)."""
-        for t, _fl, off, _va, fsz, _m, _a in self._phdrs:
-            if t == PT_DYNAMIC:
+        for p in self.program_headers:
+            if p.type == PT_DYNAMIC:
                 out = []
-                end = min(off + fsz, len(self.data))
-                while off + 16 <= end:
-                    tag, val = _DYN.unpack_from(self.data, off)
+                size = max(0, min(p.filesz, self.size - p.offset))
+                for tag, val in _DYN.iter_unpack(self._read(p.offset, size // 16 * 16)):
                     if tag == DT_NULL:
                         break
                     out.append((tag, val))
-                    off += 16
                 return out
         return []
 
@@ -399,7 +402,7 @@ class ElfImage:
         if va is not None and size is not None:
             off = self.vaddr_to_offset(va)
             if off is not None:
-                return self.data[off:off + size]
+                return self._read(off, max(0, min(size, self.size - off)))
         return self.section_data(".dynstr") or b""
 
     @_guarded_property
@@ -534,9 +537,9 @@ class ElfImage:
         dynsyms = self.dynsyms
         out = []
         for off, size, secname in spans:
-            if off + size > len(self.data):
+            if off + size > self.size:
                 raise ElfError("%s: truncated ELF file (relocations past end of file)" % self.path)
-            for r_off, info, addend in _RELA.iter_unpack(self.data[off:off + size // 24 * 24]):
+            for r_off, info, addend in _RELA.iter_unpack(self._read(off, size // 24 * 24)):
                 typ, si = info & 0xFFFFFFFF, info >> 32
                 name = dynsyms[si].name if 0 < si < len(dynsyms) else None
                 out.append(Relocation(r_off, typ, _RELOC_NAMES.get(typ, "R_X86_64_%d" % typ), si, addend,
@@ -560,7 +563,7 @@ class ElfImage:
         secname = self._section_name_at_offset(off) or ".relr.dyn"
         where = []
         base = 0
-        for (entry,) in struct.iter_unpack("<Q", self.data[off:off + size // 8 * 8]):
+        for (entry,) in struct.iter_unpack("<Q", self._read(off, max(0, min(size, self.size - off)) // 8 * 8)):
             if not entry & 1:
                 where.append(entry)
                 base = entry + 8

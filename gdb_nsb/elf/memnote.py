@@ -8,6 +8,7 @@ process's memory identifies the running build without any file.
 
 import struct
 
+from gdb_nsb.elf import headers
 from gdb_nsb.elf.notes import gnu_build_id
 from gdb_nsb import errors
 
@@ -23,21 +24,12 @@ def build_id_in_memory(read, base):
     ``read(addr, size) -> bytes`` may raise; any unreadable or malformed header gives None.
     """
     try:
-        ehdr = read(base, 64)
-        if len(ehdr) < 64 or ehdr[:4] != b"\x7fELF" or ehdr[4] != 2 or ehdr[5] != 1:
+        h = headers.parse_file_header(read(base, headers.EHDR.size), "memory at %#x" % base)
+        if h.phentsize < headers.PHDR.size or not 0 < h.phnum <= _MAX_PHNUM:
             return None
-        phoff, = struct.unpack_from("<Q", ehdr, 0x20)
-        phentsize, phnum = struct.unpack_from("<HH", ehdr, 0x36)
-        if phentsize < 56 or not 0 < phnum <= _MAX_PHNUM:
-            return None
-        phdrs = read(base + phoff, phentsize * phnum)
-        loads, notes = [], []
-        for i in range(phnum):
-            p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = struct.unpack_from("<IIQQQQQQ", phdrs, i * phentsize)
-            if p_type == PT_LOAD:
-                loads.append((p_offset, p_vaddr))
-            elif p_type == PT_NOTE:
-                notes.append((p_vaddr, p_filesz))
+        phdrs = headers.program_headers(read(base + h.phoff, h.phentsize * h.phnum), h.phnum, h.phentsize)
+        loads = [(p.offset, p.vaddr) for p in phdrs if p.type == PT_LOAD]
+        notes = [(p.vaddr, p.filesz) for p in phdrs if p.type == PT_NOTE]
         first = next((v for off, v in sorted(loads) if off < PAGE), None)
         if first is None:
             return None

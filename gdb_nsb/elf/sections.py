@@ -12,8 +12,8 @@ Files are never edited in place: the result is written to a temporary file in
 the destination's directory, synced, given the source's mode, and renamed over
 the destination.
 
-This module is deliberately independent of :mod:`gdb_nsb.elf.image`: it only
-needs the ELF header, the program headers and the section headers.
+The file is read through :class:`gdb_nsb.elf.image.ElfImage` (the header,
+then the tables); the section-header table is rewritten from its decoded fields.
 """
 
 import os
@@ -21,21 +21,19 @@ import stat
 import struct
 import tempfile
 
+from gdb_nsb.elf import headers
+from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.errors import ElfError
 
 __all__ = ["read_section", "write_section", "section_names"]
 
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr
-_PHDR = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
-_SHDR = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr
-
+_PHDR, _SHDR = headers.PHDR, headers.SHDR
 _SHT_NULL = 0
 _SHT_PROGBITS = 1
 _SHT_STRTAB = 3
 _SHT_NOBITS = 8
 _SHF_ALLOC = 0x2
 _SHN_LORESERVE = 0xFF00
-_SHN_XINDEX = 0xFFFF
 _SHSTRTAB_NAME = b".shstrtab"
 
 
@@ -58,40 +56,40 @@ class _Section:
 
 
 class _Elf:
-    """The parts of an ELF64 little-endian file that this module needs."""
+    """What rewriting the section-header table needs of an ELF file, read through ElfImage."""
 
-    def __init__(self, data, path):
-        self.data = data
+    def __init__(self, path):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise ElfError("file not found: %s" % path) from None
+        except OSError as e:
+            raise ElfError("cannot read %s: %s" % (path, e.strerror or e)) from None
+        if stat.S_ISDIR(st.st_mode):
+            raise ElfError("not a file: %s" % path)
+        self.image = img = ElfImage(path, allow_relocatable=True)
         self.path = path
-        if len(data) < 4 or data[:4] != b"\x7fELF":
-            raise ElfError("not an ELF file: %s" % path)
-        if len(data) < _EHDR.size:
-            raise ElfError("truncated ELF header: %s" % path)
-        (ident, _type, _machine, _version, _entry, self.phoff, self.shoff, _flags, ehsize,
-         self.phentsize, self.phnum, self.shentsize, self.shnum, self.shstrndx) = _EHDR.unpack_from(data)
-        if ident[4] != 2 or ident[5] != 1:
-            raise ElfError("not a 64-bit little-endian ELF file: %s" % path)
-        self.ehsize = ehsize
-        self.segments = []  # (offset, filesz)
-        if self.phnum:
-            if self.phentsize != _PHDR.size or self.phoff + self.phnum * _PHDR.size > len(data):
-                raise ElfError("bad program header table: %s" % path)
-            for i in range(self.phnum):
-                f = _PHDR.unpack_from(data, self.phoff + i * _PHDR.size)
-                self.segments.append((f[2], f[5]))
+        h = img.header
+        self.ehsize, self.phoff, self.phnum, self.shstrndx = h.ehsize, h.phoff, h.phnum, h.shstrndx
+        if self.phnum and h.phentsize != headers.PHDR.size:
+            raise ElfError("bad program header table: %s" % path)
+        self.segments = [(p.offset, p.filesz) for p in img.program_headers]
         self.sections = []
-        if self.shoff:
-            if self.shnum == 0 or self.shstrndx == _SHN_XINDEX:
+        if h.shoff:
+            if h.shnum == 0 or h.shstrndx == headers.SHN_XINDEX:
                 raise ElfError("extended section numbering is not supported: %s" % path)
-            if self.shentsize != _SHDR.size or self.shoff + self.shnum * _SHDR.size > len(data):
+            if h.shentsize != _SHDR.size:
                 raise ElfError("bad section header table: %s" % path)
-            for i in range(self.shnum):
-                s = _Section(_SHDR.unpack_from(data, self.shoff + i * _SHDR.size))
-                if s.type != _SHT_NOBITS and s.offset + s.size > len(data):
+            for i, sh in enumerate(img.section_headers):
+                if sh.type != _SHT_NOBITS and sh.offset + sh.size > img.size:
                     raise ElfError("section %d lies past the end of the file: %s" % (i, path))
-                self.sections.append(s)
+            self.sections = [_Section(sh) for sh in img.section_headers]
         if self.sections and self.shstrndx >= len(self.sections):
             raise ElfError("bad section name table index %d: %s" % (self.shstrndx, path))
+
+    @property
+    def data(self):
+        return self.image.data
 
     def shstrtab(self):
         """Contents of the section-name table, or None when there is none."""
@@ -100,7 +98,7 @@ class _Elf:
         s = self.sections[self.shstrndx]
         if s.type != _SHT_STRTAB:
             raise ElfError("section name table is not a string table: %s" % self.path)
-        return self.data[s.offset:s.offset + s.size]
+        return self.image.section_bytes(self.image.sections[self.shstrndx])
 
     def name_of(self, sec, strtab):
         if strtab is None or sec.name_off >= len(strtab):
@@ -117,19 +115,6 @@ class _Elf:
         return None
 
 
-def _load(path):
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise ElfError("file not found: %s" % path) from None
-    except IsADirectoryError:
-        raise ElfError("not a file: %s" % path) from None
-    except OSError as e:
-        raise ElfError("cannot read %s: %s" % (path, e.strerror or e)) from None
-    return _Elf(data, path)
-
-
 def _encode_name(name):
     if isinstance(name, str):
         name = name.encode()
@@ -140,7 +125,7 @@ def _encode_name(name):
 
 def section_names(path):
     """Names of all sections of the ELF file at ``path``, in index order (index 0 excluded)."""
-    elf = _load(path)
+    elf = _Elf(path)
     strtab = elf.shstrtab()
     return [(elf.name_of(s, strtab) or b"").decode(errors="replace") for s in elf.sections[1:]]
 
@@ -151,14 +136,14 @@ def read_section(path, name):
     Raises ElfError when the file is missing or not a readable ELF64 file.
     A SHT_NOBITS section reads as b"" (it has no bytes in the file).
     """
-    elf = _load(path)
+    elf = _Elf(path)
     idx = elf.index_of(_encode_name(name))
     if idx is None:
         return None
     s = elf.sections[idx]
     if s.type == _SHT_NOBITS:
         return b""
-    return bytes(elf.data[s.offset:s.offset + s.size])
+    return elf.image.section_bytes(elf.image.sections[idx])
 
 
 def _align(n, a):
@@ -269,7 +254,7 @@ def write_section(path, name, data, out_path=None):
     """
     name = _encode_name(name)
     data = bytes(data)
-    elf = _load(path)
+    elf = _Elf(path)
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError as e:

@@ -23,39 +23,26 @@ the plain attach path is then taken).
 """
 
 import os
-import struct
 
 import gdb
 
 from gdb_nsb import errors
+from gdb_nsb.elf.headers import is_elf_file
+from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.process import filecache
 
 UNWIND_SECTIONS = (".eh_frame",)
 
 
 def section_names(path):
-    """Section names of an ELF64 LE file, reading only its headers; None when unreadable."""
+    """Section names of an ELF file, reading only its headers and name table; None when unreadable."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:
-                return None
-            shoff, = struct.unpack_from("<Q", head, 0x28)
-            shentsize, shnum, shstrndx = struct.unpack_from("<HHH", head, 0x3A)
-            if not shoff or shentsize != 64 or shstrndx >= shnum:
-                return None
-            f.seek(shoff)
-            table = f.read(shnum * 64)
-            str_off, str_size = struct.unpack_from("<QQ", table, shstrndx * 64 + 0x18)
-            f.seek(str_off)
-            names = f.read(str_size)
-    except (OSError, struct.error):
+        img = ElfImage(path, allow_relocatable=True)
+        if not 0 < img.shstrndx < len(img.sections):
+            return None  # sections without names: what they hold is unknown
+        return [sec.name for sec in img.sections[1:]]
+    except errors.ElfError:
         return None
-    out = []
-    for i in range(1, shnum):
-        n, = struct.unpack_from("<I", table, i * 64)
-        out.append(names[n:names.find(b"\0", n)].decode("utf-8", "replace"))
-    return out
 
 
 def debug_file_candidates(img, debug_dir="/usr/lib/debug"):
@@ -93,22 +80,13 @@ def _quote(path):
     return '"%s"' % path.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _elf_magic(path):
-    """True for an ELF file, False for another readable file, None when it cannot be read."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"\x7fELF"
-    except OSError:
-        return None
-
-
 def plan(pid, patches=()):
     """What prepare would do, as data: {"images": n, "skip_debug_files": bool, "exe": path|None}."""
     filecache.prefetch(pid, patches)
     files = filecache.mapped_files(pid)
     skip = bool(files)
     for path in files:
-        magic = _elf_magic(path)
+        magic = is_elf_file(path)
         if magic is False:
             continue  # a data file (locale archive, shared memory): GDB reads no symbols from it
         try:
