@@ -127,6 +127,19 @@ static inline int ileaf(int x) { return x * seed; }
 NOINL inline int dleaf(int x) { return x * x + seed; }
 extern int dleaf(int x);
 int probe(void) { int a = seed, b = seed * 5, c = seed * 7; return leaf(a) + hleaf(b) + ileaf(c) + dleaf(a) + a + b + c; }
+/* Shaped like Debian libsqlite3's sqlite3_free: GCC 12 gives it DW_AT_inline (inlined), with a
+ * copy inlined into itself only. */
+typedef struct { int stats; void (*release)(void *); void *lock; } Cfg;
+Cfg cfg;
+void lock_enter(void *);
+void lock_leave(void *);
+void sfree(void *p)
+{
+    if (p == 0) return;
+    if (cfg.stats) { lock_enter(cfg.lock); cfg.release(p); lock_leave(cfg.lock); }
+    else cfg.release(p);
+}
+void user(void *a, void *b) { sfree(a); sfree(b); }
 """
 
 
@@ -147,6 +160,16 @@ def test_default_visibility_global_in_pic_code_is_interposable(pic_libs):
     gen = generate(pic_libs["pic"], p, strict=True)
     assert [j.name for j in gen.livepatch.func_jumps] == ["leaf"] and gen.warnings == []
     assert any("interposable" in line and "probe" in line for line in gen.explain), gen.explain
+
+
+def test_self_inlined_global_in_pic_code_is_interposable(pic_libs):
+    # DW_AT_inline 1 with the only inlined copy inside sfree itself: not a sign of inlining elsewhere.
+    info = cbuild.tool("readelf", "--debug-dump=info", pic_libs["pic"])
+    assert "DW_AT_inline      : 1" in info
+    p = G.build_patch([("sfree_fix.c", "void sfree(void *p) { (void)p; }\n")], "sfree_fix.so")
+    gen = generate(pic_libs["pic"], p, strict=True)
+    assert [j.name for j in gen.livepatch.func_jumps] == ["sfree"]
+    assert any("interposable" in line and "user" in line for line in gen.explain), gen.explain
 
 
 def test_no_semantic_interposition_is_not_interposable(pic_libs):

@@ -120,7 +120,7 @@ def ipa_verdict(target, tf, name, replaced, unit_for):
     direct = [i for i, branches in enumerate(unit.branches())
               if any(b.via == "direct" and b.target == tf.entry for b in branches)]
     sym = target.function_symbol(name, tf.entry)
-    if ipa.interposable(prod, sym, unit.declared_inline(tf.die_offset), direct, True):
+    if ipa.interposable(prod, sym, unit.declared_inline(tf.die_offset, tf.entry), direct, True):
         return IpaVerdict(note="function %s: interposable (-fpic unit, default visibility, not inline, called only "
                                "through the PLT%s): its callers assume nothing (%s do not apply)"
                                % (name, " by %s" % ", ".join(unit.function_name(i) for i in unit.plt_callers(name))
@@ -322,12 +322,19 @@ class UnitCode:
                     return True
         return False
 
-    def declared_inline(self, die_offset):
-        """True when the function (or its abstract origin) carries DW_AT_inline other than
-        DW_INL_not_inlined: declared ``inline``, or inlined somewhere."""
+    def declared_inline(self, die_offset, entry):
+        """True when GCC could treat the function as not interposable because of ``inline``: its
+        abstract origin says DW_INL_declared_not_inlined / DW_INL_declared_inlined, or
+        DW_INL_inlined with a copy inlined into another function (GCC never inlines what it
+        considers interposable).  A copy inside the function itself (GCC 12 -O2 -fPIC leaves one in
+        a function that returns early, such as Debian libsqlite3's sqlite3_free) says nothing."""
         for o in self.origins_of(die_offset):
             a = self.t.dwarf.die(o).attributes.get("DW_AT_inline")
-            if a is not None and a.value:
+            if a is None or not a.value:
+                continue
+            if a.value in (2, 3):
+                return True
+            if any(self.entry_of(i) != entry for i in self.inlined_into(die_offset)):
                 return True
         return False
 
