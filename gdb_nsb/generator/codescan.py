@@ -1,8 +1,7 @@
 """Code scans of a target image with capstone: who branches where, who takes which address.
 
-Capstone runs in detail mode on every instruction that can branch or refer to an address (a
-first pass in lite mode finds them: the detail mode costs ten times more per instruction), and
-reads the instruction groups (``CS_GRP_CALL``, ``CS_GRP_JUMP``) and the operands:
+Capstone runs in detail mode (one pass per code range; about 7 us an instruction here) and the
+scan reads the instruction groups (``CS_GRP_CALL``, ``CS_GRP_JUMP``) and the operands:
 
 * an immediate operand of a call or jump is a direct branch: a ``call``, a ``jmp`` (a tail call
   when it leaves the function), a conditional jump (a conditional tail call when it leaves it);
@@ -43,16 +42,11 @@ class Branch:
     symbol: str | None = None
 
 
-def _lite_candidate(mnemonic, op_str):
-    return mnemonic.startswith(("call", "j", "bnd ", "notrack ")) or "rip" in op_str
-
-
 class CodeScanner:
     """Scans code of one ELF image (its link-time addresses)."""
 
     def __init__(self, image):
         self.image = image
-        self._lite = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._md.detail = True
         self._plt = [(s.addr, s.addr + s.size) for s in image.sections if s.name in _PLT_SECTIONS and s.size]
@@ -69,22 +63,16 @@ class CodeScanner:
             raise GenerateError("cannot scan the code of %s (%#x-%#x): %s; the safety checks cannot decide "
                                 "who calls it" % (what, lo, hi, e)) from e
 
-    def _detail(self, code, off, size, addr):
-        insn = next(self._md.disasm(code[off:off + size], addr, 1), None)
-        if insn is None:  # lite mode decoded it: detail mode must too
-            raise GenerateError("capstone decodes the instruction at %#x differently in detail mode" % addr)
-        return insn
-
     def instructions(self, lo, hi, what, refs=False):
-        """Detail-mode instructions of [lo, hi) that branch (and, with ``refs``, that have an
-        immediate or RIP-relative operand).  Bytes capstone cannot decode are refused."""
+        """Detail-mode instructions of [lo, hi) that branch (and, with ``refs``, every other one with
+        an operand, for the addresses it takes).  Bytes capstone cannot decode are refused."""
         code = self.code(lo, hi, what)
         out = []
         end = lo
-        for addr, size, mnemonic, op_str in self._lite.disasm_lite(code, lo):
-            end = addr + size
-            if _lite_candidate(mnemonic, op_str) or (refs and "0x" in op_str):
-                out.append(self._detail(code, addr - lo, size, addr))
+        for insn in self._md.disasm(code, lo):
+            end = insn.address + insn.size
+            if refs or capstone.CS_GRP_JUMP in insn.groups or capstone.CS_GRP_CALL in insn.groups:
+                out.append(insn)
         if end < hi and code[end - lo:].strip(b"\x00\x90\xcc"):
             raise GenerateError("capstone cannot decode the bytes at %#x in %s (%s...): the code scan cannot "
                                 "decide what it calls" % (end, what, code[end - lo:end - lo + 8].hex()))
