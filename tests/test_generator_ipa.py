@@ -376,3 +376,27 @@ def test_reference_addressable_variables_vanish_and_are_refused():
         assert "static variable %s" % var in msg and "not found" in msg
     kept = cbuild.build([("ra.c", RA_UNIT)], CONTROL, "ipa-ra-vars-lp")
     assert {"ronly", "wonly"} <= {s.name for s in G.nm(kept)}
+
+
+# ---- units from a compiler the table does not model ------------------------------------------------
+
+
+def _reproduced(path, tmp_path, producer):
+    """A copy of ``path`` whose DW_AT_producer strings say ``producer`` instead of GCC 12's."""
+    with open(path, "rb") as f:
+        data = f.read()
+    old = b"GNU C17 12.2.0"
+    assert old in data and len(producer) == len(old)
+    out = tmp_path / (os.path.basename(path) + "-" + producer.split()[0].decode())
+    out.write_bytes(data.replace(old, producer))
+    return str(out)
+
+
+@pytest.mark.parametrize("producer,named", [(b"GNU C17 13.2.0", "GCC 13"), (b"clang version ", "clang version")])
+def test_unmodelled_compiler_refused_when_optimised(tmp_path, producer, named):
+    t = _reproduced(build_target("ipa-ra", CONTROL), tmp_path, producer)
+    msg = _refused(t, naive_patch("ipa-ra"))
+    assert "function leaf" in msg and named in msg and "does not model" in msg and "docs/IPA.md" in msg
+    # Unoptimised (-O0 recorded for GCC; no call-site DIEs for clang): nothing to model.
+    t0 = _reproduced(build_target("ipa-ra", ["-O0", "-fno-ipa-stack-alignment"] + EXE), tmp_path, producer)
+    assert [j.name for j in generate(t0, naive_patch("ipa-ra")).livepatch.func_jumps] == ["leaf"]
