@@ -90,6 +90,31 @@ def parse_mappings(text: str) -> List[Mapping]:
     return out
 
 
+def parse_proc_maps(text: str) -> List[Mapping]:
+    """Parse ``/proc/PID/maps`` (read directly, without GDB); an empty map is an empty list."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 5 or "-" not in parts[0]:
+            continue
+        lo, hi = parts[0].split("-", 1)
+        out.append(Mapping(int(lo, 16), int(hi, 16), int(parts[2], 16), parts[1],
+                           parts[5].strip() if len(parts) == 6 else ""))
+    return out
+
+
+def contiguous_runs(mappings: List[Mapping], name: str) -> List[tuple]:
+    """(start, size) of each run of mappings of ``name`` that starts at file offset 0 and
+    continues at the next offset (one mapped file may be split by permissions)."""
+    out = []
+    for m in named(mappings, name):
+        if out and out[-1][0] + out[-1][1] == m.start and m.offset == out[-1][2] + out[-1][1]:
+            out[-1] = (out[-1][0], out[-1][1] + m.size, out[-1][2])
+        else:
+            out.append((m.start, m.size, m.offset))
+    return [(start, size) for start, size, offset in out if offset == 0]
+
+
 def mapping_at(mappings: List[Mapping], addr: int) -> Optional[Mapping]:
     """The mapping containing ``addr``, or None."""
     for m in mappings:

@@ -15,14 +15,12 @@ commits, so a reader always finds one valid registry; should it find two,
 the higher generation wins.
 """
 
-from gdb_nsb import mappings as _mappings
 from gdb_nsb.errors import RegistryCorrupt
 from gdb_nsb.process import syscalls as _sys
 from gdb_nsb import registry_slots as slots
 from gdb_nsb.registry import Registry
+from gdb_nsb.registry_scan import REGISTRY_NAME, registry_ranges
 
-REGISTRY_NAME = "nsb-registry"
-REGISTRY_OBJFILE = "/memfd:" + REGISTRY_NAME
 PAGE = 4096
 
 
@@ -46,13 +44,7 @@ class RegistryStore:
 
     def registry_mappings(self):
         """Mappings that are registry memfds, merged per contiguous range."""
-        out = []
-        for m in _mappings.named(self.inferior.mappings(), REGISTRY_OBJFILE):
-            if out and out[-1][0] + out[-1][1] == m.start and m.offset == out[-1][2] + out[-1][1]:
-                out[-1] = (out[-1][0], out[-1][1] + m.size, out[-1][2])
-            else:
-                out.append((m.start, m.size, m.offset))
-        return [(start, size) for start, size, offset in out if offset == 0]
+        return registry_ranges(self.inferior.mappings())
 
     def _read_one(self, addr, size):
         def read(offset, length):

@@ -1,4 +1,9 @@
-"""Find the local processes that map an object with a given build-id (`--all-of`)."""
+"""Find the local processes `--all-of` means, without attaching to any.
+
+patch and check: every process that maps an object with the patch's target
+build-id.  revert: every process that carries the patch (its registry holds
+an active record of it; any record with --unmap), read host-wide
+(gdb_nsb.standalone.hostwide)."""
 
 import os
 
@@ -58,3 +63,14 @@ def processes_mapping_build_id(build_id):
 def processes_mapping_patch_target(patch_path):
     """Pids of the processes that map the target of the live patch in ``patch_path``."""
     return processes_mapping_build_id(LivePatch.read(patch_path).old_bid)
+
+
+def all_of_processes(command, patch_info, args):
+    """(pids, the message when there are none) of ``--all-of`` for ``command``."""
+    if command == "revert":
+        from gdb_nsb.standalone import hostwide
+        bid = patch_info["build_id"]
+        pids = hostwide.processes_carrying(bid, include_inactive=getattr(args, "unmap", False))
+        return pids, "no process carries patch %s%s" % (bid, "" if getattr(args, "unmap", False) else " (applied)")
+    bid = patch_info["target_build_id"]
+    return processes_mapping_build_id(bid), "no process maps the target of %s (build-id %s)" % (args.patch, bid)

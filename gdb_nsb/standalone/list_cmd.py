@@ -1,21 +1,88 @@
-"""List the live patches applied in running processes (nsb-list).
+"""List the live patches applied in processes (nsb-list).
+
+Without -p (and without --remote): every process on this host that carries
+live patches, found by the registry in its memory map and read from
+/proc/PID/mem without attaching, so no process is paused.  With -f PATCH, only
+the processes that map the patch's target or carry the patch, each with the
+patch's state there (applied, partial, inactive, not applied).
 
 Exit 0: listed (also when there are none).  8: a patch is in a partial state.
 16: the in-process registry is corrupt."""
 
+from gdb_nsb import errors, patchfiles
 from gdb_nsb.standalone import runner
 
 
 def add_arguments(parser):
     runner.add_common(parser, need_patch=False)
+    parser.add_argument("-f", "--file", dest="patch", metavar="PATCH",
+                        help="host-wide list only: the processes that map this patch's target or carry it")
+    parser.add_argument("--patch-dir", default="", metavar="DIR[:DIR...]",
+                        help="also look for patch files here, by build-id (DIR/.build-id/xx/rest, file name)")
 
 
 def _prepare(args):
+    if args.patch:
+        raise errors.UsageError("-f PATCH goes with the host-wide list (no -p, no --remote)")
     opts = ["--timeout %g" % args.timeout]
     if args.verbose:
         opts.append("-v %d" % args.verbose)
+    if args.patch_dir:
+        opts.append("--patch-dir " + runner.quote(args.patch_dir))
     return opts, None
 
 
 def run(args):
-    return runner.run("list", args, _prepare)
+    if args.pid or args.remote:
+        return runner.run("list", args, _prepare)
+    try:
+        return _host_wide(args)
+    except errors.NsbError as e:
+        if not args.json:
+            raise
+        runner.print_json("list", e.exit_code, [], message=str(e))
+        return e.exit_code
+
+
+def _host_wide(args):
+    import sys
+
+    from gdb_nsb.standalone import discover, hostwide, progress
+    from gdb_nsb.standalone.patch_cmd import require_patch
+
+    dirs = patchfiles.split_dirs(args.patch_dir)
+    show = progress.wanted(args.json)
+    if not args.patch:
+        docs, unreadable = hostwide.list_all(patch_dirs=dirs, show_progress=show)
+        info = None
+    else:
+        _path, load_info = require_patch(args)
+        info = load_info()
+        carrying, unreadable = hostwide.registry_processes()
+        mapping = discover.processes_mapping_build_id(info["target_build_id"])
+        docs, _ = hostwide.list_all(sorted(set(carrying) | set(mapping)), dirs, show_progress=show)
+        kept = []
+        for d in docs:
+            state = hostwide.patch_state(d, info["build_id"])
+            if state == "not applied" and d["pid"] not in mapping:
+                continue  # a patched process, but neither this patch's target nor its carrier
+            d["patch"], d["state"] = dict(info), state
+            d["lines"].append("patch %s: %s" % (info["build_id"][:16], state))
+            kept.append(d)
+        docs = kept
+    note = None
+    if unreadable:
+        note = ("%d process%s not searched: this user may not read %s memory map"
+                % (len(unreadable), "" if len(unreadable) == 1 else "es", "its" if len(unreadable) == 1 else "their"))
+    code = next((d["code"] for d in docs if d["code"] != 0), 0)
+    if args.json:
+        runner.print_json("list", code, docs, message=note)
+        return code
+    if not docs:
+        print("no process on this host %s" % ("carries live patches" if info is None else
+                                             "maps the target of %s or carries it" % args.patch))
+    for d in docs:
+        runner.print_human(d, True, args.verbose)
+    if note:
+        print("nsb: " + note, file=sys.stderr)
+    return code

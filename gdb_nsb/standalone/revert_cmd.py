@@ -1,7 +1,8 @@
 """Take an applied live patch back (nsb-revert in a gdb -batch session each).
 
 The patch is named by its file or by its build-id (-f accepts either; a
-build-id prefix is enough when it is unambiguous in the process).
+build-id prefix is enough when it is unambiguous in the process).  --all-of
+reverts it in every process on this host that carries it.
 Exit 0: reverted.  2: the patch is not applied there."""
 
 import os
@@ -16,6 +17,9 @@ def add_arguments(parser):
     runner.add_mutating(parser)
     parser.add_argument("--unmap", action="store_true",
                         help="also unmap the patch's memory (after a scan finds no pointer into it)")
+    parser.add_argument("--all-of", action="store_true",
+                        help="also revert in every process that carries the patch (found without attaching; "
+                             "with --unmap, inactive records too)")
 
 
 def identify(ident):

@@ -24,7 +24,7 @@ import time
 
 from gdb_nsb import errors
 from gdb_nsb.procstate import ensure_running
-from gdb_nsb.standalone import gdbrun
+from gdb_nsb.standalone import gdbrun, progress
 
 
 def _exit_code_line(code, meaning, reserved):
@@ -401,6 +401,7 @@ def _run_all(command, targets, args, extra, patch_info):
     if len(targets) == 1:
         return [run_one(command, targets[0], args, extra, patch_info)]
     # Independent GDB sessions, a few at a time; results keep the -p order.
+    shown = progress.Progress(len(targets), show=progress.wanted(args.json))
     docs = [None] * len(targets)
     next_index = [0]
     lock = threading.Lock()
@@ -413,7 +414,8 @@ def _run_all(command, targets, args, extra, patch_info):
             if i >= len(targets):
                 return
             try:
-                docs[i] = run_one(command, targets[i], args, extra, patch_info)
+                docs[i] = progress.timed(shown, targets[i], lambda: run_one(command, targets[i], args, extra, patch_info),
+                                         ok=lambda d: d["code"] in ((0, 2, 3) if command == "check" else (0,)))
             except Exception as e:  # never lose the other processes' results
                 docs[i] = _new_doc(command, targets[i], patch_info)
                 docs[i].update(message="internal error: %s: %s" % (type(e).__name__, e), error="InternalError")
@@ -423,6 +425,7 @@ def _run_all(command, targets, args, extra, patch_info):
         w.start()
     for w in workers:
         w.join()
+    shown.close()
     return docs
 
 
@@ -457,12 +460,11 @@ def run(command, args, prepare):
             docs = [early.finish(patch_info)]
             return _report(command, args, docs)
         if all_of:
-            from gdb_nsb.standalone.discover import processes_mapping_build_id
-            found = processes_mapping_build_id(patch_info["target_build_id"])
+            from gdb_nsb.standalone.discover import all_of_processes
+            found, none_found = all_of_processes(command, patch_info, args)
             pids += [p for p in found if p not in pids]
             if not pids:
-                raise errors.ProcessNotFoundError("no process maps the target of %s (build-id %s)"
-                                                  % (args.patch, patch_info["target_build_id"]))
+                raise errors.ProcessNotFoundError(none_found)
     except errors.NsbError as e:
         if not args.json:
             raise
@@ -478,7 +480,7 @@ def _report(command, args, docs):
         print_json(command, code, docs)
     else:
         for d in docs:
-            _print_human(d, len(docs) > 1, args.verbose)
+            print_human(d, len(docs) > 1, args.verbose)
     return code
 
 
@@ -496,7 +498,7 @@ def print_json(command, code, docs, message=None):
     print(json.dumps(doc, indent=2, sort_keys=True))
 
 
-def _print_human(doc, several, verbose):
+def print_human(doc, several, verbose):
     prefix = ("pid %s: " % doc["pid"]) if several else ""
     stream = sys.stdout if doc["code"] in (0, 2) else sys.stderr
     for line in doc.get("lines", []):
