@@ -70,7 +70,8 @@ def all_of_processes(command, patch_info, args):
     if command == "revert":
         from gdb_nsb.standalone import hostwide
         bid = patch_info["build_id"]
-        pids = hostwide.processes_carrying(bid, include_inactive=getattr(args, "unmap", False))
+        pids = hostwide.processes_carrying(bid, patch_info.get("target_build_id"),
+                                           include_inactive=getattr(args, "unmap", False))
         return pids, "no process carries patch %s%s" % (bid, "" if getattr(args, "unmap", False) else " (applied)")
     bid = patch_info["target_build_id"]
     return processes_mapping_build_id(bid), "no process maps the target of %s (build-id %s)" % (args.patch, bid)

@@ -163,13 +163,17 @@ def describe(pid, images, patch_dirs=(), maps=None):
     return doc
 
 
-def patch_state(doc, build_id):
-    """State of the patch ``build_id`` in a listed process: applied, partial, inactive or not applied."""
+def _is(p, build_id, target_build_id):
+    # A patch .so bound to two targets keeps its build-id: the target tells the two apart.
+    return p["build_id"].startswith(build_id) and target_build_id in (None, p["target_build_id"])
+
+
+def patch_state(doc, build_id, target_build_id=None):
+    """State of the patch ``build_id`` (for ``target_build_id``) in a listed process: applied, partial,
+    target unloaded, inactive or not applied."""
     for p in doc.get("patches") or []:
-        if p["build_id"] == build_id:
-            if p["state"] == STATE_ACTIVE:
-                return "applied"
-            return p["state"]
+        if _is(p, build_id, target_build_id):
+            return "applied" if p["state"] == STATE_ACTIVE else p["state"]
     return "not applied"
 
 
@@ -184,16 +188,18 @@ def list_all(pids=None, patch_dirs=(), show_progress=False):
     docs = [progress.timed(shown, pid, lambda: describe(pid, images, patch_dirs), ok=lambda d: d["code"] == 0)
             for pid in pids]
     shown.close()
-    return docs, unreadable
+    # A process that exited since the scan is no longer on the host: not a failure to report.
+    gone = errors.ProcessNotFoundError.exit_code
+    return [d for d in docs if d["code"] != gone], unreadable
 
 
-def processes_carrying(build_id, include_inactive=False):
-    """Pids whose registry holds the patch ``build_id`` (a prefix is enough): active records only,
-    any record with ``include_inactive``.  Unreadable processes are left out."""
+def processes_carrying(build_id, target_build_id=None, include_inactive=False):
+    """Pids whose registry holds the patch ``build_id`` (a prefix is enough; for ``target_build_id``
+    when given): active records only, any record with ``include_inactive``.  Unreadable processes
+    are left out."""
     out = []
     for doc in list_all()[0]:
-        for p in doc.get("patches") or []:
-            if p["build_id"].startswith(build_id) and (include_inactive or p["state"] != "inactive"):
-                out.append(doc["pid"])
-                break
+        state = patch_state(doc, build_id, target_build_id)
+        if state != "not applied" and (include_inactive or state != "inactive"):
+            out.append(doc["pid"])
     return out

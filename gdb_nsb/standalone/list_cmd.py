@@ -63,7 +63,7 @@ def _host_wide(args):
         docs, _ = hostwide.list_all(sorted(set(carrying) | set(mapping)), dirs, show_progress=show)
         kept = []
         for d in docs:
-            state = hostwide.patch_state(d, info["build_id"])
+            state = hostwide.patch_state(d, info["build_id"], info["target_build_id"])
             if state == "not applied" and d["pid"] not in mapping:
                 continue  # a patched process, but neither this patch's target nor its carrier
             d["patch"], d["state"] = dict(info), state
