@@ -32,8 +32,9 @@ def test_proc_maps_parsed_and_registry_runs_merged():
 
 def _memory(blobs):
     def read(addr, size):
-        data = blobs[addr]
-        return (data + bytes(size))[:size]
+        base = max(b for b in blobs if b <= addr)
+        data = blobs[base] + bytes(0x1000)
+        return data[addr - base:addr - base + size]
     return read
 
 
@@ -49,6 +50,25 @@ def test_highest_valid_generation_wins_and_corrupt_only_raises():
     assert registry_scan.read_registry([], _memory({})) is None
     with pytest.raises(RegistryCorrupt, match="registry at 0x5000"):
         registry_scan.read_registry([(0x5000, 0x1000)], _memory(blobs))
+
+
+def _format2(reg, seq=3, size=4096):
+    from gdb_nsb import registry_slots as slots
+    slot_size = slots.slot_size_for(size)
+    data = bytearray(size)
+    data[:slots.SUPER_SIZE] = slots.superblock(slot_size, reg.generation, seq)
+    off = slots.slot_offset(seq % 2, slot_size)
+    blob = slots.slot_bytes(reg.encode_payload(), seq, reg.generation)
+    data[off:off + len(blob)] = blob
+    return bytes(data)
+
+
+def test_format_2_and_uncommitted_mappings():
+    ranges = [(0x1000, 0x1000), (0x3000, 0x1000)]
+    blobs = {0x1000: _format2(_registry(4, "two")), 0x3000: bytes(4096)}  # the second: created, never committed
+    reg = registry_scan.read_registry(ranges, _memory(blobs))
+    assert reg.generation == 4 and reg.patches[0].target_name == "two"
+    assert registry_scan.read_registry([(0x3000, 0x1000)], _memory(blobs)) is None
 
 
 def test_patch_file_found_by_build_id(tmp_path):
