@@ -9,6 +9,8 @@ patch's state there (applied, partial, inactive, not applied).
 Exit 0: listed (also when there are none).  8: a patch is in a partial state.
 16: the in-process registry is corrupt."""
 
+import sys
+
 from gdb_nsb import errors, patchfiles
 from gdb_nsb.standalone import runner
 
@@ -45,8 +47,6 @@ def run(args):
 
 
 def _host_wide(args):
-    import sys
-
     from gdb_nsb.standalone import discover, hostwide, progress
     from gdb_nsb.standalone.patch_cmd import require_patch
 
