@@ -86,6 +86,14 @@ class VariableInfo:
     linkage_name: str | None = None
 
 
+# What decoding corrupt DWARF raises (a value of an unexpected form gives TypeError; a zero size,
+# ZeroDivisionError); public entry points turn them into a one-line DebugInfoError.
+_CORRUPT = (IndexError, struct.error, ValueError, KeyError, RecursionError, TypeError, OverflowError,
+            ZeroDivisionError, DWARFError, ELFParseError, ConstructError)
+# pyelftools also asserts, and misses attributes, on corrupt input (around its calls only).
+_PYELF_CORRUPT = (AssertionError, AttributeError)
+
+
 def _guarded(fn):
     """Public entry points: malformed DWARF becomes a one-line DebugInfoError."""
 
@@ -93,8 +101,7 @@ def _guarded(fn):
     def wrapper(self, *a, **kw):
         try:
             return fn(self, *a, **kw)
-        except (IndexError, struct.error, ValueError, KeyError, RecursionError, DWARFError, ELFParseError,
-                ConstructError) as e:
+        except _CORRUPT as e:
             raise DebugInfoError("%s: corrupt DWARF (%s: %s)" % (self.image.path, fn.__name__, e)) from e
 
     return wrapper
@@ -132,7 +139,7 @@ class DwarfIndex:
         try:
             alt = DwarfFile(alt_image) if alt_image is not None else None
             self._file = DwarfFile(image, alt)
-        except (IndexError, struct.error, ValueError) as e:
+        except _CORRUPT as e:
             raise DebugInfoError("%s: corrupt debug sections (%s)" % (image.path, e)) from e
         self._cus = None
         self._aranges = None
@@ -152,7 +159,8 @@ class DwarfIndex:
                 if u.tag != TAG_COMPILE_UNIT:
                     continue
                 f, top = self._file, u.top
-                name = f.string(u, *top[AT_NAME]) if AT_NAME in top else ""
+                # string() is None for a value of a non-string form (corrupt DWARF): no name then
+                name = (f.string(u, *top[AT_NAME]) if AT_NAME in top else "") or ""
                 comp_dir = f.string(u, *top[AT_COMP_DIR]) if AT_COMP_DIR in top else None
                 path = os.path.normpath(os.path.join(comp_dir, name)) if comp_dir else os.path.normpath(name or ".")
                 producer = f.string(u, *top[AT_PRODUCER]) if AT_PRODUCER in top else None
@@ -514,8 +522,13 @@ class DwarfIndex:
     def _line_files(self, dfile, unit):
         """File names of the unit's line-program header, normalised like unit paths."""
         di = self._pyelf_dwarf(dfile)
-        cu = di.get_CU_at(unit.offset)
-        lp = di.line_program_for_CU(cu)
+        try:
+            lp = di.line_program_for_CU(di.get_CU_at(unit.offset))
+            if lp is not None:
+                lp.header.file_entry  # noqa: B018 - parses the header here, inside the guard
+        except _PYELF_CORRUPT as e:
+            raise DebugInfoError("%s: corrupt .debug_line header of the unit at %#x (%s)"
+                                 % (dfile.path, unit.offset, e)) from e
         if lp is None:
             return []
         comp_dir = dfile.string(unit, *unit.top[AT_COMP_DIR]) if AT_COMP_DIR in unit.top else ""
@@ -555,4 +568,7 @@ class DwarfIndex:
         dfile = self._file.alt if alt else self._file
         if dfile is None:
             raise DebugInfoError("%s: no dwz alt file given" % self.image.path)
-        return self._pyelf_dwarf(dfile).get_DIE_from_refaddr(offset)
+        try:
+            return self._pyelf_dwarf(dfile).get_DIE_from_refaddr(offset)
+        except _PYELF_CORRUPT as e:
+            raise DebugInfoError("%s: corrupt DWARF at .debug_info %#x (%s)" % (dfile.path, offset, e)) from e
