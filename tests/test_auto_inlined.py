@@ -36,11 +36,14 @@ def _text(*parts):
 
 
 class Built:
-    def __init__(self, opt):
-        unit, main = _text("inlined", "unit.c"), _text("main.c")
+    def __init__(self, opt, static=False):
+        """``static``: delta is a static function, which -O2 then has only inlined (no out-of-line copy)."""
+        edit = (lambda t: t.replace("\nint delta(void)", "\nstatic int delta(void)")) if static else (lambda t: t)
+        unit, main = edit(_text("inlined", "unit.c")), _text("main.c")
         flags = OPTS[opt] + ["-g", "-pthread"] + cbuild.FLAVOR_FLAGS["nopie"]
-        self.exe = self.target = cbuild.build([("unit.c", unit), ("main.c", main)], flags, "inlined-" + opt)
-        self.patch_obj = cbuild.build([("unit.c", _text("inlined", "unit_patched.c"))], OBJ_FLAGS, "unit.o")
+        self.exe = self.target = cbuild.build([("unit.c", unit), ("main.c", main)], flags,
+                                              "inlined-%s%s" % (opt, "-static" if static else ""))
+        self.patch_obj = cbuild.build([("unit.c", edit(_text("inlined", "unit_patched.c")))], OBJ_FLAGS, "unit.o")
         self.orig_obj = cbuild.build([("unit.c", unit)], OBJ_FLAGS, "unit.o")
         self.so = cbuild.build([], ["-shared"], "inlined-patch.so", extra_inputs=[self.patch_obj])
 
@@ -91,6 +94,33 @@ def test_auto_mode_redirects_the_inlining_caller_live(opt, tmp_path):
     assert not any(x.startswith("unchanged unit_value ") for x in gen.explain), gen.explain
     assert gen.stale == [] and gen.warnings == []
     _live(built, patch, ["delta", "unit_value"])
+
+
+@pytest.mark.gdb
+def test_auto_mode_static_function_only_inlined_live(tmp_path):
+    # No out-of-line delta at all: before, auto mode took the changed delta for a new helper and
+    # redirected nothing; now its inlining caller runs the new code.
+    built = Built("O2", static=True)
+    assert "delta" not in {s.name for s in __import__("gen_oracle").nm(built.exe)}
+    patch = _copy(built.so, tmp_path, "auto-static.so")
+    gen = generate_file(built.target, patch, mode="auto", objects=[built.patch_obj], originals=[built.orig_obj])
+    assert [j.name for j in gen.livepatch.func_jumps] == ["unit_value"], gen.explain
+    assert any(x.startswith("function delta (") and "only inlined" in x for x in gen.explain), gen.explain
+    _live(built, patch, ["unit_value"])
+
+
+def test_manual_mode_static_function_only_inlined():
+    built = Built("O2", static=True)
+    text = ('#include "vzp.h"\nVZP_FILE("unit.c");\nextern int delta_scale;\n'
+            "static __attribute__((used)) int delta(void) { return delta_scale * 3 + 100; }\n")
+    with pytest.raises(GenerateError) as ei:
+        generate(built.target, cbuild.build_patch([("sdelta.c", text)], "sdelta.so"))
+    msg = str(ei.value)
+    assert "unit_value (" in msg and "unit.c:14: holds an inlined copy of delta)" in msg, msg
+    advised = text + "VZP_STATIC_VAR_REF(int, base);\nVZP_STATIC_VAR_REF(long, ticks);\n" \
+                     "int unit_value(void) { ticks++; return base + delta(); }\n"
+    gen = generate(built.target, cbuild.build_patch([("sdelta2.c", advised)], "sdelta2.so"))
+    assert [j.name for j in gen.livepatch.func_jumps] == ["unit_value"] and gen.stale == []
 
 
 MANUAL_DELTA = '#include "vzp.h"\nextern int delta_scale;\nint delta(void) { return delta_scale * 3 + 100; }\n'

@@ -308,6 +308,10 @@ class AutoBinding:
         for pf in [f for f in self.p.functions() if f.cu.offset == pcu.offset]:
             where = "%s:%s" % (display(pf.decl_file), pf.decl_line) if pf.decl_line else display(pf.decl_file)
             tf = self._target_function(pf, tcu, where)
+            changed = not (orig is not None and pf.name in orig.functions and pf.name in unit.functions
+                           and orig.signature(pf.name) == unit.signature(pf.name))
+            if tf is None and changed and not pf.external and binder.note_inlined_only(pf, tcu, where):
+                continue  # its inlining callers are redirected by _follow_copies
             if tf is None:
                 binder.explain.append("helper %s: new code at patch %#x (%s)" % (pf.name, pf.entry, where))
                 continue

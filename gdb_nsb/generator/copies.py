@@ -154,9 +154,23 @@ class UnitCopies:
 
     # ---- the closure ----
 
-    def follow(self, start):
-        """Every function of the unit that keeps old code of the functions at unit indexes ``start``,
-        transitively (a holder's own inlined copies and clones hold old code too), as {idx: Holder}."""
+    def inlined_only(self, name):
+        """Offsets of the abstract DIEs called ``name`` that the unit has only as inlined copies (no
+        out-of-line instance): that function's code runs nowhere but inside the functions holding
+        them, so no jump can replace it; those functions must be redirected instead."""
+        concrete = set()
+        for off, _n, _e, _r in self.unit.functions:
+            concrete |= self.unit.origins_of(off)
+        out = set()
+        for o, _idx in self.unit.inlined:
+            if o not in concrete and o not in out and _die_name(self.t.dwarf.die(o)) == name:
+                out.add(o)
+        return sorted(out)
+
+    def follow(self, start, origins=()):
+        """Every function of the unit that keeps old code of the functions at unit indexes ``start``
+        (and of the inlined-only functions whose abstract DIEs are ``origins``), transitively (a
+        holder's own inlined copies and clones hold old code too), as {idx: Holder}."""
         holders = {}
         queue = list(start)
         seen = set(queue)
@@ -173,6 +187,10 @@ class UnitCopies:
                 seen.add(hidx)
                 queue.append(hidx)
 
+        for o in origins:
+            name = _die_name(self.t.dwarf.die(o))
+            for hidx in sorted({i for oo, i in self.unit.inlined if oo == o}):
+                add(hidx, "holds an inlined copy of %s" % name)
         while queue:
             idx = queue.pop(0)
             sym = self.unit.function_name(idx)
@@ -196,6 +214,13 @@ class UnitCopies:
         out = [h for h in holders.values() if not h.clone and h.entry not in redirected]
         out += [h for h in holders.values() if h.clone and not h.callers]
         return sorted(out, key=lambda h: h.entry)
+
+
+def _die_name(die):
+    a = die.attributes.get("DW_AT_name")
+    if a is None:
+        return None
+    return a.value.decode("utf-8", "replace") if isinstance(a.value, bytes) else a.value
 
 
 def stale_summary(holders):

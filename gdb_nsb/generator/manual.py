@@ -136,6 +136,7 @@ class _Binder:
         self.ipa_clones = ipa_clones
         self.stale = []
         self._copies_of = {}  # target CU offset -> copies.UnitCopies
+        self.inlined_only = []  # [(UnitCopies, abstract DIE offsets)]: replaced functions the target only inlined
         self.explain = []
         self.warnings = []
         self.jumps = {}  # patch function die_offset -> (FuncJump, target FunctionInfo)
@@ -197,6 +198,11 @@ class _Binder:
             if alias and not ctx:
                 ctx = self.p.context_before(alias.source_file, alias.source_line)
             tf = self._target_function(name, ctx, pf, where, static_only=alias is not None)
+            if tf is None and not pf.external and ctx is not None:
+                cus = self.t.cus_for(ctx.file)
+                if len(cus) == 1 and self.note_inlined_only(pf, cus[0], where):
+                    any_replaced = True
+                    continue
             if tf is None:
                 self.explain.append("helper %s: new code at patch %s (%s)" % (pf.name, _hex(pf.entry), where))
                 continue
@@ -366,6 +372,30 @@ class _Binder:
             u = self._copies_of[tf.cu.offset] = copies.UnitCopies(self.t, self._unit(tf), self.ipa_clones)
         return u
 
+    def copies_of_cu(self, cu):
+        """UnitCopies of target CompileUnitInfo ``cu`` (its unit DIE follows the unit header)."""
+        u = self._copies_of.get(cu.offset)
+        if u is None:
+            top = cu.offset + (12 if cu.version >= 5 else 11)
+            unit = self._units.get(cu.offset) or checks.UnitCode(self.t, cu, top)
+            self._units[cu.offset] = unit
+            u = self._copies_of[cu.offset] = copies.UnitCopies(self.t, unit, self.ipa_clones)
+        return u
+
+    def note_inlined_only(self, pf, cu, where):
+        """Patch function ``pf`` has no out-of-line target function in ``cu``: if the target has it only
+        inlined there (same prototype), remember it, so that the functions holding those copies must be
+        redirected (auto mode does; manual mode refuses otherwise).  True when it does."""
+        uc = self.copies_of_cu(cu)
+        offs = [o for o in uc.inlined_only(pf.name)
+                if dwarf_types.prototype_difference(self.t.dwarf.die(o), self.p.dwarf.die(pf.die_offset)) is None]
+        if not offs:
+            return False
+        self.inlined_only.append((uc, offs))
+        self.explain.append("function %s (%s): the target has it only inlined in %s; the functions holding "
+                            "those copies must run new code" % (pf.name, where, display(self.t.cu_path(cu))))
+        return True
+
     def _may_have_copies(self, tf):
         """False when no inlined copy or clone of ``tf`` can exist: gcc gives every function it
         inlined or cloned an abstract origin, and clones have symbols (skips slow unit walks)."""
@@ -380,13 +410,20 @@ class _Binder:
         by_unit = {}
         for _jump, tf in self.jumps.values():
             by_unit.setdefault(tf.cu.offset, []).append(tf)
+        origins = {}
+        for uc, offs in self.inlined_only:
+            origins.setdefault(uc.unit.cu_info.offset, (uc, []))[1].extend(offs)
         out = []
-        for tfs in by_unit.values():
-            if not any(self._may_have_copies(tf) for tf in tfs):
+        for cu_off, tfs in by_unit.items():
+            if cu_off in origins or not any(self._may_have_copies(tf) for tf in tfs):
                 continue
             uc = self._copies(tfs[0])
             start = [i for i in (uc.index_of_entry(tf.entry) for tf in tfs) if i is not None]
             out += [(uc, h) for h in uc.stale(uc.follow(start), redirected)]
+        for cu_off, (uc, offs) in origins.items():
+            tfs = by_unit.get(cu_off, [])
+            start = [i for i in (uc.index_of_entry(tf.entry) for tf in tfs) if i is not None]
+            out += [(uc, h) for h in uc.stale(uc.follow(start, offs), redirected)]
         return out
 
     def _check_old_copies(self):
