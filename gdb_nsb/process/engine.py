@@ -37,10 +37,12 @@ from gdb_nsb.lifecycle.pointers import find_pointer_into
 from gdb_nsb.process import bpguard, environment, faults, filecache, postmortem, snapshot as snap, symbols
 from gdb_nsb.process.inferior import Inferior, ProcessAccessError
 from gdb_nsb.process.registry_store import RegistryStore
-from gdb_nsb.process.run_windows import ensure_all_stopped
+from gdb_nsb.process.remote_alarm import shared_alarm
+from gdb_nsb.process.run_windows import ensure_all_stopped, run_window
 from gdb_nsb.process.safepoint_wait import DEFAULT_TRIES, wait_for_safe_point
 from gdb_nsb.process.stacks import collect_stacks
-from gdb_nsb.process.syscalls import (MAP_ANONYMOUS, MAP_PRIVATE, SyscallInjector)
+from gdb_nsb.process.sigstop import sigstop_handling
+from gdb_nsb.process.syscalls import MAP_ANONYMOUS, MAP_PRIVATE, SignalsHeld, SyscallInjector
 from gdb_nsb.process.undo import Deadline, UndoLog
 from gdb_nsb.registry import STATE_ACTIVE, Registry
 from gdb_nsb.safepoint import SafePointCheck
@@ -190,17 +192,26 @@ def apply(path, opts: Options) -> Outcome:
         return out
     target_bias = plan.target_bias
     busy, entries = busy_for_apply(lp, target_bias, registry, files_by_bid)
-    checks = _safe_point(busy, opts, deadline, entries)
-    clock.mark("safe_point")
-    if checks > 1:
-        # The process ran between tries: take a fresh look before writing.
-        before, view = view, snap.snapshot(inf)
-        abort_if_exec(before, view, inf.pid)
-        registry, settled = settle_gone_instances(_load_registry(store), view, inf, lp.old_bid)
-        plan = _plan_apply(view, lp, image, registry, opts)
-        plan.check()
-        clock.mark("replan")
-    _execute_apply(inf, injector, store, plan, deadline, view)
+    for attempt in range(1, max(1, opts.retries) + 1):
+        checks = _safe_point(busy, opts, deadline, entries)
+        clock.mark("safe_point")
+        if checks > 1 or attempt > 1:
+            # The process ran between tries: take a fresh look before writing.
+            before, view = view, snap.snapshot(inf)
+            abort_if_exec(before, view, inf.pid)
+            registry, settled = settle_gone_instances(_load_registry(store), view, inf, lp.old_bid)
+            plan = _plan_apply(view, lp, image, registry, opts)
+            plan.check()
+            clock.mark("replan")
+        try:
+            _execute_apply(inf, injector, store, plan, deadline, view)
+            break
+        except SignalsHeld as e:
+            # Every thread holds a signal: nothing was written.  The process runs (its signals
+            # delivered) and the next safe point tries again; busy (3) when the tries run out.
+            if attempt >= max(1, opts.retries) or deadline.expired():
+                raise errors.BusyError("%s (%d tr%s)" % (e, attempt, "y" if attempt == 1 else "ies"))
+            _let_run(_SIGNAL_WAIT * attempt, deadline)
     clock.mark("write")
     out.timings = clock.total()
     rec = plan.registry_after.patch(lp.new_bid)
@@ -209,12 +220,27 @@ def apply(path, opts: Options) -> Outcome:
     return outcome.applied(out, plan, settled)
 
 
+_SIGNAL_WAIT = 0.005  # seconds the process runs before a try after every thread held a signal (grows)
+
+
+def _let_run(seconds, deadline):
+    """One run window, so that the signals the threads hold are delivered."""
+    remaining = deadline.remaining()
+    with sigstop_handling(), shared_alarm():
+        run_window(seconds if remaining is None else min(seconds, remaining))
+
+
 def _execute_apply(inf, injector, store, plan, deadline, view):
     guard_apply_writes(plan, view)
+    m = plan.mapping if plan.mapping is not None else mapping_to_restore(plan, view.mappings)
+    restore = [] if m is not None else protections_to_restore(
+        plan.registry_after.patch(plan.patch_build_id).ranges, view.mappings)
+    if m is not None or restore:
+        # Give up before the first change when no thread could run the first injected call.
+        injector.require_clean_thread()
     disabled = []
     try:
         with injector.session(), UndoLog(inf, injector, deadline) as undo:
-            m = plan.mapping if plan.mapping is not None else mapping_to_restore(plan, view.mappings)
             if m is not None:
                 # Reserve the planned range before anything else is mapped: the registry and its
                 # scratch page are mmap(0) and the kernel puts them in the same kind of gap near
@@ -238,8 +264,7 @@ def _execute_apply(inf, injector, store, plan, deadline, view):
                 # (before MDWE-safe mapping: PROT_NONE, and the first call into them died of SIGSEGV).
                 # Set every recorded run the memory map shows otherwise (normally none: a re-apply
                 # then injects no system call).  Not undone: the record asks for these protections.
-                rec = plan.registry_after.patch(plan.patch_build_id)
-                for start, length, prot in protections_to_restore(rec.ranges, view.mappings):
+                for start, length, prot in restore:
                     injector.check("mprotect of patch memory %#x..%#x" % (start, start + length), 10, start,
                                    length, prot)
             for w in plan.segment_writes:

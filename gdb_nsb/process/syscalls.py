@@ -66,6 +66,11 @@ class InjectionError(NsbError):
     """An injected system call could not be run (no usable thread, odd stop ...)."""
 
 
+class SignalsHeld(InjectionError):
+    """No thread can run an injected call now: each holds or has queued a signal.  Nothing ran; the
+    process must run (its signals delivered) before the next try."""
+
+
 class SyscallFailed(NsbError):
     """An injected system call returned an error; ``errno`` and ``errno_name`` say which."""
 
@@ -257,9 +262,18 @@ class SyscallInjector:
                     faults.point("after-syscall", "syscall %d" % nr)
                     return value
                 self._dirty.add(thread.num)
-        raise InjectionError("no thread of process %d can run syscall %d now: every thread holds or has "
-                             "queued a signal (left for delivery); let the process run, then retry"
-                             % (self.inferior.pid, nr))
+        raise SignalsHeld("no thread of process %d can run syscall %d now: every thread holds or has "
+                          "queued a signal (left for delivery); let the process run, then retry"
+                          % (self.inferior.pid, nr))
+
+    def require_clean_thread(self):
+        """SignalsHeld unless some thread could run a call now without taking a signal first.
+
+        Reads only ($_siginfo, /proc): lets an operation give up before its first change, rather
+        than roll back changes whose undoing needs an injected call too."""
+        if not any(self._clean(t) for t in self.inferior.threads()):
+            raise SignalsHeld("no thread of process %d can run an injected system call now: every thread "
+                              "holds or has queued a signal" % self.inferior.pid)
 
     def check(self, what: str, nr: int, *args: int) -> int:
         """``call``, raising SyscallFailed with the errno name on a negative return."""
