@@ -71,7 +71,7 @@ int main(int argc, char **argv)
             printf("unsupported syscall user dispatch: %s\n", strerror(errno));
             return 1;
         }
-        printf("ready %lx %d\n", (unsigned long)&sigsys_count, compute(1));
+        printf("ready %lx %lx\n", (unsigned long)&sigsys_count, (unsigned long)&selector);
         fflush(stdout);
         selector = 1;
         for (;;)
@@ -151,10 +151,12 @@ def _count(pid, addr):
 @pytest.mark.timeout(300)
 def test_check_list_and_dry_run_are_passive(tmp_path):
     p = _patch(tmp_path)
-    t, (addr, _) = _start("sud")
+    t, (addr, selector) = _start("sud")
     try:
         addr = int(addr, 16)
-        assert gdbharness.wait_running(t.pid, 10)
+        # Settled: the selector set to block (after "ready"), the one thread asleep in pause().
+        assert R.wait_for(lambda: gdbharness.read_mem(t.pid, int(selector, 16), 1) == b"\x01"
+                          and gdbharness.proc_state(t.pid) == "S", 10)
         with open("/proc/%d/status" % t.pid) as f:
             assert "Seccomp:\t0" in f.read()  # no filter: the case where check used to inject a prctl
         before = _contents(t.pid)
