@@ -106,6 +106,24 @@ def test_stack_alignment_of_a_callee_that_calls_out_is_not_assumed():
     assert [j.name for j in gen.livepatch.func_jumps] == ["leaf"]
 
 
+def test_ipa_ra_of_a_callee_that_calls_out_is_not_assumed():
+    # leaf calls an external function on a cold path: GCC counts every call-clobbered register as
+    # clobbered by it, and probe keeps its values in callee-saved registers (measured).
+    src = open(os.path.join(IPA_DIR, "ipa_ra.c")).read().replace(
+        "NOINL int leaf(int x) { return x * x + 1; }",
+        "int ext(int);\nNOINL int leaf(int x) { if (x > 1000) return ext(x); return x * x + 1; }")
+    ext = "int ext(int x) { return x; }\n"
+    t = cbuild.build([("ipa_ra.c", src), ("ext.c", ext), os.path.join(IPA_DIR, "main.c")], only("ipa-ra"),
+                     "ipa-ra-calls-out")
+    gen = generate(t, naive_patch("ipa-ra"), strict=True)
+    assert [j.name for j in gen.livepatch.func_jumps] == ["leaf"]
+    # At plain -O2 the memory passes still apply (their summaries can be precise across calls).
+    t2 = cbuild.build([("ipa_ra.c", src), ("ext.c", ext), os.path.join(IPA_DIR, "main.c")], ["-O2"] + EXE,
+                      "ipa-ra-calls-out-O2")
+    msg = _refused(t2, naive_patch("ipa-ra"))
+    assert "-fipa-pure-const" in msg and "-fipa-ra" not in msg and "-fipa-stack-alignment" not in msg
+
+
 def test_o0_target_has_the_stack_alignment_assumption():
     # -fipa-stack-alignment is on at -O0: measured, probe calls leaf with the stack at 8 mod 16.
     t = build_target("ipa-stack-alignment", ["-O0"] + EXE)

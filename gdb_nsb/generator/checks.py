@@ -125,8 +125,10 @@ def ipa_verdict(target, tf, name, replaced, unit_for):
                                "through the PLT%s): its callers assume nothing (%s do not apply)"
                                % (name, " by %s" % ", ".join(unit.function_name(i) for i in unit.plt_callers(name))
                                   if unit.plt_callers(name) else "", ", ".join(flags)))
-    if "-fipa-stack-alignment" in flags and unit.needs_alignment(tf.entry):
-        flags.remove("-fipa-stack-alignment")  # it calls out: its callers kept the alignment
+    if unit.calls_out(tf.entry):
+        # A call out of the unit clobbers, as far as GCC knew, every call-clobbered register and
+        # needs the ABI's alignment: its callers assumed no less (measured: docs/IPA.md).
+        flags = [f for f in flags if f not in ("-fipa-ra", "-fipa-stack-alignment")]
     callers = [i for i in unit.callers(tf.die_offset, tf.entry) if unit.entry_of(i) not in replaced]
     if not flags or not callers:
         return IpaVerdict(flags)
@@ -304,10 +306,11 @@ class UnitCode:
     def index_at(self, entry):
         return next((i for i, f in enumerate(self.functions) if f[2] == entry), None)
 
-    def needs_alignment(self, entry, _seen=None):
-        """True when the code at ``entry`` made GCC keep the 16-byte stack alignment at calls to it:
-        it calls (or tail-calls) anything but a function of the unit that does not need it.  When
-        False, -fipa-stack-alignment let its callers call it with the stack at 8 mod 16."""
+    def calls_out(self, entry, _seen=None):
+        """True when the code at ``entry`` calls or tail-calls (on any path) something whose code
+        GCC did not see: through the PLT or the GOT, indirectly, outside the unit, or a function of
+        the unit that does.  Then GCC counted every call-clobbered register as clobbered by it
+        (-fipa-ra) and kept the 16-byte stack alignment at calls to it (-fipa-stack-alignment)."""
         seen = _seen if _seen is not None else set()
         if entry in seen:
             return False
@@ -318,7 +321,7 @@ class UnitCode:
         ranges = self.functions[idx][3]
         for b in self.branches()[idx]:
             if b.kind == "call" or not any(lo <= (b.target or -1) < hi for lo, hi in ranges):
-                if b.via != "direct" or self.needs_alignment(b.target, seen):
+                if b.via != "direct" or self.calls_out(b.target, seen):
                     return True
         return False
 
