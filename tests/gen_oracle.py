@@ -52,6 +52,20 @@ def line_of(source, text, occurrence=0):
     return hits[occurrence]
 
 
+_TOOL_OUTPUT = {}
+
+
+def tool_output(*args):
+    """cbuild.tool(*args) for a file (the last argument), run once per file version: a test that asks
+    about every relocation would otherwise run readelf or nm hundreds of times on the same file."""
+    st = os.stat(args[-1])
+    key = (args, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    out = _TOOL_OUTPUT.get(key)
+    if out is None:
+        out = _TOOL_OUTPUT[key] = cbuild.tool(*args)
+    return out
+
+
 class NmSym:
     def __init__(self, addr, size, kind, name, file, line):
         self.addr, self.size, self.kind, self.name, self.file, self.line = addr, size, kind, name, file, line
@@ -63,7 +77,7 @@ class NmSym:
 def nm(path):
     """Every defined symbol as nm -S -l reports it (file:line from DWARF)."""
     out = []
-    for line in cbuild.tool("nm", "-S", "-l", "--defined-only", path).splitlines():
+    for line in tool_output("nm", "-S", "-l", "--defined-only", path).splitlines():
         parts = line.split("\t")
         head = parts[0].split()
         if len(head) == 4:
@@ -93,7 +107,7 @@ def nm_one(syms, name, file=None, line=None):
 def dynsym_names(path):
     """.dynsym index -> name (version suffix stripped), from readelf."""
     out = {}
-    for line in cbuild.tool("readelf", "--dyn-syms", "-W", path).splitlines():
+    for line in tool_output("readelf", "--dyn-syms", "-W", path).splitlines():
         m = re.match(r"\s*(\d+):\s+[0-9a-f]+\s+\d+\s+\S+\s+\S+\s+\S+\s+\S+\s+(\S+)", line)
         if m:
             out[int(m.group(1))] = m.group(2).split("@")[0]
@@ -102,7 +116,7 @@ def dynsym_names(path):
 
 def symtab_ndx(path, name, addr):
     """Section index of .symtab symbol ``name`` at ``addr``, from readelf -s."""
-    for line in cbuild.tool("readelf", "-sW", path).splitlines():
+    for line in tool_output("readelf", "-sW", path).splitlines():
         m = re.match(r"\s*\d+:\s+([0-9a-f]+)\s+\d+\s+FUNC\s+\S+\s+\S+\s+(\d+)\s+(\S+)$", line)
         if m and m.group(3) == name and int(m.group(1), 16) == addr:
             return int(m.group(2))
@@ -111,7 +125,7 @@ def symtab_ndx(path, name, addr):
 
 def file_bytes_at(path, addr, size):
     """Bytes of the file at link-time ``addr``, located with readelf -S."""
-    for line in cbuild.tool("readelf", "-SW", path).splitlines():
+    for line in tool_output("readelf", "-SW", path).splitlines():
         m = re.match(r"\s*\[\s*\d+\]\s+(\S+)\s+(\S+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s+([0-9a-f]+)", line)
         if not m or m.group(2) == "NOBITS":
             continue
