@@ -4,6 +4,8 @@ Each test drives whole GDB sessions (tests/gdbharness.run_gdb) on a running
 target whose worker threads keep calling compute().
 """
 
+import os
+
 import pytest
 
 from enginefix import Running, build_flavor, maps_lines, memory_matches_file, nsb, patch_for
@@ -142,4 +144,31 @@ dest = int(insn.split("jmp")[1].split()[0], 16)
 result(where=objfile_at(dest))
 ''')
         assert r.results and "plus100" in r.results[0]["where"] and "compute" in r.results[0]["where"], r
+        assert wait_running(t.pid)
+
+
+def test_exec_detection_refuses_when_the_memory_map_cannot_be_read(tmp_path):
+    # Exec detection around the safe-point loop compares the first mapping before and after; a map
+    # that cannot be read used to turn it off silently (None == None).  Now the operation refuses.
+    f = build_flavor("O0")
+    with Running(f, tmp_path) as t:
+        r = run_gdb(t.pid, timeout=120, python=PRELUDE + '''
+from gdb_nsb import errors
+from gdb_nsb.process import engine, inferior
+first = engine._main_mapping()
+def unreadable(self):
+    raise inferior.ProcessAccessError("cannot read the memory map of process %d: test" % self.pid)
+inferior.Inferior.mappings = unreadable
+try:
+    engine._main_mapping()
+    second = "no error"
+except errors.NsbError as e:
+    second = "%s %d %s" % (type(e).__name__, e.exit_code, e)
+result(first=list(first), second=second)
+''')
+        assert len(r.results) == 1, r
+        first, second = r.results[0]["first"], r.results[0]["second"]
+        assert first[0] > 0 and first[1] == os.path.realpath(f.exe), first
+        assert second == ("NsbError 10 cannot tell whether the process executed a new program while it ran between "
+                          "safe-point tries (cannot read the memory map of process %d: test); nothing written" % t.pid)
         assert wait_running(t.pid)

@@ -2,7 +2,10 @@
 
 import struct
 
+import pytest
+
 from binder_fakes import FakeMemory
+from gdb_nsb import errors
 from gdb_nsb.lifecycle.pointers import CHUNK, find_pointer_into
 from gdb_nsb.mappings import Mapping
 
@@ -53,8 +56,21 @@ def test_a_range_across_a_4_gib_boundary():
     assert find_pointer_into([], maps, mem, lo, hi) is None
 
 
-def test_an_unreadable_mapping_is_scanned_up_to_there():
-    mem, maps = world({16: LO})
+def test_an_unreadable_writable_mapping_refuses_naming_it():
+    # It could hold the one pointer into the patch: an unmap must not go ahead unchecked
+    # (the scan used to stop at it and answer "nothing points there").
+    mem, maps = world({})
     maps.append(Mapping(0x30000000, 0x30001000, 0, "rw-p", ""))  # listed, but no memory behind it
-    maps = maps[-1:] + maps[:-1]
+    with pytest.raises(errors.BusyError, match=r"^the writable mapping 0x30000000-0x30001000 \(anonymous memory\) "
+                       r"cannot be read at 0x30000000, so it cannot be checked for pointers into the patch \("):
+        find_pointer_into([], maps, mem, LO, HI)
+    # Readable for its first chunk only: named at the chunk that failed.
+    mem, maps = world({})
+    maps[0] = Mapping(0x10000000, 0x10000000 + 4 * CHUNK, 0, "rw-p", "[heap]")
+    with pytest.raises(errors.BusyError, match=r"^the writable mapping 0x10000000-0x10400000 \(\[heap\]\) "
+                       r"cannot be read at 0x10300000,"):
+        find_pointer_into([], maps, mem, LO, HI)
+    # A pointer found before the unreadable part still answers first.
+    mem, maps = world({16: LO})
+    maps.append(Mapping(0x30000000, 0x30001000, 0, "rw-p", ""))
     assert find_pointer_into([], maps, mem, LO, HI) == "the word at 0x10000010 ([heap])"

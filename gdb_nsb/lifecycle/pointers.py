@@ -18,8 +18,9 @@ def find_pointer_into(registers, mappings, memory, lo, hi, exclude=()):
     ``registers``: (thread number, {register name: value}) per thread, read
     lazily (an iterator stops at the first hit); ``mappings``: the process's
     ``Mapping`` list; ``memory``: a MemoryReader; ``exclude``: (start, length)
-    of mappings not to scan (the patch itself, the registry).  A mapping that
-    stops being readable is scanned up to there."""
+    of mappings not to scan (the patch itself, the registry).  A writable
+    mapping that cannot be read could hold such a word: BusyError naming it
+    (the caller refuses the unmap)."""
     for num, regs in registers:
         for name, value in regs.items():
             if isinstance(value, int) and lo <= value < hi:
@@ -34,8 +35,10 @@ def find_pointer_into(registers, mappings, memory, lo, hi, exclude=()):
             size = min(CHUNK, m.end - pos)
             try:
                 data = memory.read(pos, size)
-            except (errors.NsbError, OSError):
-                break
+            except (errors.NsbError, OSError) as e:
+                raise errors.BusyError("the writable mapping %#x-%#x (%s) cannot be read at %#x, so it cannot be "
+                                       "checked for pointers into the patch (%s)"
+                                       % (m.start, m.end, m.objfile or "anonymous memory", pos, e)) from None
             if same_high:
                 # Fast path: find the high half of the address, then check the aligned word around it.
                 i = data.find(high, 4)

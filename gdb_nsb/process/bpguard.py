@@ -16,6 +16,8 @@ here are enabled again once the function is no longer redirected.
 
 import gdb
 
+from gdb_nsb.errors import RegistryCorrupt
+
 ENDBR64 = b"\xf3\x0f\x1e\xfa"
 
 _jumps = {}          # address of a redirecting jump -> (function name, jump length)
@@ -29,17 +31,31 @@ def track(registry):
     jumps = {}
     if registry is not None:
         for entry in registry.entries():
-            try:
-                stack = registry.stack(entry)
-            except Exception:  # a corrupt layer chain: nothing we can guard reliably
-                continue
-            if stack:
-                top = stack[-1][1]
-                jumps[entry] = (top.name, len(top.jump))
+            guarded = entry_guard(registry, entry)
+            if guarded is not None:
+                jumps[entry] = guarded
     _jumps = jumps
     _install()
     for b in gdb.breakpoints() or ():
         _guard(b)
+
+
+def entry_guard(registry, entry):
+    """(function name, jump length) to guard at a redirected ``entry``, or None when nothing jumps there.
+
+    A layer chain that does not order (RegistryCorrupt: forked or broken) still
+    says the entry is redirected: every active layer's jump may be the one in
+    memory, so the longest of them is guarded (more guarded than needed, never
+    less)."""
+    try:
+        stack = registry.stack(entry)
+    except RegistryCorrupt:
+        stack = [(p.patch_build_id, p.function_at(entry)) for p in registry.active()]
+        stack = sorted((s for s in stack if s[1] is not None), key=lambda s: len(s[1].jump))
+    if not stack:
+        return None
+    top = stack[-1][1]
+    return top.name, len(top.jump)
 
 
 def _install():

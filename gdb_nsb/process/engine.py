@@ -140,13 +140,13 @@ def _safe_point(busy, opts, deadline, entries=None):
         except (errors.TargetExitedError, errors.TargetExecError):
             raise  # the run window told exactly what happened (and left GDB detached or the process gone)
         except (errors.NsbError, gdb.error):
-            if before is not None and _main_mapping() != before:
+            if _main_mapping() != before:
                 raise _exec_abort()
             raise
         finally:
             if catch is not None and catch.is_valid():
                 catch.delete()
-        if before is not None and _main_mapping() != before:
+        if _main_mapping() != before:
             raise _exec_abort()
     except errors.BusyError as e:
         # Still "busy" (3), not "timeout" (15): the cause is a thread inside the code, not us.
@@ -286,13 +286,19 @@ def _execute_apply(inf, injector, store, plan, deadline, view):
 
 
 def _main_mapping():
-    """(start, objfile) of the process's first mapping, or None: changes when the process execs."""
+    """(start, objfile) of the process's first mapping: changes when the process execs.
+
+    Exec detection rests on it, so a memory map that cannot be read refuses
+    the operation (nothing is written yet) instead of turning detection off."""
     try:
-        inf = Inferior()
-        ms = inf.mappings()
-    except (errors.NsbError, gdb.error, ValueError):
-        return None
-    return (ms[0].start, ms[0].objfile) if ms else None
+        ms = Inferior().mappings()
+    except errors.NsbError as e:
+        raise errors.NsbError("cannot tell whether the process executed a new program while it ran between "
+                              "safe-point tries (%s); nothing written" % e) from None
+    if not ms:
+        raise errors.NsbError("cannot tell whether the process executed a new program while it ran between "
+                              "safe-point tries (its memory map is empty); nothing written")
+    return ms[0].start, ms[0].objfile
 
 
 def _catch_exec():
@@ -373,8 +379,11 @@ def revert(ident, opts: Options) -> Outcome:
         if plan.unmap is not None:
             start, length = plan.unmap
             registers = ((t.num, inf.save_registers(t)) for t in inf.threads())
-            holder = find_pointer_into(registers, inf.mappings(), inf, start, start + length,
-                                       exclude=[(start, start + length)] + ([store.location] if store.location else []))
+            try:
+                holder = find_pointer_into(registers, inf.mappings(), inf, start, start + length,
+                                           exclude=[(start, start + length)] + ([store.location] if store.location else []))
+            except errors.BusyError as e:
+                raise errors.BusyError("not unmapping patch %s: %s (revert without --unmap)" % (bid[:16], e)) from None
             if holder is not None:
                 raise errors.BusyError("not unmapping patch %s: %s still points into it (the patch is reverted "
                                        "but must stay mapped; revert without --unmap)" % (bid[:16], holder))
