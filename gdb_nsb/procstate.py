@@ -90,3 +90,38 @@ def thread_states(pid):
 def live_threads(pid):
     """Sorted ids of the threads of ``pid`` that are not dead (zombie or being reaped)."""
     return sorted(t for t, s in thread_states(pid).items() if s not in "ZX")
+
+
+# Signals never used to end a remote run window even when ignored: stop/continue signals act when
+# sent, whatever the disposition; SIGTRAP and SIGINT mean something to GDB itself; the kernel forces
+# the fault signals through an ignore; 32 and 33 are the C library's.
+_NOT_FOR_WINDOWS = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCONT, signal.SIGTSTP, signal.SIGTTIN,
+                    signal.SIGTTOU, signal.SIGTRAP, signal.SIGINT, signal.SIGSEGV, signal.SIGBUS,
+                    signal.SIGILL, signal.SIGFPE, signal.SIGSYS, signal.SIGSTKFLT, 32, 33}
+
+
+def ignored_unblocked_signal(status_text):
+    """The lowest signal whose disposition is ignore and that the thread does not block, or None.
+
+    ``status_text``: the thread's ``/proc/PID/task/TID/status`` (``SigIgn`` is
+    the process's, ``SigBlk`` the thread's).  Sent to that thread while it is
+    traced, the kernel reports it as a stop the tracer absorbs; untraced, it
+    discards it at once: an alarm with it cannot stop the process after its
+    owner died.  Raises ValueError when a mask is missing."""
+    fields = dict(line.split(":", 1) for line in status_text.splitlines() if ":" in line)
+    try:
+        ignored, blocked = int(fields["SigIgn"], 16), int(fields["SigBlk"], 16)
+    except KeyError as e:
+        raise ValueError("no %s line in the thread's status" % e.args[0]) from None
+    usable = ignored & ~blocked
+    for sig in range(1, 65):
+        if usable & (1 << (sig - 1)) and sig not in _NOT_FOR_WINDOWS:
+            return sig
+    return None
+
+
+def gdb_signal_name(sig):
+    """GDB's name of Linux signal ``sig`` (real-time ones are ``SIG34`` ...)."""
+    if sig >= 32:
+        return "SIG%d" % sig
+    return signal.Signals(sig).name

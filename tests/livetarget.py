@@ -38,6 +38,7 @@ TARGET_SOURCE = r'''
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <signal.h>
 
 int base_value = 1000;
 volatile int parked;
@@ -95,6 +96,10 @@ static void serve(FILE *in, FILE *out)
             pthread_create(&t, NULL, parker, NULL);
             usleep(20000);
             fprintf(out, "parked\n");
+        } else if (sscanf(line, "ignore %ld", &a) == 1) {
+            /* a server's usual SIGPIPE ignore: remote run windows end with an ignored signal */
+            signal((int)a, SIG_IGN);
+            fprintf(out, "ignored %ld\n", a);
         } else if (!strncmp(line, "pid", 3))
             fprintf(out, "pid %d\n", (int)getpid());
         else if (!strncmp(line, "fork ", 5)) {

@@ -100,11 +100,13 @@ def test_gdbserver_busy_target_windows_send_no_signal(tmp_path):
     """A thread parked inside compute: retry windows time out cleanly, run-out succeeds once it leaves.
 
     The target has no SIGINT handler: gdbserver's interrupt (SIGINT to the
-    process group) would kill it.  The windows end by a SIGSTOP that GDB drops.
+    process group) would kill it.  The windows end by the signal the process
+    ignores (SIGPIPE, as servers do), which GDB drops.
     """
     target = lt.build_target()
     patch = lt.make_patch(target, tmp_path)
     with lt.start_target(target) as tg:
+        assert tg.ask("ignore 13") == "ignored 13"
         assert tg.ask("park") == "parked"
         with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)]) as gs:
             r = lt.nsb("patch", "--remote", gs.address, "-f", patch, "--retries", "5", "--timeout", T,
@@ -133,3 +135,27 @@ def test_gdbserver_busy_target_windows_send_no_signal(tmp_path):
             assert f.read() == ""
         ok, line = lt.no_bad_values(tg)
         assert ok, line
+
+
+def test_gdbserver_no_ignored_signal_no_run_window(tmp_path):
+    """A process that ignores no signal gets no remote run window: exit 3 saying why, nothing left behind.
+
+    A timer sending SIGSTOP would stop the process for good if GDB or gdbserver died while it was armed."""
+    target = lt.build_target()
+    patch = lt.make_patch(target, tmp_path)
+    with lt.start_target(target) as tg:
+        assert tg.ask("park") == "parked"
+        maps_before = gdbharness.maps(tg.pid)
+        with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)]) as gs:
+            r = lt.nsb("patch", "--remote", gs.address, "-f", patch, "--retries", "3", "--timeout", T,
+                       timeout=T + 60)
+        assert r.returncode == 3, r.stdout + r.stderr
+        tid = int(r.stderr.split("leaves unblocked")[0].rsplit("thread ", 1)[1].split()[0])
+        assert ("no run window on this remote target: process %d ignores no signal that thread %d leaves unblocked "
+                "(SigIgn 0000000000000000, SigBlk 0000000000000000), and a timer sending SIGSTOP would leave the "
+                "process stopped if GDB or gdbserver died while it was armed" % (tg.pid, tid)) in r.stderr, r.stderr
+        _check_running(tg)
+        assert gdbharness.maps(tg.pid) == maps_before
+        with open("/proc/%d/timers" % tg.pid) as f:
+            assert f.read() == ""
+        assert lt.value(tg) == 1002

@@ -1,30 +1,57 @@
-"""Run windows on a remote target (gdbserver): the ending SIGSTOP comes from a timer inside the process.
+"""Run windows on a remote target (gdbserver): the ending stop comes from a timer inside the process.
 
 A remote target cannot be reached by ``tgkill`` from GDB's host, and its
 ``interrupt`` (``\\x03``/``vCtrlC``) makes gdbserver send SIGINT to the process
-group.  So the same SIGSTOP is sent by the kernel instead: a POSIX timer
-created inside the process by injected syscalls (``timer_create`` with
+group.  So the kernel sends the window's end instead: a POSIX timer created
+inside the process by injected syscalls (``timer_create`` with
 ``SIGEV_THREAD_ID`` on one thread, armed per window with ``timer_settime``,
-deleted with its one-page scratch mapping when the loop ends).  gdbserver
-reports the SIGSTOP like any signal and GDB drops it (``nopass``).
+deleted with its one-page scratch mapping when the loop ends).
+
+The timer never sends SIGSTOP: if GDB or gdbserver died while it was armed,
+that SIGSTOP would stop the untraced process for good.  It sends a signal the
+process ignores and the anchor thread does not block (read from its status:
+``SigIgn``, ``SigBlk``, rechecked before each window): while traced, the
+kernel reports it as a stop that GDB absorbs (``nopass``); once untraced, the
+kernel discards it as it is sent.  A process that ignores no usable signal
+gets no remote run window: the operation ends busy (exit 3) saying so.
 """
 
-import signal
 import struct
 import time
 
 import gdb
 
-from gdb_nsb.errors import NsbError, UnsupportedError
+from gdb_nsb import procstate
+from gdb_nsb.errors import BusyError, NsbError, UnsupportedError
 from gdb_nsb.process import syscalls as sc
-from gdb_nsb.process.inferior import is_native
-from gdb_nsb.process.sigstop import anchor_thread, forget_sigstop
+from gdb_nsb.process.inferior import Inferior, is_native
+from gdb_nsb.process.sigstop import absorbed, anchor_thread, forget_sigstop
 from gdb_nsb.process.stop_log import StopLog, window_result
 from gdb_nsb.process.vanished import exited_error
 
 
+def window_signal(inf, lwp):
+    """The signal that ends a remote window on thread ``lwp``: ignored by the process, not blocked by it.
+
+    Raises BusyError (no run window, so no safe point can be waited for) when there is none."""
+    text = Inferior(inf).status_text(lwp)
+    try:
+        sig = procstate.ignored_unblocked_signal(text)
+    except ValueError as e:
+        raise BusyError("no run window on this remote target: cannot read the signal masks of thread %d (%s)"
+                        % (lwp, e)) from None
+    if sig is None:
+        masks = dict(l.split(":", 1) for l in text.splitlines() if l.startswith(("SigIgn", "SigBlk")))
+        raise BusyError("no run window on this remote target: process %d ignores no signal that thread %d leaves "
+                        "unblocked (SigIgn %s, SigBlk %s), and a timer sending SIGSTOP would leave the process "
+                        "stopped if GDB or gdbserver died while it was armed; try again when no thread is in the "
+                        "patched code, or patch through a local GDB" % (inf.pid, lwp, masks.get("SigIgn", "?").strip(),
+                                                                        masks.get("SigBlk", "?").strip()))
+    return sig
+
+
 class RemoteAlarm:
-    """A one-shot POSIX timer inside the process that sends SIGSTOP to one thread.
+    """A one-shot POSIX timer inside the process that sends an ignored signal to one thread.
 
     Created by injected syscalls on first use (its sigevent and itimerspec
     live in a one-page private scratch mapping), re-armed for each window,
@@ -42,24 +69,46 @@ class RemoteAlarm:
         self.page = None
         self.timer = None
         self.tid = None
+        self.signal = None      # the signal the timer sends (see window_signal)
+        self.handling = None    # GDB's ``absorbed`` context for it
 
     def _injector(self):
         if self.injector is None:
             self.injector = sc.SyscallInjector()
         return self.injector
 
+    def _absorb(self, sig):
+        if self.signal == sig:
+            return
+        self._release()
+        self.handling = absorbed(procstate.gdb_signal_name(sig))
+        self.handling.__enter__()
+        self.signal = sig
+
+    def _release(self):
+        if self.handling is not None:
+            handling, self.handling, self.signal = self.handling, None, None
+            handling.__exit__(None, None, None)
+
+    @property
+    def signal_name(self):
+        return procstate.gdb_signal_name(self.signal)
+
     def arm(self, inf, lwp, seconds):
+        # Checked before every window: the program may have changed its dispositions or mask meanwhile.
+        sig = window_signal(inf, lwp)
         inj = self._injector()
         mem = inj.inferior
         try:
             with inj.session():
                 if self.page is None:
                     self.page = inj.mmap(0, 4096, sc.PROT_READ | sc.PROT_WRITE, sc.MAP_PRIVATE | sc.MAP_ANONYMOUS)
-                if self.timer is not None and self.tid != lwp:
+                if self.timer is not None and (self.tid != lwp or self.signal != sig):
                     inj.check("timer_delete", self._TIMER_DELETE, self.timer)
                     self.timer = None
+                self._absorb(sig)
                 if self.timer is None:
-                    sev = struct.pack("<qiii", 0, signal.SIGSTOP, self._SIGEV_THREAD_ID, lwp) + bytes(44)
+                    sev = struct.pack("<qiii", 0, sig, self._SIGEV_THREAD_ID, lwp) + bytes(44)
                     mem.write(self.page, sev)
                     inj.check("timer_create", self._TIMER_CREATE, self._CLOCK_MONOTONIC, self.page, self.page + 64)
                     self.timer = struct.unpack("<i", mem.read(self.page + 64, 4))[0]
@@ -86,17 +135,22 @@ class RemoteAlarm:
         return sec * 10 ** 9 + nsec
 
     def close(self):
-        """Delete the timer and the scratch page (best effort once the process is gone)."""
+        """Delete the timer and the scratch page (nothing to delete once the process is gone); GDB's handling
+        of the signal restored."""
         if self.injector is None or not gdb.selected_inferior().pid:
+            self._release()
             return
         inj = self.injector
-        with inj.session():
-            if self.timer is not None:
-                inj.check("timer_delete", self._TIMER_DELETE, self.timer)
-                self.timer = None
-            if self.page is not None:
-                inj.munmap(self.page, 4096)
-                self.page = None
+        try:
+            with inj.session():
+                if self.timer is not None:
+                    inj.check("timer_delete", self._TIMER_DELETE, self.timer)
+                    self.timer = None
+                if self.page is not None:
+                    inj.munmap(self.page, 4096)
+                    self.page = None
+        finally:
+            self._release()
 
 
 class shared_alarm:
@@ -136,20 +190,21 @@ def remote_window(inf, seconds, ours):
             elapsed = time.monotonic() - t0
             if not inf.pid:
                 raise exited_error()
-            fired = log.got_sigstop(anchor_lwp)
+            name = alarm.signal_name
+            fired = log.got_sigstop(anchor_lwp, name)
             for _ in range(3):
                 if fired or alarm.disarm() > 0:
                     # A SIGSTOP still pending on the thread now is gdbserver's own (sent to stop
-                    # all threads, expected, swallowed at the next resume): no step here, it
-                    # would wait forever for a SIGSTOP gdbserver filters out.
+                    # all threads, expected, swallowed at the next resume).  Ours, if it came due
+                    # just now, is an ignored signal: harmless whenever it is delivered.
                     break
                 # Ours came due while the process was stopping: let one short window take it.
                 alarm.arm(inf, anchor_lwp, 0.001)
                 gdb.execute("continue", to_string=True)
                 if not inf.pid:
                     raise exited_error()
-                fired = log.got_sigstop(anchor_lwp)
-            if log.last_is_sigstop(anchor_lwp):
+                fired = log.got_sigstop(anchor_lwp, name)
+            if log.last_is_sigstop(anchor_lwp, name):
                 forget_sigstop(inf, anchor_lwp)
     finally:
         if own:

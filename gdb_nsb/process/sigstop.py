@@ -22,15 +22,32 @@ from gdb_nsb.process.inferior import is_native
 _INTERNAL_ERROR_SETTINGS = (("quit", "no"), ("corefile", "no"), ("backtrace", "off"))
 
 
+class absorbed:
+    """Context: GDB stops on signal ``name`` and never passes it (``handle NAME stop print nopass``);
+    the user's setting restored on exit."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        out = gdb.execute("info signals %s" % self.name, to_string=True)
+        row = [l for l in out.splitlines() if l.startswith(self.name + " ")][0].split()
+        self.saved = ["stop" if row[1] == "Yes" else "nostop", "print" if row[2] == "Yes" else "noprint",
+                      "pass" if row[3] == "Yes" else "nopass"]
+        gdb.execute("handle %s stop print nopass" % self.name, to_string=True)
+        return self
+
+    def __exit__(self, *exc):
+        gdb.execute("handle %s %s" % (self.name, " ".join(self.saved)), to_string=True)
+        return False
+
+
 class sigstop_handling:
     """Context of run windows: ``handle SIGSTOP stop print nopass``, internal errors of GDB survivable
     (see ``_INTERNAL_ERROR_SETTINGS``); the user's settings restored on exit."""
 
     def __enter__(self):
-        out = gdb.execute("info signals SIGSTOP", to_string=True)
-        row = [l for l in out.splitlines() if l.startswith("SIGSTOP")][0].split()
-        self.saved = ["stop" if row[1] == "Yes" else "nostop", "print" if row[2] == "Yes" else "noprint",
-                      "pass" if row[3] == "Yes" else "nopass"]
+        self.sigstop = absorbed("SIGSTOP").__enter__()
         self.internal = []
         for name, value in _INTERNAL_ERROR_SETTINGS:
             try:
@@ -38,15 +55,13 @@ class sigstop_handling:
                 self.internal.append((name, shown.rsplit('"', 2)[1]))
                 gdb.execute("maint set internal-error %s %s" % (name, value), to_string=True)
             except (gdb.error, IndexError):
-                pass
-        gdb.execute("handle SIGSTOP stop print nopass", to_string=True)
+                pass  # a GDB without the setting: its internal errors stay fatal, as before
         return self
 
     def __exit__(self, *exc):
         for name, value in self.internal:
             gdb.execute("maint set internal-error %s %s" % (name, value), to_string=True)
-        gdb.execute("handle SIGSTOP %s" % " ".join(self.saved), to_string=True)
-        return False
+        return self.sigstop.__exit__(*exc)
 
 
 def anchor_thread(inf):

@@ -38,14 +38,14 @@ class StopLog:
         else:
             self.events.append(("stop", lwp, None))
 
-    def got_sigstop(self, lwp):
-        """Whether GDB reported a SIGSTOP of thread ``lwp``."""
-        return any(k == "signal" and l == lwp and d == "SIGSTOP" for k, l, d in self.events)
+    def got_sigstop(self, lwp, name="SIGSTOP"):
+        """Whether GDB reported signal ``name`` (a SIGSTOP unless told) of thread ``lwp``."""
+        return any(k == "signal" and l == lwp and d == name for k, l, d in self.events)
 
-    def last_is_sigstop(self, lwp):
-        """Whether the last stop GDB reported for thread ``lwp`` is a SIGSTOP (its stop signal now)."""
+    def last_is_sigstop(self, lwp, name="SIGSTOP"):
+        """Whether the last stop GDB reported for thread ``lwp`` is signal ``name`` (its stop signal now)."""
         mine = [e for e in self.events if e[1] == lwp]
-        return bool(mine) and mine[-1][0] == "signal" and mine[-1][2] == "SIGSTOP"
+        return bool(mine) and mine[-1][0] == "signal" and mine[-1][2] == name
 
 
 class WindowResult:

@@ -1,0 +1,149 @@
+"""Nothing of ours stops the process after GDB and gdbserver die (issue 14, item 3).
+
+GDB is killed (by itself at each write or injected system call, ``NSB_FAULT=kill@step:K``, or from
+outside while the process runs in a run window), then gdbserver: the process must run again within
+2 s.  Remote run windows end by a timer inside the process that sends a signal the process ignores
+(here SIGPIPE, as servers do): untraced, the kernel discards it, where the SIGSTOP used before
+stopped the process for good.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+import gdbharness
+import livetarget as lt
+
+pytestmark = [pytest.mark.timeout(1200),
+              pytest.mark.skipif(shutil.which("gdbserver") is None, reason="gdbserver not installed")]
+
+T = 240
+
+
+def _env(**kw):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = lt.ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(kw)
+    return env
+
+
+def _runner(args, env):
+    return subprocess.Popen(lt.NSB + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=lt.ROOT, env=env, start_new_session=True)
+
+
+def _assert_runs_again(tg, gs, what):
+    """Kill gdbserver; the process must be running (no thread stopped) within 2 s and answer."""
+    t0 = time.monotonic()
+    os.killpg(gs.proc.pid, signal.SIGKILL)
+    gs.proc.wait(10)
+    assert gdbharness.wait_running(tg.pid, 2.0), "%s: %s %.2fs after gdbserver died" % (
+        what, gdbharness.thread_states(tg.pid), time.monotonic() - t0)
+    assert tg.alive(), what
+    assert lt.value(tg) in (1002, 1502), what
+
+
+def _kill_at_each_step(tg, patch, op_args, log, what):
+    """Run ``nsb OP --remote`` once per kill point K = 1, 2 ... until K is beyond the last step.
+
+    Returns the steps killed at (the log's lines) and the last (unkilled) run."""
+    steps = []
+    k = 1
+    while True:
+        with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)]) as gs:
+            env = _env(NSB_FAULT="kill@step:%d" % k, NSB_FAULT_LOG=log)
+            p = _runner(list(op_args[:1]) + ["--remote", gs.address, "-f", patch] + list(op_args[1:]), env)
+            try:
+                out, err = p.communicate(timeout=T)
+            finally:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+            with open(log) as f:
+                lines = f.read().splitlines()
+            if len(lines) == len(steps):  # not killed: K is past the last step
+                return steps, p.returncode, out, err
+            steps.append(lines[-1])
+            assert gs.alive(), "gdbserver died with GDB"
+            _assert_runs_again(tg, gs, "%s, killed after step %d (%s)" % (what, k, lines[-1]))
+        k += 1
+        assert k < 80, steps
+
+
+def test_gdb_then_gdbserver_killed_at_each_step_of_busy_run_windows(tmp_path):
+    """A parked thread keeps the patch from a safe point: every injected call of the windows' timer
+    (scratch page, timer_create, timer_settime, ...) is a kill point."""
+    target = lt.build_target()
+    patch = lt.make_patch(target, tmp_path)
+    log = str(tmp_path / "kills.log")
+    open(log, "w").close()
+    with lt.start_target(target) as tg:
+        assert tg.ask("ignore 13") == "ignored 13"
+        assert tg.ask("park") == "parked"
+        steps, rc, out, err = _kill_at_each_step(tg, patch, ["patch", "--retries", "2", "--timeout", T], log,
+                                                 "busy patch")
+        assert rc == 3 and "no safe point" in err, out + err
+        assert [s.split()[0] for s in steps][:3] == ["after-syscall"] * 3, steps
+        assert len(steps) >= 5, steps  # the page, timer_create, one timer_settime per window, its disarm
+        assert lt.value(tg) == 1002
+        with open("/proc/%d/timers" % tg.pid) as f:
+            timers = f.read()
+        # A timer left by a killed tool stays (it belongs to the process) and sends only SIGPIPE, ignored.
+        for line in timers.splitlines():
+            if line.startswith("signal:"):
+                assert line.split()[1].startswith("13/"), timers
+
+
+def test_gdb_then_gdbserver_killed_from_outside_during_a_run_window(tmp_path):
+    """GDB killed while the process runs in a window with the timer armed: before, its SIGSTOP then
+    stopped the untraced process for good."""
+    target = lt.build_target()
+    patch = lt.make_patch(target, tmp_path)
+    with lt.start_target(target) as tg:
+        assert tg.ask("ignore 13") == "ignored 13"
+        assert tg.ask("park") == "parked"
+        for attempt in range(3):
+            with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)]) as gs:
+                p = _runner(["patch", "--remote", gs.address, "-f", patch, "--retries", "1000",
+                             "--timeout", T], _env())
+                try:
+                    gdb_pid = None
+                    deadline = time.monotonic() + T
+                    while time.monotonic() < deadline and p.poll() is None:
+                        # Inside a window: a timer exists and every thread of the target runs.
+                        with open("/proc/%d/timers" % tg.pid) as f:
+                            armed = "signal: 13/" in f.read()
+                        if armed and gdbharness.wait_running(tg.pid, 0.001):
+                            gdb_pid = _child_named(p.pid, "gdb")
+                            if gdb_pid is not None:
+                                os.kill(gdb_pid, signal.SIGKILL)
+                                break
+                        time.sleep(0.005)
+                    assert gdb_pid is not None, "no run window seen"
+                    p.communicate(timeout=T)
+                finally:
+                    if p.poll() is None:
+                        os.killpg(p.pid, signal.SIGKILL)
+                        p.wait()
+                _assert_runs_again(tg, gs, "GDB killed in a run window (attempt %d)" % attempt)
+        assert lt.value(tg) == 1002
+
+
+def _child_named(ppid, name):
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if comm == name and int(fields[1]) == ppid:
+            return int(pid)
+    return None
