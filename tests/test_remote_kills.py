@@ -18,8 +18,13 @@ import pytest
 import gdbharness
 import livetarget as lt
 
+# Found by these tests, cause not yet known: once GDB died, a SIGKILL of gdbserver leaves a target that
+# dies of SIGTRAP (exit -5) soon after, also when GDB was killed right after an injected call had been
+# undone.  Strict: they fail as soon as that is fixed, and must then lose this mark.
 pytestmark = [pytest.mark.timeout(1200),
-              pytest.mark.skipif(shutil.which("gdbserver") is None, reason="gdbserver not installed")]
+              pytest.mark.skipif(shutil.which("gdbserver") is None, reason="gdbserver not installed"),
+              pytest.mark.xfail(strict=True, reason="the target dies of SIGTRAP after GDB, then gdbserver, "
+                                "are killed (issue 14 item 3, open)")]
 
 T = 240
 
@@ -43,7 +48,8 @@ def _assert_runs_again(tg, gs, what):
     gs.proc.wait(10)
     assert gdbharness.wait_running(tg.pid, 2.0), "%s: %s %.2fs after gdbserver died" % (
         what, gdbharness.thread_states(tg.pid), time.monotonic() - t0)
-    assert tg.alive(), what
+    time.sleep(0.5)
+    assert tg.alive(), "%s: the target died after gdbserver did (exit %s)" % (what, tg.proc.poll())
     assert lt.value(tg) in (1002, 1502), what
 
 
