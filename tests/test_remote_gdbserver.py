@@ -40,6 +40,7 @@ def test_gdbserver_attach_and_multi_apply_list_check_revert(tmp_path):
     target = lt.build_target()
     patch = lt.make_patch(target, tmp_path)
     with lt.start_target(target) as tg:
+        assert tg.ask("ignore 13") == "ignored 13"  # as servers do: remote run windows use it
         assert lt.value(tg) == 1002
         addr, before, filebytes = lt.text_bytes(tg.pid, target, "compute")
         assert before == filebytes

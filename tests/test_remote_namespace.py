@@ -59,6 +59,7 @@ def test_gdbserver_in_own_mount_namespace_patch_file_absent(tmp_path):
     # tmpfs over the patch directory, in gdbserver's namespace only.
     hide = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs none "$0" && exec "$@"', str(patch_dir)]
     with lt.start_target(target) as tg:
+        assert tg.ask("ignore 13") == "ignored 13"  # as servers do: remote run windows use it
         assert lt.value(tg) == 1002
         _, _, filebytes = lt.text_bytes(tg.pid, target, "compute")
         with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=lambda argv: hide + argv) as gs:
@@ -97,6 +98,7 @@ def test_target_binary_only_in_namespace_and_deleted_mapping(tmp_path):
     shutil.copy(v2, prog)
     script = 'mount -t tmpfs none "$0" && cp "$1" "$0/prog" && exec "$0/prog"'
     with gdbharness.Target(["unshare", "-m", "sh", "-c", script, str(ns_dir), v1], ready_line="ready") as tg:
+        assert tg.ask("ignore 13") == "ignored 13"  # as servers do: remote run windows use it
         assert lt.value(tg) == 1002
         assert _in_namespace_of(tg.pid, "cmp", "-s", prog, v1).returncode == 0
         assert build_id_of(prog) == build_id_of(v2) != build_id_of(v1)
