@@ -1,6 +1,6 @@
 """Synthetic process views built from real ELF files, for the tests of the binder and the lifecycle."""
 
-import cbuild
+import targets as T
 from gdb_nsb.binder.jumps import ENDBR64
 from gdb_nsb.binder.plan import evaluate
 from gdb_nsb.binder.process_view import MappedObject, ProcessView, page_down, page_up
@@ -79,12 +79,12 @@ def build_world(flavor):
 
     Returns (target image, f's symbol, {key: (LivePatch, patch image)})."""
     cet = ["-fcf-protection=full"] if flavor == "cet" else ["-fcf-protection=none"]
-    target = load(cbuild.build([("t.c", TARGET_C)], ["-O0", "-g", "-fPIE", "-pie"] + cet, "t-" + flavor))
+    target = load(T.build([("t.c", TARGET_C)], ["-O0", "-g", "-fPIE", "-pie"] + cet, "t-" + flavor))
     f = next(s for s in target.symtab if s.name == "f")
     assert (target.read_vaddr(f.value, 4) == ENDBR64) == (flavor == "cet")
     patches = {}
     for k, key in enumerate("ABC"):
-        img = load(cbuild.build_patch([("p%s.c" % key, patch_src(k))], "p%s.so" % key))
+        img = load(T.build_patch([("p%s.c" % key, patch_src(k))], "p%s.so" % key))
         pf = next(s for s in img.dynsyms if s.name == "f")
         lp = LivePatch(old_bid=target.build_id, new_bid=img.build_id, target_is_executable=True,
                        func_jumps=[FuncJump("f", f.value, f.size, pf.value, f.shndx,

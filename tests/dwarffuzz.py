@@ -20,11 +20,11 @@ import signal
 import subprocess
 import tempfile
 
-import cbuild
 import elf_fixtures as E
 from gdb_nsb.elf.dwarf import DwarfIndex
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.errors import DebugInfoError
+import targets as T
 
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dwarf_corpus")
 SECTIONS = (".debug_info", ".debug_abbrev", ".debug_str", ".debug_line", ".debug_line_str", ".debug_rnglists",
@@ -41,7 +41,7 @@ def seed_files():
                        ("lib5", E.build_lib(5))):
         dbg = path + ".fuzzseed.debug"
         if not os.path.exists(dbg) or os.path.getmtime(dbg) < os.path.getmtime(path):
-            cbuild.tool("objcopy", "--only-keep-debug", path, dbg + ".tmp")
+            T.tool("objcopy", "--only-keep-debug", path, dbg + ".tmp")
             os.replace(dbg + ".tmp", dbg)
         out[name] = dbg
     return out

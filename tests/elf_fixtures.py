@@ -2,9 +2,11 @@
 
 import os
 import re
+import shutil
+import subprocess
 import zlib
 
-import cbuild
+import targets as T
 
 # Two files with the same base name in different directories, each with a
 # file-scope static `counter`, a static function `helper` and a static
@@ -89,21 +91,32 @@ LIB_MAP = "V1 { global: vfun; lib_entry; lib_value; local: *; };\nV2 { global: v
 FLAVORS = ["pie", "nopie", "static", "static-pie"]
 
 
+def dwz_pair(directory):
+    """The PIE and the non-PIE program (DWARF 5) copied into ``directory`` and run through ``dwz -m``:
+    (path a, path b, path of their common file ``common.debug``)."""
+    a, b = os.path.join(str(directory), "a"), os.path.join(str(directory), "b")
+    shutil.copy(build_prog("pie", 5), a)
+    shutil.copy(build_prog("nopie", 5), b)
+    subprocess.run(["dwz", "-m", "common.debug", "-M", "common.debug", a, b], check=True, timeout=120,
+                   cwd=str(directory))
+    return a, b, os.path.join(str(directory), "common.debug")
+
+
 def build_prog(flavor="pie", dwarf=5, extra=()):
-    """The three-file program, -O2 -g, in one of cbuild's flavors."""
-    flags = ["-O2", "-gdwarf-%d" % dwarf] + cbuild.FLAVOR_FLAGS[flavor] + list(extra)
-    return cbuild.build(SOURCES, flags, "prog-%s-%d" % (flavor, dwarf))
+    """The three-file program, -O2 -g, in one of the build flavors (targets.FLAVOR_FLAGS)."""
+    flags = ["-O2", "-gdwarf-%d" % dwarf] + T.FLAVOR_FLAGS[flavor] + list(extra)
+    return T.build(SOURCES, flags, "prog-%s-%d" % (flavor, dwarf))
 
 
 def build_lib(dwarf=5):
     """A shared library with a soname and versioned symbols (vfun@V1, vfun@@V2)."""
-    os.makedirs(cbuild.CACHE, exist_ok=True)
-    vmap = os.path.join(cbuild.CACHE, "nsbtest-%08x.map" % zlib.crc32(LIB_MAP.encode()))
+    os.makedirs(T.CACHE, exist_ok=True)
+    vmap = os.path.join(T.CACHE, "nsbtest-%08x.map" % zlib.crc32(LIB_MAP.encode()))
     if not os.path.exists(vmap):
         with open(vmap + ".%d" % os.getpid(), "w") as f:
             f.write(LIB_MAP)
         os.replace(vmap + ".%d" % os.getpid(), vmap)
-    return cbuild.build([("lib.c", LIB_C)],
+    return T.build([("lib.c", LIB_C)],
                         ["-O2", "-gdwarf-%d" % dwarf, "-fPIC", "-shared", "-Wl,-soname,libnsbtest.so.1",
                          "-Wl,--version-script=" + vmap], "libnsbtest.so")
 
@@ -111,7 +124,7 @@ def build_lib(dwarf=5):
 def nm(path):
     """[(address, type letter, name, size or None)] of defined symbols, from `nm -S`."""
     out = []
-    for line in cbuild.tool("nm", "-S", "--defined-only", path).splitlines():
+    for line in T.tool("nm", "-S", "--defined-only", path).splitlines():
         parts = line.split()
         if len(parts) == 4:
             out.append((int(parts[0], 16), parts[2], parts[3], int(parts[1], 16)))

@@ -6,9 +6,12 @@ import os
 import re
 import shutil
 
-import cbuild
+import pytest
 
-GEN = os.path.join(cbuild.FIXTURES, "gen")
+import targets as T
+from gdb_nsb.errors import GenerateError
+
+GEN = os.path.join(T.FIXTURES, "gen")
 TARGET_SOURCES = ["alpha.c", "beta.c"]
 FLAVORS = ["pie", "nopie", "static", "static-pie", "shared"]
 
@@ -26,15 +29,15 @@ def build_target(flavor, dwarf=5, extra=(), debug=True, live_patching=True):
     if live_patching:
         flags.append("-flive-patching=inline-clone")
     if flavor == "shared":
-        return cbuild.build([fixture(s) for s in TARGET_SOURCES], flags + ["-fPIC", "-shared"], "libgen.so")
-    return cbuild.build([fixture(s) for s in TARGET_SOURCES + ["main.c"]], flags + cbuild.FLAVOR_FLAGS[flavor],
+        return T.build([fixture(s) for s in TARGET_SOURCES], flags + ["-fPIC", "-shared"], "libgen.so")
+    return T.build([fixture(s) for s in TARGET_SOURCES + ["main.c"]], flags + T.FLAVOR_FLAGS[flavor],
                         "gen-" + flavor)
 
 
 def build_patch(sources, name="patch.so", extra=()):
     """A patch from fixture files or (name, text) pairs, built the way users do."""
     srcs = [s if isinstance(s, tuple) else fixture(s) for s in sources]
-    return cbuild.build_patch(srcs, name, extra=extra)
+    return T.build_patch(srcs, name, extra=extra)
 
 
 def copy(path, tmp_path, name=None):
@@ -135,3 +138,13 @@ def file_bytes_at(path, addr, size):
                 f.seek(so + addr - sa)
                 return f.read(size)
     raise AssertionError("%#x not in a section of %s" % (addr, path))
+
+
+def refused(target, patch, cls=GenerateError, **kw):
+    """The one-line message with which ``generate(target, patch, **kw)`` refuses (raising ``cls``)."""
+    from gdb_nsb.generator import generate
+    with pytest.raises(cls) as ei:
+        generate(target, patch, **kw)
+    msg = str(ei.value)
+    assert "\n" not in msg
+    return msg

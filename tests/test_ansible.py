@@ -10,14 +10,15 @@ import sys
 
 import pytest
 
-import runner_target as rt
 from test_hostwide import TracerWatch
+import targets as T
+from targets import runner as rt
 
 pytestmark = [pytest.mark.gdb, pytest.mark.slow, pytest.mark.timeout(900)]
 
 ANSIBLE_CORE = "2.19.14"
 VENV = os.path.join(os.path.expanduser("~/.cache"), "nsb-ansible-%s" % ANSIBLE_CORE)
-PLAYBOOK = os.path.join(rt.ROOT, "ansible", "playbook-example.yml")
+PLAYBOOK = os.path.join(T.ROOT, "ansible", "playbook-example.yml")
 
 
 def _ansible_playbook():
@@ -53,7 +54,7 @@ def _play(tmp_path, patch, state="applied", check=False, extra=()):
     argv = [_ansible_playbook(), "-i", "localhost,", "-c", "local", PLAYBOOK,
             "-e", "target_hosts=localhost", "-e", "nsb_become=false", "-e", "patch=%s" % patch,
             "-e", "patch_dest=%s" % (tmp_path / "on-host" / "fix.so"), "-e", "nsb_state=%s" % state,
-            "-e", "nsb_command=%s" % os.path.join(rt.ROOT, "nsb"), "-e", "nsb_result_file=%s" % result_file]
+            "-e", "nsb_command=%s" % os.path.join(T.ROOT, "nsb"), "-e", "nsb_result_file=%s" % result_file]
     argv += list(extra) + (["--check"] if check else [])
     r = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp_path))
     assert written.exists(), "no result file (rc %d):\n%s\n%s" % (r.returncode, r.stdout, r.stderr)

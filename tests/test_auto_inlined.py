@@ -16,16 +16,16 @@ import subprocess
 
 import pytest
 
-import cbuild
-from enginefix import nsb
+import targets as T
 from gdb_nsb.errors import GenerateError
 from gdb_nsb.generator import generate, generate_file
 from gdb_nsb.generator.ipaclones import IpaClones
+from targets import nsb
 from test_auto_live import Running
 
 pytestmark = pytest.mark.timeout(300)
 
-HERE = os.path.join(cbuild.FIXTURES, "auto_live")
+HERE = os.path.join(T.FIXTURES, "auto_live")
 OPTS = {"O2": ["-O2"], "O2-inline-clone": ["-O2", "-flive-patching=inline-clone"]}
 OBJ_FLAGS = ["-O0", "-g", "-fPIC", "-ffunction-sections", "-fdata-sections", "-c"]
 
@@ -40,12 +40,12 @@ class Built:
         """``static``: delta is a static function, which -O2 then has only inlined (no out-of-line copy)."""
         edit = (lambda t: t.replace("\nint delta(void)", "\nstatic int delta(void)")) if static else (lambda t: t)
         unit, main = edit(_text("inlined", "unit.c")), _text("main.c")
-        flags = OPTS[opt] + ["-g", "-pthread"] + cbuild.FLAVOR_FLAGS["nopie"]
-        self.exe = self.target = cbuild.build([("unit.c", unit), ("main.c", main)], flags,
+        flags = OPTS[opt] + ["-g", "-pthread"] + T.FLAVOR_FLAGS["nopie"]
+        self.exe = self.target = T.build([("unit.c", unit), ("main.c", main)], flags,
                                               "inlined-%s%s" % (opt, "-static" if static else ""))
-        self.patch_obj = cbuild.build([("unit.c", edit(_text("inlined", "unit_patched.c")))], OBJ_FLAGS, "unit.o")
-        self.orig_obj = cbuild.build([("unit.c", unit)], OBJ_FLAGS, "unit.o")
-        self.so = cbuild.build([], ["-shared"], "inlined-patch.so", extra_inputs=[self.patch_obj])
+        self.patch_obj = T.build([("unit.c", edit(_text("inlined", "unit_patched.c")))], OBJ_FLAGS, "unit.o")
+        self.orig_obj = T.build([("unit.c", unit)], OBJ_FLAGS, "unit.o")
+        self.so = T.build([], ["-shared"], "inlined-patch.so", extra_inputs=[self.patch_obj])
 
 
 def _copy(path, tmp_path, name):
@@ -56,7 +56,7 @@ def _copy(path, tmp_path, name):
 
 
 def _disassembly_has_no_call_to_delta(exe):
-    text = cbuild.tool("objdump", "-d", "--no-show-raw-insn", exe)
+    text = T.tool("objdump", "-d", "--no-show-raw-insn", exe)
     body = text.split("<unit_value>:")[1].split("\n\n")[0]
     assert "<delta>" not in body, body  # the premise: delta is inlined into unit_value
 
@@ -65,13 +65,15 @@ def _live(built, patch, expect_functions):
     with Running(built) as t:
         assert t.get()[0] == 0
         t.wait_calls()
-        rc, doc = nsb("patch", t.pid, "-f", patch)
+        run = nsb("patch", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert sorted(f["name"] for f in doc["functions"]) == expect_functions, doc["functions"]
         assert t.get()[0] == 100, "the patch applied but the program still shows the old value"
         before = t.stats()["seen"][100]
         assert t.wait_calls()["seen"][100] > before  # the workers see the new code too
-        rc, doc = nsb("revert", t.pid, "-f", patch)
+        run = nsb("revert", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert t.get()[0] == 0
         before = t.stats()["seen"][0]
@@ -114,12 +116,12 @@ def test_manual_mode_static_function_only_inlined():
     text = ('#include "vzp.h"\nVZP_FILE("unit.c");\nextern int delta_scale;\n'
             "static __attribute__((used)) int delta(void) { return delta_scale * 3 + 100; }\n")
     with pytest.raises(GenerateError) as ei:
-        generate(built.target, cbuild.build_patch([("sdelta.c", text)], "sdelta.so"))
+        generate(built.target, T.build_patch([("sdelta.c", text)], "sdelta.so"))
     msg = str(ei.value)
     assert "unit_value (" in msg and "unit.c:14: holds an inlined copy of delta)" in msg, msg
     advised = text + "VZP_STATIC_VAR_REF(int, base);\nVZP_STATIC_VAR_REF(long, ticks);\n" \
                      "int unit_value(void) { ticks++; return base + delta(); }\n"
-    gen = generate(built.target, cbuild.build_patch([("sdelta2.c", advised)], "sdelta2.so"))
+    gen = generate(built.target, T.build_patch([("sdelta2.c", advised)], "sdelta2.so"))
     assert [j.name for j in gen.livepatch.func_jumps] == ["unit_value"] and gen.stale == []
 
 
@@ -131,7 +133,7 @@ MANUAL_BOTH = (MANUAL_DELTA + 'VZP_FILE("unit.c");\nVZP_STATIC_VAR_REF(int, base
 @pytest.mark.gdb
 def test_manual_mode_refuses_then_the_advised_patch_works_live(tmp_path):
     built = Built("O2")
-    alone = cbuild.build_patch([("fix_delta.c", MANUAL_DELTA)], "fix_delta.so")
+    alone = T.build_patch([("fix_delta.c", MANUAL_DELTA)], "fix_delta.so")
     with pytest.raises(GenerateError) as ei:
         generate(built.target, alone)
     msg = str(ei.value)
@@ -142,7 +144,7 @@ def test_manual_mode_refuses_then_the_advised_patch_works_live(tmp_path):
     assert [j.name for j in gen.livepatch.func_jumps] == ["delta"]
     assert len(gen.stale) == 1 and gen.stale[0].startswith("unit_value (")
     # The advice followed: the patch replaces unit_value too, and it takes effect.
-    both = _copy(cbuild.build_patch([("fix_both.c", MANUAL_BOTH)], "fix_both.so"), tmp_path, "fix_both.so")
+    both = _copy(T.build_patch([("fix_both.c", MANUAL_BOTH)], "fix_both.so"), tmp_path, "fix_both.so")
     gen = generate_file(built.target, both)
     assert sorted(j.name for j in gen.livepatch.func_jumps) == ["delta", "unit_value"] and gen.stale == []
     _live(built, both, ["delta", "unit_value"])
@@ -158,10 +160,10 @@ int main(int c, char **v) { (void)v; printf("%d\n", g(c)); return 0; }
 
 def test_auto_mode_refuses_when_main_holds_the_old_code(tmp_path):
     # -O2 inlines f into g and g into main: redirecting callers would need main, entered once.
-    exe = cbuild.build([("mainunit.c", MAIN_UNIT)], ["-O2", "-g"] + cbuild.FLAVOR_FLAGS["nopie"], "mainunit")
-    new = cbuild.build([("mainunit.c", MAIN_UNIT.replace("x * 3 + 1", "x * 3 + 2"))], OBJ_FLAGS, "mainunit.o")
-    old = cbuild.build([("mainunit.c", MAIN_UNIT)], OBJ_FLAGS, "mainunit.o")
-    so = _copy(cbuild.build([], ["-shared"], "mainunit.so", extra_inputs=[new]), tmp_path, "mainunit.so")
+    exe = T.build([("mainunit.c", MAIN_UNIT)], ["-O2", "-g"] + T.FLAVOR_FLAGS["nopie"], "mainunit")
+    new = T.build([("mainunit.c", MAIN_UNIT.replace("x * 3 + 1", "x * 3 + 2"))], OBJ_FLAGS, "mainunit.o")
+    old = T.build([("mainunit.c", MAIN_UNIT)], OBJ_FLAGS, "mainunit.o")
+    so = _copy(T.build([], ["-shared"], "mainunit.so", extra_inputs=[new]), tmp_path, "mainunit.so")
     with pytest.raises(GenerateError) as ei:
         generate(exe, so, mode="auto", objects=[new], originals=[old])
     msg = str(ei.value)
@@ -215,11 +217,11 @@ def test_auto_mode_refuses_a_noreturn_holder(tmp_path):
     # f is inlined into serve(), an event loop that never returns: a jump at serve's entry would
     # never take effect, so the old f keeps running there.
     main = "void serve(int);\nint main(int c, char **v) { (void)v; serve(c); }\n"
-    exe = cbuild.build([("loop.c", NORETURN_UNIT), ("main.c", main)], ["-O2", "-g"] + cbuild.FLAVOR_FLAGS["nopie"],
+    exe = T.build([("loop.c", NORETURN_UNIT), ("main.c", main)], ["-O2", "-g"] + T.FLAVOR_FLAGS["nopie"],
                        "noreturn-loop")
-    new = cbuild.build([("loop.c", NORETURN_UNIT.replace("x * 3 + 1", "x * 3 + 2"))], OBJ_FLAGS, "loop.o")
-    old = cbuild.build([("loop.c", NORETURN_UNIT)], OBJ_FLAGS, "loop.o")
-    so = _copy(cbuild.build([], ["-shared"], "loop.so", extra_inputs=[new]), tmp_path, "loop.so")
+    new = T.build([("loop.c", NORETURN_UNIT.replace("x * 3 + 1", "x * 3 + 2"))], OBJ_FLAGS, "loop.o")
+    old = T.build([("loop.c", NORETURN_UNIT)], OBJ_FLAGS, "loop.o")
+    so = _copy(T.build([], ["-shared"], "loop.so", extra_inputs=[new]), tmp_path, "loop.so")
     with pytest.raises(GenerateError) as ei:
         generate(exe, so, mode="auto", objects=[new], originals=[old])
     msg = str(ei.value)

@@ -19,17 +19,15 @@ functions keep their file bytes while the patch is applied.
 
 import os
 import subprocess
-import time
 
 import pytest
 
-import cbuild
-from enginefix import load_bias, maps_lines, nsb
-from gdbharness import Target, read_mem
+import targets as T
+from targets import Target, load_bias, maps, nsb, read_mem, wait_progress
 
 pytestmark = [pytest.mark.gdb, pytest.mark.timeout(300)]
 
-HERE = os.path.join(cbuild.FIXTURES, "auto_live")
+HERE = os.path.join(T.FIXTURES, "auto_live")
 UNIT_FLAGS = ["-g", "-ffunction-sections", "-fdata-sections", "-O2", "-flive-patching=inline-clone"]
 SCENARIOS = ("static_function", "static_variable", "both")
 FLAVORS = ("pie", "nopie", "static", "shlib")
@@ -52,18 +50,18 @@ class Built:
         self.scenario, self.flavor = scenario, flavor
         unit, main = _text(scenario, "unit.c"), _text("main.c")
         if flavor == "shlib":
-            self.target = cbuild.build([("unit.c", unit)], UNIT_FLAGS + ["-fPIC", "-shared"], "libunit.so")
-            self.exe = cbuild.build([("main.c", main)], ["-O2", "-g", "-pthread"] + cbuild.FLAVOR_FLAGS["pie"] +
+            self.target = T.build([("unit.c", unit)], UNIT_FLAGS + ["-fPIC", "-shared"], "libunit.so")
+            self.exe = T.build([("main.c", main)], ["-O2", "-g", "-pthread"] + T.FLAVOR_FLAGS["pie"] +
                                     ["-Wl,-rpath," + os.path.dirname(self.target)], "auto-live-shlib",
                                     extra_inputs=[self.target])
         else:
-            self.exe = self.target = cbuild.build([("unit.c", unit), ("main.c", main)],
-                                                  UNIT_FLAGS + ["-pthread"] + cbuild.FLAVOR_FLAGS[flavor],
+            self.exe = self.target = T.build([("unit.c", unit), ("main.c", main)],
+                                                  UNIT_FLAGS + ["-pthread"] + T.FLAVOR_FLAGS[flavor],
                                                   "auto-live-" + flavor)
         obj_flags = UNIT_FLAGS + ["-fPIC", "-c"]
-        self.patch_obj = cbuild.build([("unit.c", _text(scenario, "unit_patched.c"))], obj_flags, "unit.o")
-        self.orig_obj = cbuild.build([("unit.c", unit)], obj_flags, "unit.o")
-        self.so = cbuild.build([], ["-shared"], "unit-patch.so", extra_inputs=[self.patch_obj])
+        self.patch_obj = T.build([("unit.c", _text(scenario, "unit_patched.c"))], obj_flags, "unit.o")
+        self.orig_obj = T.build([("unit.c", unit)], obj_flags, "unit.o")
+        self.so = T.build([], ["-shared"], "unit-patch.so", extra_inputs=[self.patch_obj])
 
 
 def _generate_api(built, tmp_path):
@@ -79,9 +77,9 @@ def _generate_cli(built, tmp_path):
     out = os.path.join(str(tmp_path), "auto-cli-%s-%s.so" % (built.scenario, built.flavor))
     with open(built.so, "rb") as src, open(out, "wb") as dst:
         dst.write(src.read())
-    r = subprocess.run([os.path.join(cbuild.ROOT, "nsb"), "generate", "--explain", built.target, out,
+    r = subprocess.run([os.path.join(T.ROOT, "nsb"), "generate", "--explain", built.target, out,
                         built.patch_obj, "--mode", "auto", "--original", built.orig_obj],
-                       capture_output=True, text=True, timeout=120, cwd=cbuild.ROOT)
+                       capture_output=True, text=True, timeout=120, cwd=T.ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     return out, r.stdout.splitlines()
 
@@ -102,14 +100,7 @@ class Running(Target):
         return {"calls": int(p[1]), "unexpected": int(p[3]), "bad": int(p[5]), "seen": {0: int(p[7]), 100: int(p[8])}}
 
     def wait_calls(self, more=150, timeout=5.0):
-        start = self.stats()["calls"]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            s = self.stats()
-            if s["calls"] >= start + more:
-                return s
-            time.sleep(0.01)
-        raise AssertionError("workers stalled: %d calls in %.1fs" % (self.stats()["calls"] - start, timeout))
+        return wait_progress(self.stats, more, timeout)
 
 
 def _unit_symbols(path):
@@ -182,7 +173,8 @@ def _live_cycle(built, patch, reserve_below=False):
         assert read_mem(t.pid, entry, len(original)) == original
         t.wait_calls()
 
-        rc, doc = nsb("patch", t.pid, "-f", patch)
+        run = nsb("patch", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert [f["name"] for f in doc["functions"]] == ["unit_value"], doc["functions"]
         f = doc["functions"][0]
@@ -198,28 +190,32 @@ def _live_cycle(built, patch, reserve_below=False):
         assert ticks1 >= ticks0 + 150, (ticks0, ticks1)
         _check_patch_code(t, built, syms, bias, f["destination"])
         _check_unchanged_in_memory(t, built, syms, bias)
-        maps_applied = maps_lines(t.pid)
+        maps_applied = maps(t.pid)
 
-        rc, doc = nsb("list", t.pid)
+        run = nsb("list", "-p", t.pid, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert [(g["name"], g["entry"], g["top"]) for g in doc["functions"]] == [("unit_value", entry, True)], doc
 
-        rc, doc = nsb("revert", t.pid, "-f", patch)
+        run = nsb("revert", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert t.get()[0] == 0
         assert read_mem(t.pid, entry, len(original)) == original
         before = t.stats()["seen"][0]
         assert t.wait_calls()["seen"][0] > before
 
-        rc, doc = nsb("patch", t.pid, "-f", patch)
+        run = nsb("patch", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert t.get()[0] == 100
         before = t.stats()["seen"][100]
         assert t.wait_calls()["seen"][100] > before
-        maps_reapplied = maps_lines(t.pid)
+        maps_reapplied = maps(t.pid)
         assert sorted(maps_reapplied) == sorted(maps_applied), sorted(set(maps_reapplied) ^ set(maps_applied))
 
-        rc, doc = nsb("revert", t.pid, "-f", patch)
+        run = nsb("revert", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert t.get()[0] == 0
         assert read_mem(t.pid, entry, len(original)) == original

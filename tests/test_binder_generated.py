@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-import cbuild
+import targets as T
 from binder_fakes import FakeMemory, fake_object, load, make_view
 from gdb_nsb.binder.jumps import decode_jump
 from gdb_nsb.binder.plan import evaluate, plan_load
@@ -35,8 +35,8 @@ int work(int x) { return helper(bump(x) + counter + visible); }
 
 @pytest.mark.parametrize("flavor", [["-fPIE", "-pie"], ["-fno-pie", "-no-pie"]])
 def test_generated_patch_binds_to_target_entities(flavor):
-    target = cbuild.build([("target.c", TARGET)], ["-O0", "-g"] + flavor, "target")
-    patch = cbuild.build_patch([("fix.c", PATCH)], "fix.so")
+    target = T.build([("target.c", TARGET)], ["-O0", "-g"] + flavor, "target")
+    patch = T.build_patch([("fix.c", PATCH)], "fix.so")
     gen = generate(target, patch)
     lp = gen.livepatch
     t, p = load(target), load(patch)
@@ -50,7 +50,7 @@ def test_generated_patch_binds_to_target_entities(flavor):
     by_name = {r.name: r for r in plan.resolutions}
 
     def nm(path, name):
-        for line in cbuild.tool("nm", path).splitlines():
+        for line in T.tool("nm", path).splitlines():
             parts = line.split()
             if len(parts) == 3 and parts[2] == name:
                 return int(parts[0], 16)

@@ -1,7 +1,7 @@
 import pytest
 
 from gdb_nsb.binder.errors import NoAddressSpace, OutOfReach
-from gdb_nsb.binder.placement import GiB, HEAP_RESERVE, STACK_RESERVE, choose_placement, free_gaps, reserved_ranges
+from gdb_nsb.binder.placement import HEAP_RESERVE, STACK_RESERVE, GiB, choose_placement, free_gaps, reserved_ranges
 from gdb_nsb.mappings import Mapping
 
 MiB = 1 << 20

@@ -4,9 +4,9 @@ import itertools
 
 import pytest
 
-import cbuild
+import targets as T
 from binder_fakes import EXE_BIAS, Sim, build_world, load
-from gdb_nsb.binder.errors import BreakpointInJump, EntryMismatch, FunctionTooShort
+from gdb_nsb.binder.errors import BreakpointInJump, FunctionTooShort
 from gdb_nsb.binder.jumps import KIND_ABS, KIND_REL32, decode_jump
 from gdb_nsb.binder.placement import GiB
 from gdb_nsb.binder.plan import BREAKPOINTS_DISABLE, evaluate, identify_jump, plan_load, plan_revert
@@ -14,6 +14,7 @@ from gdb_nsb.elf.livepatch import FuncJump, LivePatch
 from gdb_nsb.errors import AlreadyAppliedError, NotAppliedError
 from gdb_nsb.mappings import Mapping
 from gdb_nsb.registry import STATE_INACTIVE, Registry
+
 
 @pytest.fixture(scope="module", params=["plain", "cet"])
 def world(request):
@@ -157,7 +158,7 @@ def test_target_not_mapped(world):
 def test_check_lists_unresolved_symbol_and_fatal_reasons(world):
     from gdb_nsb.binder.plan import check_load
     target, f, patches = world
-    img = load(cbuild.build_patch([("u.c", "extern int nowhere_sym; int f(int x) { return x + nowhere_sym; }")],
+    img = load(T.build_patch([("u.c", "extern int nowhere_sym; int f(int x) { return x + nowhere_sym; }")],
                                   "u.so"))
     pf = next(s for s in img.dynsyms if s.name == "f")
     lp = LivePatch(old_bid=target.build_id, new_bid=img.build_id, func_jumps=[FuncJump(

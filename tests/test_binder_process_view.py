@@ -5,22 +5,11 @@ import struct
 import subprocess
 import time
 
-import cbuild
+import targets as T
 from binder_fakes import load
 from gdb_nsb.binder.process_view import compute_load_bias, object_from_mappings
-from gdb_nsb.mappings import Mapping
 
 AT_BASE, AT_ENTRY = 7, 9
-
-
-def proc_maps(pid):
-    out = []
-    with open("/proc/%d/maps" % pid) as f:
-        for line in f:
-            parts = line.split(None, 5)
-            lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            out.append(Mapping(lo, hi, int(parts[2], 16), parts[1], parts[5].strip() if len(parts) > 5 else ""))
-    return out
 
 
 def auxv(pid):
@@ -30,13 +19,13 @@ def auxv(pid):
 
 
 def test_bias_of_running_pie_and_its_interpreter():
-    exe = cbuild.build([("w.c", "#include <unistd.h>\nint main(void){char c; return (int)read(0, &c, 1);}")],
+    exe = T.build([("w.c", "#include <unistd.h>\nint main(void){char c; return (int)read(0, &c, 1);}")],
                        ["-O0", "-fPIE", "-pie"], "waiter")
     proc = subprocess.Popen([exe], stdin=subprocess.PIPE)
     try:
         maps = None
         for _ in range(200):  # wait (bounded) until the executable is mapped
-            maps = proc_maps(proc.pid)
+            maps = T.mappings(proc.pid)
             if any(m.name == os.path.realpath(exe) for m in maps) and auxv(proc.pid):
                 break
             time.sleep(0.01)

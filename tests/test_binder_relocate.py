@@ -5,9 +5,9 @@ import struct
 
 import pytest
 
-import cbuild
+import targets as T
 from binder_fakes import FakeMemory, fake_object, load, make_view
-from gdb_nsb.binder.errors import IfuncNeedsResolver, UnresolvedSymbol, UnsupportedRelocation, BadRelocation
+from gdb_nsb.binder.errors import BadRelocation, IfuncNeedsResolver, UnresolvedSymbol, UnsupportedRelocation
 from gdb_nsb.binder.relocate import apply_static_fixups, relocate
 from gdb_nsb.binder.scope import BY_PATCH, BY_TARGET_FUNCTION, BY_WEAK_ZERO, SymbolResolver
 from gdb_nsb.elf.livepatch import FuncJump, LivePatch, MarkedSym, StaticSym
@@ -41,7 +41,7 @@ int (*const hp)(int) = helper;
 def readelf_relocs(path):
     """(offset, type, symbol-or-None, addend) from readelf -rW, independent of ElfImage."""
     out = []
-    for line in cbuild.tool("readelf", "-rW", path).splitlines():
+    for line in T.tool("readelf", "-rW", path).splitlines():
         m = re.match(r"^([0-9a-f]{16})\s+[0-9a-f]{16}\s+(R_X86_64_\w+)\s+(.*)$", line)
         if not m:
             continue
@@ -57,7 +57,7 @@ def readelf_relocs(path):
 
 
 def nm_value(path, name):
-    for line in cbuild.tool("nm", path).splitlines():
+    for line in T.tool("nm", path).splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[2] == name:
             return int(parts[0], 16)
@@ -70,8 +70,8 @@ def dynsym_index(image, name):
 
 @pytest.fixture(scope="module")
 def built():
-    target = cbuild.build([("target.c", TARGET_C)], ["-O0", "-g", "-fPIE", "-pie"], "target")
-    patch = cbuild.build_patch([("patch.c", PATCH_C)], "patch.so")
+    target = T.build([("target.c", TARGET_C)], ["-O0", "-g", "-fPIE", "-pie"], "target")
+    patch = T.build_patch([("patch.c", PATCH_C)], "patch.so")
     return target, patch
 
 
@@ -142,7 +142,7 @@ def test_relocations_match_readelf_and_nm(built):
 def test_target_global_found_in_scope_when_exported(built):
     # Without pre-resolved globals, -rdynamic exports target_counter: the scope finds it in the target.
     _, patch_path = built
-    target_path = cbuild.build([("target.c", TARGET_C)], ["-O0", "-g", "-fPIE", "-pie", "-rdynamic"], "target")
+    target_path = T.build([("target.c", TARGET_C)], ["-O0", "-g", "-fPIE", "-pie", "-rdynamic"], "target")
     t, p = load(target_path), load(patch_path)
     view, main, _ = process_with_libc(t)
     r = SymbolResolver(view, main, p, livepatch_for(t, p, globals_=False)).resolve_index(
@@ -153,7 +153,7 @@ def test_target_global_found_in_scope_when_exported(built):
 def test_strong_unresolved_symbol_named(built):
     target_path, _ = built
     t = load(target_path)
-    p = load(cbuild.build_patch([("u.c", "extern int nowhere_sym; int f(int x) { return x + nowhere_sym; }")],
+    p = load(T.build_patch([("u.c", "extern int nowhere_sym; int f(int x) { return x + nowhere_sym; }")],
                                 "u.so"))
     view, main, _ = process_with_libc(t)
     res = SymbolResolver(view, main, p, LivePatch(old_bid=t.build_id, new_bid=p.build_id))
@@ -192,8 +192,8 @@ def test_ifunc_lazy_slot_needs_resolver_then_hook(built):
 
 
 def test_static_target_ifunc_via_irelative_slot():
-    static = cbuild.build([("target.c", TARGET_C)], ["-O0", "-g", "-static"], "target-static")
-    patch = cbuild.build_patch([("patch.c", PATCH_C)], "patch.so")
+    static = T.build([("target.c", TARGET_C)], ["-O0", "-g", "-static"], "target-static")
+    patch = T.build_patch([("patch.c", PATCH_C)], "patch.so")
     t, p = load(static), load(patch)
     strlen_val = nm_value(t.path, "strlen")
     assert any(s.name == "strlen" and s.type == "STT_GNU_IFUNC" for s in t.symtab)
@@ -216,7 +216,7 @@ def test_static_target_ifunc_via_irelative_slot():
 
 
 def test_tls_relocation_refused_by_name():
-    p = load(cbuild.build_patch([("tls.c", "extern __thread int tv; int g(void) { return tv; }")], "tls.so"))
+    p = load(T.build_patch([("tls.c", "extern __thread int tv; int g(void) { return tv; }")], "tls.so"))
     names = {r.type_name for r in p.relocations}
     tls = sorted(n for n in names if "TPOFF" in n or "DTP" in n)
     assert tls

@@ -4,11 +4,16 @@ import os
 
 import pytest
 
-import cbuild
+import targets as T
 from binder_fakes import fake_object, load, make_view
 from gdb_nsb.binder.errors import UnresolvedSymbol
-from gdb_nsb.binder.process_view import (LOADED_DLOPEN_GLOBAL, LOADED_DLOPEN_LOCAL, LOADED_PRELOAD,
-                                         MappedObject, compute_load_bias)
+from gdb_nsb.binder.process_view import (
+    LOADED_DLOPEN_GLOBAL,
+    LOADED_DLOPEN_LOCAL,
+    LOADED_PRELOAD,
+    MappedObject,
+    compute_load_bias,
+)
 from gdb_nsb.binder.scope import SymbolResolver
 from gdb_nsb.elf.livepatch import LivePatch
 from gdb_nsb.mappings import Mapping
@@ -18,7 +23,7 @@ SO = ["-O0", "-fPIC", "-shared"]
 
 def lib(name, text, extra=()):
     # --no-as-needed: keep DT_NEEDED even where the library uses nothing of its dependency.
-    return cbuild.build([(name + ".c", text)], SO + ["-Wl,-soname," + name + ".so", "-Wl,--no-as-needed"],
+    return T.build([(name + ".c", text)], SO + ["-Wl,-soname," + name + ".so", "-Wl,--no-as-needed"],
                         name + ".so", extra_inputs=list(extra))
 
 
@@ -29,11 +34,11 @@ def libs():
     two = lib("libtwo", "int shared_sym(void) { return 2; } int bfs_sym(void) { return 2; }")
     pre = lib("libpre", "int pre_sym(void) { return 7; } int shared_sym(void) { return 70; }")
     glob = lib("libglob", "int glob_sym(void) { return 8; }")
-    ver = cbuild.build([("libver.c", "int vsym_v1(void) { return 1; } int vsym_v2(void) { return 2; }\n"
+    ver = T.build([("libver.c", "int vsym_v1(void) { return 1; } int vsym_v2(void) { return 2; }\n"
                         '__asm__(".symver vsym_v1,vsym@VER_1");\n__asm__(".symver vsym_v2,vsym@@VER_2");\n'),
                        ("ver.lds", "VERSION { VER_1 { global: vsym; local: *; }; VER_2 { global: vsym; } VER_1; }")],
                       SO + ["-Wl,-soname,libver.so"], "libver.so")
-    main = cbuild.build([("main.c", "int shared_sym(void); int bfs_sym(void);\n"
+    main = T.build([("main.c", "int shared_sym(void); int bfs_sym(void);\n"
                           "int main(void) { return shared_sym() + bfs_sym(); }")],
                         ["-O0", "-fPIE", "-pie", "-Wl,--no-as-needed"], "main", extra_inputs=[one, two])
     return dict(three=three, one=one, two=two, pre=pre, glob=glob, ver=ver, main=main)
@@ -43,7 +48,7 @@ def patch_using(names, extra=(), src=None):
     decls = "".join("extern int %s(void);\n" % n for n in names)
     body = " + ".join("%s()" % n for n in names)
     text = src or (decls + "int patch_fn(void) { return %s; }\n" % body)
-    return load(cbuild.build_patch([("p.c", text)], "p.so", extra=list(extra)))
+    return load(T.build_patch([("p.c", text)], "p.so", extra=list(extra)))
 
 
 def view_of(libs, order, how=None):
@@ -121,7 +126,7 @@ def test_vdso_never_in_scope(libs):
 
 def vsym_values(path):
     out = {}
-    for line in cbuild.tool("readelf", "--dyn-syms", "-W", path).splitlines():
+    for line in T.tool("readelf", "--dyn-syms", "-W", path).splitlines():
         parts = line.split()
         if len(parts) >= 8 and parts[7].startswith("vsym@"):
             out[parts[7]] = int(parts[1], 16)
@@ -168,5 +173,5 @@ def test_load_bias_from_mappings_not_first_executable_mapping(libs):
     assert first_x.start != bias  # the classic bug would have returned this
     # Without the offset-0 mapping (e.g. unreadable first page) another segment gives the same bias.
     assert compute_load_bias(img, [m for m in maps if m.offset != 0]) == bias
-    exe = load(cbuild.build([("e.c", "int main(void){return 0;}")], ["-O0", "-no-pie", "-fno-pie"], "e"))
+    exe = load(T.build([("e.c", "int main(void){return 0;}")], ["-O0", "-no-pie", "-fno-pie"], "e"))
     assert compute_load_bias(exe, fake_object(exe, 0).ranges) == 0

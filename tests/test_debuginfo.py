@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-import cbuild
 import elf_fixtures as E
+import targets as T
 from gdb_nsb.elf.debuginfo import build_id_path, find_alt_file, find_debug_file, open_dwarf
 from gdb_nsb.elf.dwarf import DwarfIndex
 from gdb_nsb.elf.image import ElfImage
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def objcopy(*args):
-    cbuild.tool("objcopy", *[str(a) for a in args])
+    T.tool("objcopy", *[str(a) for a in args])
 
 
 @pytest.fixture

@@ -12,12 +12,11 @@ import json
 
 import pytest
 
-import cbuild
-import gdbharness
-import livetarget as lt
+import targets as T
+from targets import live as lt
 
 pytestmark = pytest.mark.timeout(600)
-T = 240
+SECONDS = 240
 
 LIB_SOURCE = r'''
 int x_scale = 3;
@@ -92,8 +91,8 @@ LIB_FLAGS = ["-O2", "-g", "-fPIC", "-shared", "-flive-patching=inline-clone"]
 
 
 def _build(tmp_path):
-    lib = cbuild.build([("libx.c", LIB_SOURCE)], LIB_FLAGS, "libx.so")
-    main = cbuild.build([("dlmain.c", MAIN_SOURCE)], ["-O2", "-g", "-fPIE", "-pie", "-ldl"], "dlmain")
+    lib = T.build([("libx.c", LIB_SOURCE)], LIB_FLAGS, "libx.so")
+    main = T.build([("dlmain.c", MAIN_SOURCE)], ["-O2", "-g", "-fPIE", "-pie", "-ldl"], "dlmain")
     patch = lt.make_patch(lib, tmp_path, source=PATCH_SOURCE, name="xpatch.so")
     return lib, main, patch
 
@@ -106,11 +105,11 @@ def _value(tg):
 
 def _lib_mapped(pid, lib):
     import os
-    return any(l.split()[-1] == os.path.realpath(lib) for l in gdbharness.maps(pid) if len(l.split()) >= 6)
+    return any(l.split()[-1] == os.path.realpath(lib) for l in T.maps(pid) if len(l.split()) >= 6)
 
 
 def _list(pid):
-    r = lt.nsb("list", "-p", pid, "--json", timeout=T + 60)
+    r = T.nsb("list", "-p", pid, "--json", timeout=SECONDS + 60)
     assert r.returncode == 0, r.stdout + r.stderr
     return json.loads(r.stdout)["processes"][0]["patches"], r
 
@@ -122,18 +121,18 @@ def _ok(r):
 
 def test_dlopened_library_patch_dlclose_revert_and_repatch(tmp_path):
     lib, main, patch = _build(tmp_path)
-    with gdbharness.Target([main, lib], ready_line="ready") as tg:
+    with T.Target([main, lib], ready_line="ready") as tg:
         assert tg.ask("open").startswith("opened 0x")
         assert _value(tg) == 1006
-        addr, before, filebytes = lt.text_bytes(tg.pid, lib, "x_compute")
+        addr, before, filebytes = T.memory_and_file(tg.pid, lib, "x_compute", 16)
         assert before == filebytes
 
-        _ok(lt.nsb("patch", "-p", tg.pid, "-f", patch, "--timeout", T, timeout=T + 60))
+        _ok(T.nsb("patch", "-p", tg.pid, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60))
         assert _value(tg) == 6 + 1500 + 8  # x_helper and strlen bound in the patch
-        _ok(lt.nsb("revert", "-p", tg.pid, "-f", patch, "--timeout", T, timeout=T + 60))
+        _ok(T.nsb("revert", "-p", tg.pid, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60))
         assert _value(tg) == 1006
-        assert lt.text_bytes(tg.pid, lib, "x_compute")[1] == filebytes
-        _ok(lt.nsb("patch", "-p", tg.pid, "-f", patch, "--timeout", T, timeout=T + 60))
+        assert T.memory_and_file(tg.pid, lib, "x_compute", 16)[1] == filebytes
+        _ok(T.nsb("patch", "-p", tg.pid, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60))
         assert _value(tg) == 1514
 
         # dlclose while patched: the record's target is gone.
@@ -141,12 +140,12 @@ def test_dlopened_library_patch_dlclose_revert_and_repatch(tmp_path):
         assert not _lib_mapped(tg.pid, lib)
         patches, r = _list(tg.pid)
         assert [p["state"] for p in patches] == ["target unloaded"], r.stdout
-        r = _ok(lt.nsb("list", "-p", tg.pid, timeout=T + 60))
+        r = _ok(T.nsb("list", "-p", tg.pid, timeout=SECONDS + 60))
         assert "target unloaded" in r.stdout
 
         # Our own memory where x_compute was: the revert must leave it alone.
         assert tg.ask("fill %x" % addr).startswith("filled ")
-        r = _ok(lt.nsb("revert", "-p", tg.pid, "-f", patch, "--timeout", T, timeout=T + 60))
+        r = _ok(T.nsb("revert", "-p", tg.pid, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60))
         assert "unloaded" in r.stdout and "nothing written" in r.stdout, r.stdout
         assert tg.ask("check") == "check 1"
         assert tg.ask("unfill") == "unfilled 0"
@@ -156,7 +155,7 @@ def test_dlopened_library_patch_dlclose_revert_and_repatch(tmp_path):
         # dlopen again: fresh code; the patch applies again.
         assert tg.ask("open").startswith("opened 0x")
         assert _value(tg) == 1006
-        _ok(lt.nsb("patch", "-p", tg.pid, "-f", patch, "--timeout", T, timeout=T + 60))
+        _ok(T.nsb("patch", "-p", tg.pid, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60))
         assert _value(tg) == 1514
         patches, r = _list(tg.pid)
         assert [p["state"] for p in patches] == ["active"], r.stdout
@@ -165,12 +164,12 @@ def test_dlopened_library_patch_dlclose_revert_and_repatch(tmp_path):
         assert tg.ask("close") == "closed 0"
         assert tg.ask("open").startswith("opened 0x")
         assert _value(tg) == 1006
-        r = _ok(lt.nsb("patch", "-p", tg.pid, "-f", patch, "--timeout", T, timeout=T + 60))
+        r = _ok(T.nsb("patch", "-p", tg.pid, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60))
         assert _value(tg) == 1514
         patches, r = _list(tg.pid)
         assert [p["state"] for p in patches] == ["active"], r.stdout
-        _ok(lt.nsb("revert", "-p", tg.pid, "-f", patch, "--timeout", T, timeout=T + 60))
+        _ok(T.nsb("revert", "-p", tg.pid, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60))
         assert _value(tg) == 1006
-        now = lt.text_bytes(tg.pid, lib, "x_compute")
+        now = T.memory_and_file(tg.pid, lib, "x_compute", 16)
         assert now[1] == now[2]
-        assert gdbharness.wait_running(tg.pid, 10)
+        assert T.wait_running(tg.pid, 10)

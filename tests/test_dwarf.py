@@ -2,12 +2,11 @@
 
 import os
 import shutil
-import subprocess
 
 import pytest
 
-import cbuild
 import elf_fixtures as E
+import targets as T
 from gdb_nsb.elf.dwarf import DwarfIndex
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.errors import DebugInfoError
@@ -198,18 +197,14 @@ def test_shared_library():
 
 def test_no_debug_info_is_an_error(tmp_path):
     stripped = tmp_path / "stripped"
-    cbuild.tool("objcopy", "--strip-debug", E.build_prog("pie"), str(stripped))
+    T.tool("objcopy", "--strip-debug", E.build_prog("pie"), str(stripped))
     with pytest.raises(DebugInfoError, match="no DWARF"):
         DwarfIndex(str(stripped))
 
 
 @pytest.mark.skipif(shutil.which("dwz") is None, reason="dwz is not installed")
 def test_dwz_alt_file(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    shutil.copy(E.build_prog("pie", 5), a)
-    shutil.copy(E.build_prog("nopie", 5), b)
-    subprocess.run(["dwz", "-m", str(tmp_path / "common.debug"), "-M", "common.debug", str(a), str(b)],
-                   check=True, timeout=120, cwd=tmp_path)
+    a, _b, _common = E.dwz_pair(tmp_path)
     from gdb_nsb.elf.debuginfo import open_dwarf
 
     ix = open_dwarf(str(a))

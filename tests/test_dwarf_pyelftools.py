@@ -11,7 +11,6 @@ their dwz output with a common file, and libc's separate debug file when libc6-d
 import os
 import random
 import shutil
-import subprocess
 
 import pytest
 from elftools.dwarf.enums import ENUM_DW_AT, ENUM_DW_FORM, ENUM_DW_TAG
@@ -123,12 +122,8 @@ def test_shared_library(dwarf):
 
 @pytest.mark.skipif(shutil.which("dwz") is None, reason="dwz is not installed")
 def test_dwz_output_and_common_file(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    shutil.copy(E.build_prog("pie", 5), a)
-    shutil.copy(E.build_prog("nopie", 5), b)
-    subprocess.run(["dwz", "-m", str(tmp_path / "common.debug"), "-M", "common.debug", str(a), str(b)],
-                   check=True, timeout=120, cwd=tmp_path)
-    common = ElfImage(str(tmp_path / "common.debug"), allow_relocatable=True)
+    a, b, common_path = E.dwz_pair(tmp_path)
+    common = ElfImage(common_path, allow_relocatable=True)
     assert compare(str(a), common) > 20
     assert compare(str(b), common) > 20
 

@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-import cbuild
 import elf_fixtures as E
+import targets as T
 from gdb_nsb.elf.image import PF_R, PF_W, PF_X, ElfImage
 from gdb_nsb.errors import ElfError
 
@@ -26,7 +26,7 @@ def lib():
 
 
 def readelf(*args):
-    return cbuild.tool("readelf", "-W", *args)
+    return T.tool("readelf", "-W", *args)
 
 
 def test_kind_of_object(prog, lib):
@@ -167,8 +167,8 @@ def test_debuglink_and_altlink(tmp_path):
     assert plain.debuglink is None and plain.debugaltlink is None
     dbg = tmp_path / "prog.debug"
     linked = tmp_path / "prog"
-    cbuild.tool("objcopy", "--only-keep-debug", src, str(dbg))
-    cbuild.tool("objcopy", "--strip-debug", "--add-gnu-debuglink=" + str(dbg), src, str(linked))
+    T.tool("objcopy", "--only-keep-debug", src, str(dbg))
+    T.tool("objcopy", "--strip-debug", "--add-gnu-debuglink=" + str(dbg), src, str(linked))
     name, crc = ElfImage(str(linked)).debuglink
     import zlib
 
@@ -176,7 +176,7 @@ def test_debuglink_and_altlink(tmp_path):
     alt = tmp_path / "altlink"
     alt.write_bytes(b"../dwz/common.debug\0" + bytes.fromhex("00112233445566778899aabbccddeeff00112233"))
     with_alt = tmp_path / "prog.alt"
-    cbuild.tool("objcopy", "--add-section", ".gnu_debugaltlink=" + str(alt), src, str(with_alt))
+    T.tool("objcopy", "--add-section", ".gnu_debugaltlink=" + str(alt), src, str(with_alt))
     assert ElfImage(str(with_alt)).debugaltlink == ("../dwz/common.debug", "00112233445566778899aabbccddeeff00112233")
 
 
@@ -250,11 +250,11 @@ def test_library_with_interpreter_is_a_library(tmp_path):
     """libc.so.6 has PT_INTERP (it runs as a program) and a soname: a shared library, not a PIE."""
     src = ("#include <stdio.h>\nint lib_fn(void) { return puts(\"x\"); }\n"
            "const char interp[] __attribute__((section(\".interp\"))) = \"/lib64/ld-linux-x86-64.so.2\";\n")
-    so = cbuild.build([("interp.c", src)], ["-O2", "-fPIC", "-shared", "-Wl,-soname,libinterp.so"], "libinterp.so")
+    so = T.build([("interp.c", src)], ["-O2", "-fPIC", "-shared", "-Wl,-soname,libinterp.so"], "libinterp.so")
     im = ElfImage(so)
     assert im.has_interp and im.soname == "libinterp.so"
     assert im.is_shared_library and not im.is_pie and not im.is_static
-    old_pie = cbuild.build([("oldpie.c", "int main(void) { return 0; }\n")],
+    old_pie = T.build([("oldpie.c", "int main(void) { return 0; }\n")],
                            ["-fPIE", "-pie", "-Wl,-z,nopack-relative-relocs"], "oldpie")
     data = bytearray(open(old_pie, "rb").read())
     img = ElfImage(old_pie)

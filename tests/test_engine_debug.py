@@ -1,6 +1,6 @@
 """Breakpoints and debuggability around a live patch; a fresh GDB session meeting a patched process (issue 4).
 
-Each test drives whole GDB sessions (tests/gdbharness.run_gdb) on a running
+Each test drives whole GDB sessions (tests/targets, run_gdb) on a running
 target whose worker threads keep calling compute().
 """
 
@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from enginefix import Running, build_flavor, maps_lines, memory_matches_file, nsb, patch_for
-from gdbharness import run_gdb, wait_running
+from targets import maps, memory_matches_file, nsb, run_gdb, wait_running
+from targets.engine import Running, build_flavor, patch_for
 
 pytestmark = [pytest.mark.gdb, pytest.mark.timeout(300)]
 
@@ -33,7 +33,7 @@ def test_break_before_and_after_patching_O0(tmp_path):
     f = build_flavor("O0")
     patch = patch_for(f, "plus100")
     with Running(f, tmp_path) as t:
-        maps0 = maps_lines(t.pid)
+        maps0 = maps(t.pid)
         r = run_gdb(t.pid, timeout=120, python=PRELUDE + '''
 inf = gdb.selected_inferior()
 entry = int(gdb.parse_and_eval("(long)&compute"))
@@ -91,14 +91,15 @@ result(final=attempt("nsb-revert %(patch)s"))
         mem, want = memory_matches_file(t.pid, f.target, "compute")
         assert mem == want
         assert t.stats()["unexpected"] == 0
-        assert len(maps_lines(t.pid)) > len(maps0)  # the inactive patch stays mapped
+        assert len(maps(t.pid)) > len(maps0)  # the inactive patch stays mapped
 
 
 def test_fresh_session_lists_checks_reverts(tmp_path):
     f = build_flavor("pie")
     patch = patch_for(f, "plus100")
     with Running(f, tmp_path) as t:
-        rc, doc = nsb("patch", t.pid, "-f", patch)
+        run = nsb("patch", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         bid = doc["patch"]["build_id"]
         dest = doc["functions"][0]["destination"]
@@ -125,7 +126,8 @@ result(listing=listing, after=after, check=check, revert=revert, listing2=listin
         mem, want = memory_matches_file(t.pid, f.target, "compute")
         assert mem == want
         # A third session (the runner) sees it reverted: check says not applied but applicable (2).
-        rc, doc = nsb("check", t.pid, "-f", patch)
+        run = nsb("check", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 2, doc
         assert t.stats()["unexpected"] == 0
 
@@ -135,7 +137,8 @@ def test_plain_attach_to_a_patched_process_knows_patch_symbols(tmp_path):
     f = build_flavor("pie")
     patch = patch_for(f, "plus100")
     with Running(f, tmp_path) as t:
-        code, doc = nsb("patch", t.pid, "-f", patch)
+        run = nsb("patch", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        code, doc = run.returncode, run.process
         assert code == 0, doc
         r = run_gdb(t.pid, timeout=120, python=PRELUDE + '''
 entry = int(gdb.parse_and_eval("(long)&compute"))

@@ -6,7 +6,8 @@ compute() throughout and count any value outside the expected set.
 
 import pytest
 
-from enginefix import Running, build_flavor, maps_lines, memory_matches_file, nsb, patch_for
+from targets import maps, memory_matches_file, nsb
+from targets.engine import Running, build_flavor, patch_for
 
 pytestmark = [pytest.mark.gdb, pytest.mark.timeout(300)]
 
@@ -24,31 +25,35 @@ def test_apply_revert_reapply(flavor, tmp_path):
         assert t.value() == t.expect(0)
         _assert_file_bytes(t, f)
 
-        rc, doc = nsb("patch", t.pid, "-f", patch)
+        run = nsb("patch", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert doc["functions"][0]["name"] == "compute" and doc["functions"][0]["jump"] == "rel32", doc
         assert t.value() == t.expect(100)
         seen = t.wait_calls()["seen"]
         assert seen[100] > 0, "the workers never ran the new code: %s" % seen
-        maps_applied = maps_lines(t.pid)
+        maps_applied = maps(t.pid)
 
-        rc, doc = nsb("revert", t.pid, "-f", patch)
+        run = nsb("revert", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert t.value() == t.expect(0)
         _assert_file_bytes(t, f)
         before = t.stats()["seen"][0]
         assert t.wait_calls()["seen"][0] > before
 
-        rc, doc = nsb("patch", t.pid, "-f", patch)
+        run = nsb("patch", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert t.value() == t.expect(100)
         before = t.stats()["seen"][100]
         assert t.wait_calls()["seen"][100] > before
-        maps_reapplied = maps_lines(t.pid)
+        maps_reapplied = maps(t.pid)
         assert len(maps_reapplied) == len(maps_applied)
         assert set(maps_reapplied) == set(maps_applied), sorted(set(maps_reapplied) ^ set(maps_applied))
 
-        rc, doc = nsb("revert", t.pid, "-f", patch)
+        run = nsb("revert", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert t.value() == t.expect(0)
         _assert_file_bytes(t, f)
@@ -63,12 +68,14 @@ def test_patch_calling_ifuncs(flavor, tmp_path):
     f = build_flavor(flavor)
     patch = patch_for(f, "ifunc")
     with Running(f, tmp_path) as t:
-        rc, doc = nsb("patch", t.pid, "-f", patch)
+        run = nsb("patch", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         # + 100 * strlen("abc") after memcpy into a buffer: both calls ran correctly.
         assert t.value() == t.expect(300)
         assert t.wait_calls()["seen"][300] > 0
-        rc, doc = nsb("revert", t.pid, "-f", patch)
+        run = nsb("revert", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert t.value() == t.expect(0)
         _assert_file_bytes(t, f)

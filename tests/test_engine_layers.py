@@ -6,21 +6,23 @@ top: base + 1 (original), + 100 (plus100), + 200 (plus200).
 
 import pytest
 
-from enginefix import Running, build_flavor, maps_lines, memory_matches_file, nsb, patch_for
-from gdbharness import read_mem
+from targets import maps, memory_matches_file, nsb
+from targets.engine import Running, build_flavor, patch_for
 
 pytestmark = [pytest.mark.gdb, pytest.mark.timeout(300)]
 
 
 def _apply(t, patch, delta):
-    rc, doc = nsb("patch", t.pid, "-f", patch)
+    run = nsb("patch", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+    rc, doc = run.returncode, run.process
     assert rc == 0, doc
     assert t.value() == t.expect(delta)
     return doc
 
 
 def _revert(t, patch, delta):
-    rc, doc = nsb("revert", t.pid, "-f", patch)
+    run = nsb("revert", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+    rc, doc = run.returncode, run.process
     assert rc == 0, doc
     assert t.value() == t.expect(delta), "after reverting %s" % patch
     return doc
@@ -35,7 +37,8 @@ def test_stacked_layers_reverted_in_both_orders(flavor, tmp_path):
         _apply(t, a, 100)
         doc = _apply(t, b, 200)
         assert doc["functions"][0]["layer"] == 2, doc
-        rc, listing = nsb("list", t.pid)
+        run = nsb("list", "-p", t.pid, "--json", "--timeout", 90)
+        rc, listing = run.returncode, run.process
         assert rc == 0, listing
         layers = {p["build_id"]: p["functions"][0]["layer"] for p in listing["patches"]}
         assert sorted(layers.values()) == [1, 2], listing
@@ -62,50 +65,57 @@ def test_applied_twice_not_applied_and_dry_run(tmp_path):
     a, b = patch_for(f, "plus100"), patch_for(f, "plus200")
     with Running(f, tmp_path) as t:
         # Revert before anything was applied: code 2, nothing touched.
-        rc, doc = nsb("revert", t.pid, "-f", a)
+        run = nsb("revert", "-p", t.pid, "-f", a, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 2, doc
         assert "not applied" in doc["message"] or "no live patch" in doc["message"], doc
 
         # Dry run of an apply: the plan is printed, no byte and no mapping changes.
-        maps0 = maps_lines(t.pid)
+        maps0 = maps(t.pid)
         mem0, want = memory_matches_file(t.pid, f.target, "compute")
-        rc, doc = nsb("patch", t.pid, "-f", a, "--dry-run")
+        run = nsb("patch", "-p", t.pid, "-f", a, "--dry-run", "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert doc["lines"][0].startswith("dry run"), doc
         assert any("compute" in line for line in doc["lines"][1:]), doc["lines"]
-        assert maps_lines(t.pid) == maps0
+        assert maps(t.pid) == maps0
         assert memory_matches_file(t.pid, f.target, "compute") == (mem0, want) and mem0 == want
         assert t.value() == t.expect(0)
 
         _apply(t, a, 100)
         # The same patch again: "already applied", code 5, nothing changed.
-        maps1 = maps_lines(t.pid)
+        maps1 = maps(t.pid)
         mem1, _ = memory_matches_file(t.pid, f.target, "compute")
-        rc, doc = nsb("patch", t.pid, "-f", a)
+        run = nsb("patch", "-p", t.pid, "-f", a, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 5, doc
         assert "already applied" in doc["message"], doc
-        assert maps_lines(t.pid) == maps1
+        assert maps(t.pid) == maps1
         assert memory_matches_file(t.pid, f.target, "compute")[0] == mem1
         assert t.value() == t.expect(100)
 
         # A patch that was never applied, while another one is: code 2.
-        rc, doc = nsb("revert", t.pid, "-f", b)
+        run = nsb("revert", "-p", t.pid, "-f", b, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 2, doc
         assert t.value() == t.expect(100)
 
         # Dry run of a revert: plan printed, nothing written; dry run of a stacked apply too.
-        rc, doc = nsb("revert", t.pid, "-f", a, "--dry-run")
+        run = nsb("revert", "-p", t.pid, "-f", a, "--dry-run", "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert doc["lines"][0].startswith("dry run") and len(doc["lines"]) > 1, doc
-        rc, doc = nsb("patch", t.pid, "-f", b, "--dry-run")
+        run = nsb("patch", "-p", t.pid, "-f", b, "--dry-run", "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
-        assert maps_lines(t.pid) == maps1
+        assert maps(t.pid) == maps1
         assert memory_matches_file(t.pid, f.target, "compute")[0] == mem1
         assert t.value() == t.expect(100)
 
         _revert(t, a, 0)
         # Reverted means not applied: a second revert is code 2.
-        rc, doc = nsb("revert", t.pid, "-f", a)
+        run = nsb("revert", "-p", t.pid, "-f", a, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 2, doc
         assert t.stats()["unexpected"] == 0
 
@@ -114,25 +124,29 @@ def test_unmap_now_or_after_an_earlier_revert(tmp_path):
     f = build_flavor("pie")
     patch = patch_for(f, "plus100")
     with Running(f, tmp_path) as t:
-        maps0 = maps_lines(t.pid)
+        maps0 = maps(t.pid)
         _apply(t, patch, 100)
-        with_patch = len(maps_lines(t.pid))
-        rc, doc = nsb("revert", t.pid, "-f", patch, "--unmap")
+        with_patch = len(maps(t.pid))
+        run = nsb("revert", "-p", t.pid, "-f", patch, "--unmap", "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0 and "unmapped" in doc["message"], doc
         assert t.value() == t.expect(0)
         # Only the registry is left of it (one mapping more than before the first apply).
-        assert len(maps_lines(t.pid)) == len(maps0) + 1
-        rc, doc = nsb("list", t.pid)
+        assert len(maps(t.pid)) == len(maps0) + 1
+        run = nsb("list", "-p", t.pid, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0 and doc["patches"] == [], doc
         # Reverted without --unmap (memory kept), then unmapped by a later call.
         _apply(t, patch, 100)
-        assert len(maps_lines(t.pid)) == with_patch
+        assert len(maps(t.pid)) == with_patch
         _revert(t, patch, 0)
-        assert len(maps_lines(t.pid)) == with_patch
-        rc, doc = nsb("revert", t.pid, "-f", patch, "--unmap")
+        assert len(maps(t.pid)) == with_patch
+        run = nsb("revert", "-p", t.pid, "-f", patch, "--unmap", "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0 and "unmapped" in doc["message"], doc
-        assert len(maps_lines(t.pid)) == len(maps0) + 1
-        rc, doc = nsb("revert", t.pid, "-f", patch, "--unmap")
+        assert len(maps(t.pid)) == len(maps0) + 1
+        run = nsb("revert", "-p", t.pid, "-f", patch, "--unmap", "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 2, doc
         mem, want = memory_matches_file(t.pid, f.target, "compute")
         assert mem == want

@@ -58,8 +58,8 @@ def test_findings_are_one_line():
 
 @pytest.mark.gdb
 def test_live_target_with_seccomp_filter(tmp_path):
-    from gdbharness import run_gdb, wait_running
-    from proctarget import FifoTarget
+    from targets import run_gdb, wait_running
+    from targets.fifo import FifoTarget
     script = '''
 import json
 from gdb_nsb.process.inferior import Inferior
@@ -75,7 +75,7 @@ print("NSB-RESULT: " + json.dumps([[f.code, f.severity, f.message] for f in foun
         assert ["seccomp-filter", "refuse"] in [f[:2] for f in found], found
         assert "other-tracer" not in [f[0] for f in found]
         assert wait_running(t.pid)
-        assert t.target.ask("ping") == "pong"
+        assert t.ask("ping") == "pong"
     with FifoTarget(_fresh(tmp_path)) as t:
         r = run_gdb(t.pid, python=script, timeout=60)
         assert len(r.results) == 1, r

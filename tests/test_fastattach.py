@@ -15,9 +15,9 @@ import types
 
 import pytest
 
-import cbuild
+import targets as T
 from gdb_nsb.elf.headers import is_elf_file
-from gdbharness import ROOT, Target, read_mem, wait_running
+from targets import ROOT, Target, read_mem, wait_running
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -45,23 +45,11 @@ PATCH_IDLE = "long idle_fn(long x) { return x * 3 + 1000; }\n"
 
 
 def _build():
-    exe = cbuild.build([("fa_target.c", SRC)], ["-O2", "-g", "-flive-patching=inline-clone", "-pthread"],
-                       "fa_target")
-    return exe
+    return T.build([("fa_target.c", SRC)], ["-O2", "-g", "-flive-patching=inline-clone", "-pthread"], "fa_target")
 
 
 def _patch(exe, name, text, d):
-    from gdb_nsb.generator.manual import generate_file
-    built = cbuild.build_patch([(name + ".c", text)], name + ".so")
-    out = os.path.join(d, name + ".so")
-    shutil.copy(built, out)
-    generate_file(exe, out)
-    return out
-
-
-def _nsb(*args):
-    return subprocess.run([os.path.join(ROOT, "nsb")] + list(args), stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    return T.bind_patch(exe, [(name + ".c", text)], name + ".so", workdir=d)
 
 
 @pytest.fixture
@@ -93,7 +81,7 @@ def test_plan_and_section_reader(gdbless_fastattach, tmp_path):
 def test_separate_debug_file_with_unwind_tables_is_never_skipped(gdbless_fastattach, tmp_path):
     fa = gdbless_fastattach
     # CFI only in .debug_frame, then moved to a separate debug file: that file must be read.
-    lib = cbuild.build([("noeh.c", "int noeh(int x) { return x + 1; }\n")],
+    lib = T.build([("noeh.c", "int noeh(int x) { return x + 1; }\n")],
                        ["-O2", "-g", "-fPIC", "-shared", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"],
                        "libnoeh.so")
     assert ".debug_frame" in fa.section_names(lib)
@@ -115,21 +103,17 @@ def test_parked_read_in_replaced_function_fails_safe_then_other_patch_applies():
         idle_patch = _patch(exe, "idle", PATCH_IDLE, d)
         with Target([exe], ready_line="ready") as t:
             assert t.ask("x") == "16"
-            nm = {l.split()[2]: int(l.split()[0], 16) for l in cbuild.tool("nm", exe).splitlines()
-                  if len(l.split()) == 3}
-            with open("/proc/%d/maps" % t.pid) as f:
-                base = int(next(l for l in f if exe in l or os.path.realpath(exe) in l).split("-")[0], 16)
-            entry = base + nm["reader_fn"]
+            entry = T.load_bias(t.pid, exe) + T.function_symbol(exe, "reader_fn").value
             before = read_mem(t.pid, entry, 16)
-            r = _nsb("patch", "-p", str(t.pid), "-f", busy_patch, "--retries", "3", "--timeout", "60")
+            r = T.nsb("patch", "-p", t.pid, "-f", busy_patch, "--retries", "3", "--timeout", "60")
             assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
             assert "reader_fn" in (r.stdout + r.stderr)
             assert read_mem(t.pid, entry, 16) == before
             assert wait_running(t.pid)
-            r = _nsb("patch", "-p", str(t.pid), "-f", idle_patch)
+            r = T.nsb("patch", "-p", t.pid, "-f", idle_patch)
             assert r.returncode == 0, (r.stdout, r.stderr)
             assert t.ask("x") == "1015"
-            r = _nsb("revert", "-p", str(t.pid), "-f", idle_patch)
+            r = T.nsb("revert", "-p", t.pid, "-f", idle_patch)
             assert r.returncode == 0, (r.stdout, r.stderr)
             assert t.ask("x") == "16"
             assert wait_running(t.pid)
@@ -157,7 +141,7 @@ def test_mapped_data_files_do_not_disable_the_fast_path(gdbless_fastattach, tmp_
     """A process mapping a data file (a database, a locale archive) keeps the fast attach: GDB reads no
     symbols from such files, so they do not count; only ELF objects decide."""
     fa = gdbless_fastattach
-    exe = cbuild.build([("fa_mapper.c", DATA_MAPPER)], ["-O2", "-g"], "fa_mapper")
+    exe = T.build([("fa_mapper.c", DATA_MAPPER)], ["-O2", "-g"], "fa_mapper")
     data = tmp_path / "table.db"
     data.write_bytes(b"SQLite format 3\0" + b"\1" * 8192)
     with Target([exe, str(data)], ready_line="ready") as t:

@@ -9,14 +9,13 @@ jump (never torn), `nsb check` tells applied (0), not applied (2) or partial
 
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-import reliability as R
+import targets as T
 from gdb_nsb.process import faults
+from targets import finish, nsb, start_nsb
+from targets import stress as R
 
 pytestmark = pytest.mark.gdb
 
@@ -26,8 +25,8 @@ MAX_K = 8
 
 
 def _nsb_check(t, p):
-    rc, doc, _ = R.nsb("check", t.pid, "-f", p)
-    return rc, doc
+    run = nsb("check", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+    return run.returncode, run.process
 
 
 def _assert_consistent(t):
@@ -35,7 +34,7 @@ def _assert_consistent(t):
     values = dict(zip(FUNCS, t.values()))
     states = {}
     for f in FUNCS:
-        st = R.entry_state(t.pid, f)
+        st = T.entry_state(t.pid, R.target(), f)
         assert st in ("original", "jump"), "%s is torn: %s" % (f, st)
         assert values[f] == (DELTA[f] if st == "jump" else 0), (f, st, values)
         states[f] = st
@@ -45,20 +44,16 @@ def _assert_consistent(t):
 def _assert_original(t, base_maps):
     assert t.alive()
     assert _assert_consistent(t) == {"compute": "original", "scale": "original"}
-    assert R.maps(t.pid) == base_maps
+    assert T.maps(t.pid) == base_maps
 
 
 def _fired(doc, point, k):
     return "injected fault at %s #%d" % (point, k) in doc.get("message", "")
 
 
-FAIL_LOOP = r'''
-import gdb, json, os
+FAIL_LOOP = T.PROC_PRELUDE + r'''
+import os
 from gdb_nsb.process import engine, faults
-PID = gdb.selected_inferior().pid
-def maps():
-    with open("/proc/%d/maps" % PID) as f:
-        return f.read().splitlines()
 def entries():
     with open("/proc/%d/mem" % PID, "rb") as f:
         out = []
@@ -90,7 +85,7 @@ print("NSB-RESULT: " + json.dumps({"steps": steps, "after_entries_changed": entr
 def _entry_addrs(t):
     from gdb_nsb.elf.image import ElfImage
     image = ElfImage(R.target())
-    bias = R.load_bias(t.pid, R.target())
+    bias = T.load_bias(t.pid, R.target())
     out = []
     for f in FUNCS:
         sym = next(s for s in image.symbols_named(f) if s.type == "STT_FUNC" and s.size)
@@ -99,7 +94,7 @@ def _entry_addrs(t):
 
 
 def _fail_loop(t, p, point, command, setup=None):
-    from gdbharness import run_gdb
+    from targets import run_gdb
     script = (FAIL_LOOP.replace("PATCH", repr(p)).replace("ENTRIES", repr(_entry_addrs(t)))
               .replace("MAX_K", str(MAX_K)).replace("POINT", repr(point))
               .replace("COMMAND", repr(command % p)).replace("SETUP", repr(setup and setup % p)))
@@ -155,18 +150,21 @@ def _recover(t, p, base_maps, allow_orphan):
     else:
         assert rc == 8 and doc.get("state") == "partial", (rc, doc)
     if rc in (0, 8):
-        rc2, doc2, err = R.nsb("revert", t.pid, "-f", p)
+        run = nsb("revert", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+        rc2, doc2, err = run.returncode, run.process, run.stderr
         assert rc2 == 0, (doc2.get("message"), doc2.get("timings"), err)
         assert _assert_consistent(t) == {"compute": "original", "scale": "original"}
         rc3, doc3 = _nsb_check(t, p)
         assert rc3 == 2, doc3
-    rc4, doc4, err = R.nsb("patch", t.pid, "-f", p)
+    run = nsb("patch", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+    rc4, doc4, err = run.returncode, run.process, run.stderr
     assert rc4 == 0, (doc4.get("message"), doc4.get("timings"), err)
     assert t.values() == (100, 1000)
-    rc5, doc5, err = R.nsb("revert", t.pid, "-f", p)
+    run = nsb("revert", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+    rc5, doc5, err = run.returncode, run.process, run.stderr
     assert rc5 == 0, (doc5.get("message"), doc5.get("timings"), err)
     assert t.values() == (0, 0)
-    extra = [m for m in R.maps(t.pid) if m not in base_maps]
+    extra = [m for m in T.maps(t.pid) if m not in base_maps]
     # Left over: the registry memfd, the (inactive) patch mapping; after a kill right after the
     # mmap, also that first unrecorded mapping (PROT_NONE: inert).
     named = [m for m in extra if "nsb-registry" in m]
@@ -193,12 +191,14 @@ def test_tool_killed_at_each_apply_step(point, k):
     """kill@POINT:K (GDB SIGKILLs itself there): nothing torn, check truthful, revert repairs."""
     p = R.patch("both")
     with R.RTarget(workers=4) as t:
-        base_maps = R.maps(t.pid)
-        rc, doc, err = R.nsb("patch", t.pid, "-f", p, env={"NSB_FAULT": "kill@%s:%d" % (point, k)})
+        base_maps = T.maps(t.pid)
+        run = nsb("patch", "-p", t.pid, "-f", p, "--json", "--timeout", 90,
+                  env={"NSB_FAULT": "kill@%s:%d" % (point, k)})
+        rc, doc, err = run.returncode, run.process, run.stderr
         if rc == 0:
             pytest.fail("kill point %s #%d was never reached: the apply ended normally" % (point, k))
         assert rc == 10 and "GDB failed" in doc["message"], (rc, doc, err)
-        assert R.wait_for(lambda: R.tracer_pid(t.pid) == 0, 5)
+        assert T.wait_for(lambda: T.tracer_pid(t.pid) == 0, 5)
         rc = _recover(t, p, base_maps, allow_orphan=(point == "after-mmap"))
         print("faults injected (kill@%s:%d): 1, check said %d" % (point, k, rc))
 
@@ -211,10 +211,13 @@ def test_tool_killed_at_each_apply_step(point, k):
 def test_tool_killed_at_each_revert_step(point, k):
     p = R.patch("both")
     with R.RTarget(workers=4) as t:
-        base_maps = R.maps(t.pid)
-        rc, doc, err = R.nsb("patch", t.pid, "-f", p)
+        base_maps = T.maps(t.pid)
+        run = nsb("patch", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+        rc, doc, err = run.returncode, run.process, run.stderr
         assert rc == 0, doc
-        rc, doc, err = R.nsb("revert", t.pid, "-f", p, env={"NSB_FAULT": "kill@%s:%d" % (point, k)})
+        run = nsb("revert", "-p", t.pid, "-f", p, "--json", "--timeout", 90,
+                  env={"NSB_FAULT": "kill@%s:%d" % (point, k)})
+        rc, doc, err = run.returncode, run.process, run.stderr
         assert rc == 10 and "GDB failed" in doc["message"], (rc, doc, err)
         rc = _recover(t, p, base_maps, allow_orphan=False)
         if point == "revert-after-jump" and k == 1:
@@ -230,23 +233,21 @@ def test_gdb_sigkilled_from_outside_in_a_long_apply(point, tmp_path):
     p = R.patch("both")
     ready = str(tmp_path / "ready")
     with R.RTarget(workers=4) as t:
-        base_maps = R.maps(t.pid)
-        argv = [sys.executable, "-m", "gdb_nsb.standalone.cli", "patch", "-p", str(t.pid), "-f", p, "--json"]
-        env = dict(os.environ, NSB_FAULT="sleep@%s:1=60" % point, NSB_FAULT_READY=ready)
-        runner = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=R.ROOT,
-                                  env=env, start_new_session=True)
+        base_maps = T.maps(t.pid)
+        runner = start_nsb("patch", "-p", t.pid, "-f", p, "--json",
+                           env={"NSB_FAULT": "sleep@%s:1=60" % point, "NSB_FAULT_READY": ready})
         try:
-            assert R.wait_for(lambda: os.path.exists(ready), 60), "the apply never reached %s" % point
-            gdb_pid = R.tracer_pid(t.pid)
+            assert T.wait_for(lambda: os.path.exists(ready), 60), "the apply never reached %s" % point
+            gdb_pid = T.tracer_pid(t.pid)
             assert gdb_pid
             os.kill(gdb_pid, signal.SIGKILL)
-            out, err = runner.communicate(timeout=60)
+            run = finish(runner, timeout=60)
         finally:
             if runner.poll() is None:
                 os.killpg(runner.pid, signal.SIGKILL)
                 runner.wait()
-        assert runner.returncode == 10, (out, err)
-        assert R.wait_for(lambda: R.tracer_pid(t.pid) == 0, 5)
+        assert run.returncode == 10, run
+        assert T.wait_for(lambda: T.tracer_pid(t.pid) == 0, 5)
         rc = _recover(t, p, base_maps, allow_orphan=False)
         if point == "registry-save":
             assert rc == 8  # the registry says applied, no jump written yet: partial, repaired by revert
@@ -295,7 +296,7 @@ print("NSB-RESULT: " + json.dumps(out))
 @pytest.mark.timeout(120)
 def test_measure_injected_syscall_window():
     """The residual risk: time spent with our syscall stub at a thread's pc (docs/TRUST.md)."""
-    from gdbharness import run_gdb
+    from targets import run_gdb
     p = R.patch("both")
     with R.RTarget(workers=16) as t:
         res = run_gdb(t.pid, python=MEASURE.replace("PATCH", repr(p)), timeout=90)

@@ -3,35 +3,24 @@ lets the target run (a thread parked inside a replaced function forces run windo
 
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 
 import pytest
 
-import reliability as R
+import targets as T
+from targets import finish, start_nsb
+from targets import stress as R
 
 pytestmark = pytest.mark.gdb
 
 
 def _start(t, command, p, *extra):
-    argv = [sys.executable, "-m", "gdb_nsb.standalone.cli", command, "-p", str(t.pid), "-f", p, "--json",
-            "--timeout", "60"] + list(extra)
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=R.ROOT,
-                            start_new_session=True)
+    return start_nsb(command, "-p", t.pid, "-f", p, "--json", "--timeout", "60", *extra)
 
 
 def _finish(proc, timeout=120):
-    import json
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise
-    doc = json.loads(out)
-    return proc.returncode, doc["processes"][0], err
+    run = finish(proc, timeout)
+    return run.returncode, run.process, run.stderr
 
 
 def _busy_then_free(t, command, p, hold=1.0):
@@ -97,13 +86,13 @@ def test_exec_during_a_run_window_aborts():
             # GDB 13 sometimes dies of "Recursive internal problem" while the exec's threads vanish; the
             # runner then tells what the process did from /proc (docs/TRUST.md).
             assert "GDB failed on it" in msg, (msg, gdb_err)
-        assert R.wait_for(lambda: R.tracer_pid(pid) == 0, 5)
+        assert T.wait_for(lambda: T.tracer_pid(pid) == 0, 5)
         assert t.alive() and t.pid == pid
         with open("/proc/%d/cmdline" % pid) as f:
             assert f.read().split("\0")[3] == "execd"
-        m = R.maps(pid)
+        m = T.maps(pid)
         assert not any("nsb-registry" in l for l in m), m
-        assert R.wait_for(lambda: all(s not in "Tt" for s in R.thread_states(pid).values()), 5)
+        assert T.wait_for(lambda: all(s not in "Tt" for s in T.thread_states(pid).values()), 5)
         print("exec during a window: exit %d: %s" % (rc, msg))
 
 

@@ -13,7 +13,9 @@ kill point never reached FAILS (the operation ending normally is an error).
 
 import pytest
 
-import reliability as R
+import targets as T
+from targets import nsb
+from targets import stress as R
 
 pytestmark = pytest.mark.gdb
 
@@ -63,7 +65,7 @@ def _states(t):
     values = dict(zip(FUNCS, t.values()))
     out = {}
     for f in FUNCS:
-        st = R.entry_state(t.pid, f)
+        st = T.entry_state(t.pid, R.target(), f)
         assert st in ("original", "jump"), "%s is torn: %s" % (f, st)
         assert values[f] == (DELTA[f] if st == "jump" else 0), (f, st, values)
         out[f] = st
@@ -71,7 +73,8 @@ def _states(t):
 
 
 def _run(op, t, p, env=None):
-    return R.nsb("patch" if op == "apply" else "revert", t.pid, "-f", p, env=env)
+    run = nsb("patch" if op == "apply" else "revert", "-p", t.pid, "-f", p, "--json", "--timeout", 90, env=env)
+    return run.returncode, run.process, run.stderr
 
 
 @pytest.mark.timeout(300)
@@ -89,7 +92,7 @@ def test_kill_after_each_write(op, k, tmp_path):
         assert rc == 10 and "GDB failed" in doc["message"], (rc, doc, err)
         what = log.read_text().split(None, 2)
         assert what[:2] == ["step", str(k)] and what[2].strip() == want_what, (what, want_what)
-        assert R.wait_for(lambda: R.tracer_pid(t.pid) == 0, 5)
+        assert T.wait_for(lambda: T.tracer_pid(t.pid) == 0, 5)
         assert t.alive()
         # A signal GDB had intercepted and not yet passed on dies with GDB (docs/TRUST.md, "signals GDB
         # holds"): at most one here (seen in 3 of 25 kills).  The calls that follow must lose none.
@@ -97,22 +100,27 @@ def test_kill_after_each_write(op, k, tmp_path):
         lost = s["sent"] - s["handled"]
         assert s["wrong"] == 0 and 0 <= lost <= 1, s
         states = _states(t)
-        rc, doc, err = R.nsb("check", t.pid, "-f", p)
+        run = nsb("check", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+        rc, doc, err = run.returncode, run.process, run.stderr
         assert rc == want_check, "after %s #%d (%s): check said %d (%s), TRUST.md says %d" % (
             op, k, want_what, rc, doc.get("message"), want_check)
         if rc in (0, 2):  # applied: every entry jumps; not applied: every entry is the original code
             assert set(states.values()) == {"jump" if rc == 0 else "original"}, (states, doc)
         if rc in (0, 8):
-            rc, doc, err = R.nsb("revert", t.pid, "-f", p)
+            run = nsb("revert", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+            rc, doc, err = run.returncode, run.process, run.stderr
             assert rc == 0, (doc.get("message"), err)
             assert _states(t) == {"compute": "original", "scale": "original"}
-        rc, doc, err = R.nsb("patch", t.pid, "-f", p)
+        run = nsb("patch", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+        rc, doc, err = run.returncode, run.process, run.stderr
         assert rc == 0, (doc.get("message"), err)
         assert t.values() == (100, 1000)
-        rc, doc, err = R.nsb("revert", t.pid, "-f", p)
+        run = nsb("revert", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+        rc, doc, err = run.returncode, run.process, run.stderr
         assert rc == 0, (doc.get("message"), err)
         assert t.values() == (0, 0)
-        rc, doc, err = R.nsb("check", t.pid, "-f", p)
+        run = nsb("check", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+        rc, doc, err = run.returncode, run.process, run.stderr
         assert rc == 2, doc
         s = t.settle()
         assert s["wrong"] == 0 and s["sent"] - s["handled"] == lost, (s, lost)

@@ -11,11 +11,11 @@ import threading
 
 import pytest
 
-import gdbharness
-import livetarget as lt
+import targets as T
+from targets import live as lt
 
 pytestmark = pytest.mark.timeout(600)
-T = 240
+SECONDS = 240
 
 
 class Child:
@@ -49,7 +49,7 @@ class Child:
 
 
 def _patches(pid):
-    r = lt.nsb("list", "-p", pid, "--json", timeout=T + 60)
+    r = T.nsb("list", "-p", pid, "--json", timeout=SECONDS + 60)
     assert r.returncode == 0, r.stdout + r.stderr
     return json.loads(r.stdout)["processes"][0]["patches"]
 
@@ -62,11 +62,11 @@ def test_forked_child_inherits_patch_and_reverts_alone(tmp_path):
     os.mkfifo(os.path.join(fifo_dir, "in"))
     os.mkfifo(os.path.join(fifo_dir, "out"))
     with lt.start_target(target) as tg:
-        _, _, filebytes = lt.text_bytes(tg.pid, target, "compute")
-        r = lt.nsb("patch", "-p", tg.pid, "-f", patch, "--timeout", T, timeout=T + 60)
+        _, _, filebytes = T.memory_and_file(tg.pid, target, "compute", 16)
+        r = T.nsb("patch", "-p", tg.pid, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60)
         assert r.returncode == 0, r.stdout + r.stderr
         assert lt.value(tg) == 1502
-        registry_maps = [l for l in gdbharness.maps(tg.pid) if "nsb-registry" in l]
+        registry_maps = [l for l in T.maps(tg.pid) if "nsb-registry" in l]
         assert registry_maps and all(l.split()[1].endswith("p") for l in registry_maps), registry_maps
 
         tg.send("fork " + fifo_dir)
@@ -77,36 +77,36 @@ def test_forked_child_inherits_patch_and_reverts_alone(tmp_path):
             cpid = int(line.split()[1])
             assert child.readline(20) == "child %d" % cpid
             assert child.ask("v") == "v 1502"  # inherited code and patch mapping
-            assert lt.text_bytes(cpid, target, "compute")[1] == lt.text_bytes(tg.pid, target, "compute")[1]
+            assert T.memory_and_file(cpid, target, "compute", 16)[1] == \
+                T.memory_and_file(tg.pid, target, "compute", 16)[1]
 
             patches = _patches(cpid)
             assert [(p["state"], p["functions"][0]["name"]) for p in patches] == [("active", "compute")], patches
-            r = lt.nsb("check", "-p", cpid, "-f", patch, timeout=T + 60)
+            r = T.nsb("check", "-p", cpid, "-f", patch, timeout=SECONDS + 60)
             assert r.returncode == 0 and "is applied" in r.stdout, r.stdout + r.stderr
 
-            r = lt.nsb("revert", "-p", cpid, "-f", patch, "--timeout", T, timeout=T + 60)
+            r = T.nsb("revert", "-p", cpid, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60)
             assert r.returncode == 0, r.stdout + r.stderr
             assert child.ask("v") == "v 1002"
-            assert lt.text_bytes(cpid, target, "compute")[1] == filebytes
+            assert T.memory_and_file(cpid, target, "compute", 16)[1] == filebytes
             assert [p["state"] for p in _patches(cpid)] == ["inactive"]
 
             # The parent keeps its patch, code and registry (the child's were private copies).
             assert lt.value(tg) == 1502
-            assert lt.text_bytes(tg.pid, target, "compute")[1] != filebytes
+            assert T.memory_and_file(tg.pid, target, "compute", 16)[1] != filebytes
             assert [p["state"] for p in _patches(tg.pid)] == ["active"]
 
             # And the child can take the patch again, the parent revert its own.
-            r = lt.nsb("patch", "-p", cpid, "-f", patch, "--timeout", T, timeout=T + 60)
+            r = T.nsb("patch", "-p", cpid, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60)
             assert r.returncode == 0, r.stdout + r.stderr
             assert child.ask("v") == "v 1502"
-            r = lt.nsb("revert", "-p", tg.pid, "-f", patch, "--timeout", T, timeout=T + 60)
+            r = T.nsb("revert", "-p", tg.pid, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60)
             assert r.returncode == 0, r.stdout + r.stderr
             assert lt.value(tg) == 1002
             assert child.ask("v") == "v 1502"
-            assert gdbharness.wait_running(cpid, 10) and gdbharness.wait_running(tg.pid, 10)
+            assert T.wait_running(cpid, 10) and T.wait_running(tg.pid, 10)
             assert child.ask("bad").startswith("bad 0 ")
-            ok, line = lt.no_bad_values(tg)
-            assert ok, line
+            lt.assert_no_bad_values(tg)
         finally:
             child.close()
             try:

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-import cbuild
 import gen_oracle as G
+import targets as T
 from gdb_nsb.elf.livepatch import LivePatch
 from gdb_nsb.errors import GenerateError
 from gdb_nsb.generator import generate, generate_file
@@ -27,11 +27,11 @@ assert PATCHED != ALPHA
 
 
 def _obj(text, tag):
-    return cbuild.build([("alpha.c", text)], AUTO_FLAGS + ["-DNSB_TAG_%s" % tag], "alpha.o")
+    return T.build([("alpha.c", text)], AUTO_FLAGS + ["-DNSB_TAG_%s" % tag], "alpha.o")
 
 
 def _so(obj, name="alpha-fix.so"):
-    return cbuild.build([], ["-shared"], name, extra_inputs=[obj])
+    return T.build([], ["-shared"], name, extra_inputs=[obj])
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ class Rel:
 def object_relocations(obj):
     """Relocations of the object's .text.* sections, from readelf -rW."""
     out, section = [], None
-    for line in cbuild.tool("readelf", "-rW", obj).splitlines():
+    for line in T.tool("readelf", "-rW", obj).splitlines():
         m = re.match(r"Relocation section '\.rela(\.text\.\S+)'", line)
         if m:
             section = m.group(1)
@@ -166,7 +166,7 @@ BETA = open(G.fixture("beta.c")).read()
 
 
 def _beta_obj(text, tag):
-    return cbuild.build([("beta.c", text)], AUTO_FLAGS + ["-DNSB_TAG_%s" % tag], "beta.o")
+    return T.build([("beta.c", text)], AUTO_FLAGS + ["-DNSB_TAG_%s" % tag], "beta.o")
 
 
 def test_without_original_every_function_is_redirected():
@@ -208,7 +208,7 @@ def test_auto_refuses_changed_static_type():
 
 
 def test_auto_needs_function_sections():
-    obj = cbuild.build([("alpha.c", PATCHED)], ["-O0", "-g", "-fPIC", "-c"], "alpha.o")
+    obj = T.build([("alpha.c", PATCHED)], ["-O0", "-g", "-fPIC", "-c"], "alpha.o")
     with pytest.raises(GenerateError) as ei:
         generate(G.build_target("pie"), _so(obj, "nosections.so"), mode="auto", objects=[obj])
     assert "-ffunction-sections" in str(ei.value)
@@ -267,7 +267,7 @@ FUNCS = ("first", "second", "third", "fourth", "fifth", "sixth")
 
 
 def _strings_obj(text, tag):
-    return cbuild.build([("strings.c", text)], AUTO_FLAGS + ["-DNSB_TAG_%s" % tag], "strings.o")
+    return T.build([("strings.c", text)], AUTO_FLAGS + ["-DNSB_TAG_%s" % tag], "strings.o")
 
 
 def test_a_longer_literal_changes_only_its_function():

@@ -3,8 +3,8 @@ file:line and the target's definition file:line, and stays silent on a correct p
 
 import pytest
 
-import cbuild
 import gen_oracle as G
+import targets as T
 from gdb_nsb.errors import GenerateError
 from gdb_nsb.generator import generate
 from gdb_nsb.generator.checks import ipa_assumptions, is_lto_producer
@@ -39,19 +39,11 @@ int main(void) { return reader(1) + twice(2) + use_helper(3); }
 
 @pytest.fixture(scope="module")
 def types_target():
-    return cbuild.build([("types.c", TYPES_TARGET)], ["-O2", "-g", LP], "types-target")
+    return T.build([("types.c", TYPES_TARGET)], ["-O2", "-g", LP], "types-target")
 
 
 def _patch(name, text, extra=()):
     return G.build_patch([(name, HEAD + text)], name.replace(".c", ".so"), extra=extra)
-
-
-def _refused(target, patch, **kw):
-    with pytest.raises(GenerateError) as ei:
-        generate(target, patch, **kw)
-    msg = str(ei.value)
-    assert "\n" not in msg
-    return msg
 
 
 DECLS = ("struct pair { int a; long b; };\nstruct nest { struct pair p; char tag[4]; };\n"
@@ -92,7 +84,7 @@ def test_variable_type_mismatch(types_target, case, decl, use, needle):
         vname = {"size": "counted", "array": "arr", "const": "limit", "global": "wide"}[case]
     line = (HEAD + text).count("\n")
     p = _patch("var_%s.c" % case.replace("-", "_"), text + "int reader(int x) { return x + %s; }\n" % use)
-    msg = _refused(types_target, p)
+    msg = G.refused(types_target, p)
     assert "variable %s" % vname in msg and "type differs" in msg, msg
     assert "var_%s.c:%d" % (case.replace("-", "_"), line) in msg, msg
     assert "types.c:%d" % G_line(vname) in msg, msg
@@ -125,11 +117,11 @@ def test_variable_types_that_match(types_target):
 
 def test_prototype_mismatch(types_target):
     p = _patch("proto.c", "long twice(long x) { return 2 * x; }\n")
-    msg = _refused(types_target, p)
+    msg = G.refused(types_target, p)
     assert "function twice" in msg and "proto.c:2" in msg and "types.c:%d" % G_line("twice") in msg
     assert "prototype differs" in msg and "return type: int" in msg
     p = _patch("proto2.c", "int twice(int x, int y) { return 2 * x + y; }\n")
-    msg = _refused(types_target, p)
+    msg = G.refused(types_target, p)
     assert "1 parameters in the target (int), 2 in the patch (int, int)" in msg and "proto2.c:2" in msg
     ok = generate(types_target, _patch("proto_ok.c", "int twice(int x) { return 3 * x; }\n"))
     assert [j.name for j in ok.livepatch.func_jumps] == ["twice"]
@@ -152,7 +144,7 @@ def test_static_with_other_prototype_is_a_new_helper(types_target):
 def test_static_func_reference_prototype(types_target):
     p = _patch("fref.c", 'VZP_FILE("types.c");\nVZP_STATIC_FUNC_REF(int, helper, (long, long));\n'
                          "int twice(int x) { return helper(x, 1) + x * x + 3; }\n")
-    msg = _refused(types_target, p)
+    msg = G.refused(types_target, p)
     assert "function helper" in msg and "fref.c:3" in msg and "prototype" in msg
     assert "types.c:%d" % G_line("helper") in msg
 
@@ -161,14 +153,14 @@ def test_static_func_reference_prototype(types_target):
 
 
 def test_lto_target_refused():
-    t = cbuild.build([("types.c", TYPES_TARGET)], ["-O2", "-g", "-flto"], "types-lto")
-    msg = _refused(t, _patch("proto_ok.c", "int twice(int x) { return 3 * x; }\n"))
+    t = T.build([("types.c", TYPES_TARGET)], ["-O2", "-g", "-flto"], "types-lto")
+    msg = G.refused(t, _patch("proto_ok.c", "int twice(int x) { return 3 * x; }\n"))
     assert "LTO" in msg and "types-lto" in msg and "-flto" in msg
 
 
 def test_lto_patch_refused(types_target):
     p = _patch("ltopatch.c", "int twice(int x) { return 3 * x; }\n", extra=["-flto"])
-    msg = _refused(types_target, p)
+    msg = G.refused(types_target, p)
     assert "patch" in msg and "LTO" in msg and "ltopatch.so" in msg
 
 
@@ -186,9 +178,9 @@ CXX_UNIT = 'extern "C" __attribute__((noipa)) int twice(int x) { return x * x + 
 
 
 def test_cplusplus_target_unit_refused():
-    t = cbuild.build([("main.c", "int twice(int);\nint main(void) { return twice(1); }\n"), ("cxx.cc", CXX_UNIT)],
+    t = T.build([("main.c", "int twice(int);\nint main(void) { return twice(1); }\n"), ("cxx.cc", CXX_UNIT)],
                      ["-O2", "-g", LP], "cxx-target")
-    msg = _refused(t, _patch("proto_ok.c", "int twice(int x) { return 3 * x; }\n"))
+    msg = G.refused(t, _patch("proto_ok.c", "int twice(int x) { return 3 * x; }\n"))
     assert "function twice" in msg and "C++" in msg and "cxx.cc" in msg and "only C" in msg
 
 
@@ -204,11 +196,11 @@ int main(int c, char **v) { (void)v; return twin_a(c) + twin_b(c) + single(c); }
 
 
 def test_identical_code_folding():
-    t = cbuild.build([("icf.c", ICF_TARGET)], ["-O2", "-g", LP, "-ffunction-sections", "-fuse-ld=gold",
+    t = T.build([("icf.c", ICF_TARGET)], ["-O2", "-g", LP, "-ffunction-sections", "-fuse-ld=gold",
                                               "-Wl,--icf=all"], "icf-target")
     syms = G.nm(t)
     assert G.nm_one(syms, "twin_a").addr == G.nm_one(syms, "twin_b").addr  # folded by the linker
-    msg = _refused(t, _patch("icf_a.c", "extern int sink;\nint twin_a(int x) { return x * 3 + 2; }\n"))
+    msg = G.refused(t, _patch("icf_a.c", "extern int sink;\nint twin_a(int x) { return x * 3 + 2; }\n"))
     assert "function twin_a" in msg and "icf_a.c:3" in msg and "icf.c:3" in msg
     assert "twin_b" in msg and "identical code folding" in msg
     ok = generate(t, _patch("icf_ok.c", "int single(int x) { return x * 5 + 3; }\n"))
@@ -220,7 +212,7 @@ def test_identical_code_folding():
 
 def test_ipa_ra_callers_refused_on_plain_O2():
     t = G.build_target("pie", live_patching=False)
-    msg = _refused(t, _patch("ipa.c", "int tick_common(void) { return 1; }\n"))
+    msg = G.refused(t, _patch("ipa.c", "int tick_common(void) { return 1; }\n"))
     assert "function tick_common" in msg and "ipa.c:2" in msg and "alpha.c:28" in msg
     assert "alpha_entry" in msg and "-fipa-ra" in msg and "--allow-ipa-ra" in msg
 
@@ -242,8 +234,8 @@ def test_ipa_ra_override_warns_and_live_patching_build_is_silent():
 def test_ipa_ra_callers_found_by_disassembly_without_call_sites():
     # Strict DWARF 4 has no call-site DIEs: the callers come from the code itself.
     t = G.build_target("nopie", dwarf=4, extra=["-gstrict-dwarf"], live_patching=False)
-    assert "call_site" not in cbuild.tool("readelf", "--debug-dump=info", t)
-    msg = _refused(t, _patch("ipa4.c", "int tick_common(void) { return 1; }\n"))
+    assert "call_site" not in T.tool("readelf", "--debug-dump=info", t)
+    msg = G.refused(t, _patch("ipa4.c", "int tick_common(void) { return 1; }\n"))
     assert "alpha_entry" in msg and "tick_common" in msg
 
 
@@ -276,7 +268,7 @@ int main(int c, char **v) { (void)v; return caller_in(c) + keep2(c) + use1(c) + 
 
 @pytest.fixture(scope="module")
 def inline_target():
-    t = cbuild.build([("inl.c", INLINE_TARGET)], ["-O3", "-g", LP], "inline-target")
+    t = T.build([("inl.c", INLINE_TARGET)], ["-O3", "-g", LP], "inline-target")
     names = {s.name for s in G.nm(t)}
     assert "inl" in names and "scale" in names and "scale.constprop.0" in names
     return t
@@ -288,7 +280,7 @@ INL_FIX = ('VZP_FILE("inl.c");\nextern int glob;\n'
 
 def test_inlined_copy_refused_naming_the_caller(inline_target):
     p = _patch("inl_fix.c", INL_FIX)
-    msg = _refused(inline_target, p)
+    msg = G.refused(inline_target, p)
     assert "caller_in (" in msg and "inl.c:4: holds an inlined copy of inl)" in msg, msg
     assert "replace caller_in too" in msg and "--allow-stale-copies" in msg, msg
     # Accepted on request, and the result says what stays old.
@@ -307,7 +299,7 @@ def test_clone_callers_refused_transitively(inline_target):
     # through its inlined use1, and main is entered once: no jump can fix that.
     p = _patch("scale_fix.c", 'VZP_FILE("inl.c");\nextern int glob;\n'
                               "static __attribute__((used)) int scale(int x, int k) { return x * k; }\n")
-    msg = _refused(inline_target, p)
+    msg = G.refused(inline_target, p)
     assert "use1 (" in msg and "inl.c:7: calls scale.constprop.0)" in msg, msg
     assert "main (" in msg and "calls scale.constprop.0; holds an inlined copy of use1" in msg, msg
     assert "main is entered once and left only at exit" in msg and "replace use1 too" in msg, msg

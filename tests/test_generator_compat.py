@@ -14,15 +14,15 @@ import subprocess
 
 import pytest
 
-import cbuild
 import gen_oracle as G
+import targets as T
 from gdb_nsb.errors import GenerateError
 from gdb_nsb.generator import generate
 from gdb_nsb.standalone.cflags import patch_cflags
 
 pytestmark = pytest.mark.timeout(300)
 
-ORIGINAL_INCLUDE = os.path.join(cbuild.FIXTURES, "nsb_original")
+ORIGINAL_INCLUDE = os.path.join(T.FIXTURES, "nsb_original")
 
 # Every macro, at file scope and inside a function, {semi} after each.
 ALL_MACROS = r"""
@@ -103,9 +103,9 @@ int tick_alpha(void)
 @pytest.mark.parametrize("flavor", ["pie", "nopie", "shared"])
 def test_patch_built_with_the_original_header(flavor):
     target = G.build_target(flavor)
-    patch = cbuild.build([("orig_style.c", ORIGINAL_PATCH)], ["-O0", "-g", "-fPIC", "-shared", "-Wall", "-Werror",
+    patch = T.build([("orig_style.c", ORIGINAL_PATCH)], ["-O0", "-g", "-fPIC", "-shared", "-Wall", "-Werror",
                                                               "-I" + ORIGINAL_INCLUDE], "orig_style.so")
-    sections = cbuild.tool("readelf", "-SW", patch)
+    sections = T.tool("readelf", "-SW", patch)
     assert " VZP " in sections and " WA " in sections.split(" VZP ")[1].splitlines()[0]  # writable records
     gen = generate(target, patch)
     assert [j.name for j in gen.livepatch.func_jumps] == ["tick_alpha"]
@@ -124,7 +124,7 @@ def test_patch_built_with_the_original_header(flavor):
 def test_original_records_still_refuse_real_writable_data():
     target = G.build_target("pie")
     text = ORIGINAL_PATCH.replace("int tick_alpha(void)", "int mine = 3;\nint tick_alpha(void)")
-    patch = cbuild.build([("orig_data.c", text)], ["-O0", "-g", "-fPIC", "-shared", "-I" + ORIGINAL_INCLUDE],
+    patch = T.build([("orig_data.c", text)], ["-O0", "-g", "-fPIC", "-shared", "-I" + ORIGINAL_INCLUDE],
                          "orig_data.so")
     with pytest.raises(GenerateError) as ei:
         generate(target, patch)
@@ -154,14 +154,14 @@ UNIT_A2 = "static __attribute__((noinline)) int twin(int x) { return x * x + 3 *
 
 @pytest.fixture(scope="module")
 def helper_target():
-    t = cbuild.build([("str.h", STR_H), ("a.c", UNIT_A), ("b.c", UNIT_B), ("a2.c", UNIT_A2), ("main.c", UNIT_MAIN)],
+    t = T.build([("str.h", STR_H), ("a.c", UNIT_A), ("b.c", UNIT_B), ("a2.c", UNIT_A2), ("main.c", UNIT_MAIN)],
                      ["-O2", "-g", "-flive-patching=inline-clone", "-no-pie", "-fno-pie"], "helper-target")
     assert len([s for s in G.nm(t) if s.name == "str_len"]) == 2  # a leftover copy in a.c and in b.c
     return t
 
 
 def _patch(name, text):
-    return cbuild.build([("str.h", STR_H), (name, text)], cbuild.PATCH_FLAGS, name.replace(".c", ".so"))
+    return T.build([("str.h", STR_H), (name, text)], T.PATCH_FLAGS, name.replace(".c", ".so"))
 
 
 def test_static_helper_from_a_header_is_new_code(helper_target):
@@ -189,7 +189,7 @@ def test_ambiguous_static_advice_is_followed(helper_target):
 def _local_in_file(path, name, file):
     """Address of local symbol ``name`` that follows STT_FILE ``file`` in readelf's .symtab listing."""
     current, hits = None, []
-    for line in cbuild.tool("readelf", "-sW", path).splitlines():
+    for line in T.tool("readelf", "-sW", path).splitlines():
         parts = line.split()
         if len(parts) >= 8 and parts[3] == "FILE":
             current = parts[7]
@@ -222,10 +222,10 @@ def test_auto_mode_header_change_needs_every_unit_with_a_copy(helper_target, tmp
         inc = tmp_path / ("inc%d" % (abs(hash(header)) % 1000))
         inc.mkdir(exist_ok=True)
         (inc / "str.h").write_text(header)
-        return cbuild.build([(unit, text.replace('"str.h"', '"%s/str.h"' % inc))], flags, unit.replace(".c", ".o"))
+        return T.build([(unit, text.replace('"str.h"', '"%s/str.h"' % inc))], flags, unit.replace(".c", ".o"))
 
     new_a, old_a = obj("a.c", UNIT_A, new_h), obj("a.c", UNIT_A, STR_H)
-    so = G.copy(cbuild.build([], ["-shared"], "hdr-a.so", extra_inputs=[new_a]), tmp_path)
+    so = G.copy(T.build([], ["-shared"], "hdr-a.so", extra_inputs=[new_a]), tmp_path)
     with pytest.raises(GenerateError) as ei:
         generate(helper_target, so, mode="auto", objects=[new_a], originals=[old_a])
     msg = str(ei.value)
@@ -235,7 +235,7 @@ def test_auto_mode_header_change_needs_every_unit_with_a_copy(helper_target, tmp
     assert any(s.startswith("str_len in ") and "b.c" in s for s in gen.stale), gen.stale
     # The advice followed: both units patched.
     new_b, old_b = obj("b.c", UNIT_B, new_h), obj("b.c", UNIT_B, STR_H)
-    so2 = G.copy(cbuild.build([], ["-shared"], "hdr-ab.so", extra_inputs=[new_a, new_b]), tmp_path)
+    so2 = G.copy(T.build([], ["-shared"], "hdr-ab.so", extra_inputs=[new_a, new_b]), tmp_path)
     gen = generate(helper_target, so2, mode="auto", objects=[new_a, new_b], originals=[old_a, old_b])
     names = sorted(j.name for j in gen.livepatch.func_jumps)
     assert names == ["a_func", "b_func", "str_len", "str_len"], gen.explain

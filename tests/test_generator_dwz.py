@@ -6,20 +6,20 @@ import subprocess
 
 import pytest
 
-import cbuild
+import targets as T
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.elf.livepatch import LivePatch
 from gdb_nsb.generator.manual import generate_file
 
-DEMO = os.path.join(cbuild.ROOT, "gdb_nsb", "data", "demo")
+DEMO = os.path.join(T.ROOT, "gdb_nsb", "data", "demo")
 
 pytestmark = pytest.mark.skipif(shutil.which("dwz") is None, reason="dwz is not installed")
 
 
 def test_dwz_target_binds_like_the_plain_one(tmp_path):
-    server = cbuild.build([os.path.join(DEMO, "server.c")], ["-O2", "-flive-patching=inline-clone", "-g", "-pthread"],
+    server = T.build([os.path.join(DEMO, "server.c")], ["-O2", "-flive-patching=inline-clone", "-g", "-pthread"],
                           "server")
-    fix = cbuild.build_patch([os.path.join(DEMO, "fix.c")], "fix.so")
+    fix = T.build_patch([os.path.join(DEMO, "fix.c")], "fix.so")
     a, b = tmp_path / "a", tmp_path / "b"
     shutil.copy(server, a)
     shutil.copy(server, b)

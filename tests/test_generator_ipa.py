@@ -8,15 +8,15 @@ import re
 
 import pytest
 
-import cbuild
 import gen_oracle as G
+import targets as T
 from gdb_nsb.errors import GenerateError
 from gdb_nsb.generator import generate, ipa
 from gdb_nsb.standalone import cli
 
 pytestmark = pytest.mark.timeout(300)
 
-IPA_DIR = os.path.join(cbuild.FIXTURES, "ipa")
+IPA_DIR = os.path.join(T.FIXTURES, "ipa")
 # Every pass of the table that can change the fixtures' code; a fixture keeps only its own.
 ALL_PASSES = ("ipa-ra", "ipa-pure-const", "ipa-modref", "ipa-reference", "ipa-reference-addressable",
               "ipa-stack-alignment", "ipa-icf", "ipa-cp", "ipa-vrp", "ipa-bit-cp", "ipa-sra")
@@ -39,21 +39,13 @@ def only(pass_):
 
 def build_target(pass_, flags):
     unit = pass_.replace("-", "_")
-    return cbuild.build([os.path.join(IPA_DIR, unit + ".c"), os.path.join(IPA_DIR, "main.c")], flags,
+    return T.build([os.path.join(IPA_DIR, unit + ".c"), os.path.join(IPA_DIR, "main.c")], flags,
                         "ipa-" + unit)
 
 
 def naive_patch(pass_):
     unit = pass_.replace("-", "_")
-    return cbuild.build_patch([os.path.join(IPA_DIR, unit + "_patch.c")], "ipa-%s-patch.so" % unit)
-
-
-def _refused(target, patch, **kw):
-    with pytest.raises(GenerateError) as ei:
-        generate(target, patch, **kw)
-    msg = str(ei.value)
-    assert "\n" not in msg
-    return msg
+    return T.build_patch([os.path.join(IPA_DIR, unit + "_patch.c")], "ipa-%s-patch.so" % unit)
 
 
 # ---- the table, from producer strings ------------------------------------------------------------
@@ -89,7 +81,7 @@ def test_table_from_producers():
 
 @pytest.mark.parametrize("pass_", sorted(CALLER_SIDE))
 def test_caller_side_pass_refused(pass_):
-    msg = _refused(build_target(pass_, only(pass_)), naive_patch(pass_))
+    msg = G.refused(build_target(pass_, only(pass_)), naive_patch(pass_))
     assert "function leaf" in msg and "probe" in msg and "-f" + pass_ in msg and "--allow-ipa-ra" in msg
     assert "docs/IPA.md" in msg
     gen = generate(build_target(pass_, CONTROL), naive_patch(pass_), strict=True)
@@ -100,7 +92,7 @@ def test_stack_alignment_of_a_callee_that_calls_out_is_not_assumed():
     # A callee that itself calls a function made GCC keep the caller's alignment: no assumption.
     src = ("#include <stdio.h>\n__attribute__((noinline)) int leaf(int *p) { return printf(\"%d\", *p); }\n"
            "long probe(void) { int v = 3; return leaf(&v); }\nint main(void) { return (int)probe(); }\n")
-    t = cbuild.build([("calls_out.c", src)], only("ipa-stack-alignment"), "ipa-calls-out")
+    t = T.build([("calls_out.c", src)], only("ipa-stack-alignment"), "ipa-calls-out")
     p = G.build_patch([("co.c", "int leaf(int *p) { return *p + 1; }\n")], "co.so")
     gen = generate(t, p)
     assert [j.name for j in gen.livepatch.func_jumps] == ["leaf"]
@@ -113,21 +105,21 @@ def test_ipa_ra_of_a_callee_that_calls_out_is_not_assumed():
         "NOINL int leaf(int x) { return x * x + 1; }",
         "int ext(int);\nNOINL int leaf(int x) { if (x > 1000) return ext(x); return x * x + 1; }")
     ext = "int ext(int x) { return x; }\n"
-    t = cbuild.build([("ipa_ra.c", src), ("ext.c", ext), os.path.join(IPA_DIR, "main.c")], only("ipa-ra"),
+    t = T.build([("ipa_ra.c", src), ("ext.c", ext), os.path.join(IPA_DIR, "main.c")], only("ipa-ra"),
                      "ipa-ra-calls-out")
     gen = generate(t, naive_patch("ipa-ra"), strict=True)
     assert [j.name for j in gen.livepatch.func_jumps] == ["leaf"]
     # At plain -O2 the memory passes still apply (their summaries can be precise across calls).
-    t2 = cbuild.build([("ipa_ra.c", src), ("ext.c", ext), os.path.join(IPA_DIR, "main.c")], ["-O2"] + EXE,
+    t2 = T.build([("ipa_ra.c", src), ("ext.c", ext), os.path.join(IPA_DIR, "main.c")], ["-O2"] + EXE,
                       "ipa-ra-calls-out-O2")
-    msg = _refused(t2, naive_patch("ipa-ra"))
+    msg = G.refused(t2, naive_patch("ipa-ra"))
     assert "-fipa-pure-const" in msg and "-fipa-ra" not in msg and "-fipa-stack-alignment" not in msg
 
 
 def test_o0_target_has_the_stack_alignment_assumption():
     # -fipa-stack-alignment is on at -O0: measured, probe calls leaf with the stack at 8 mod 16.
     t = build_target("ipa-stack-alignment", ["-O0"] + EXE)
-    msg = _refused(t, naive_patch("ipa-stack-alignment"))
+    msg = G.refused(t, naive_patch("ipa-stack-alignment"))
     assert "-fipa-stack-alignment" in msg and "probe" in msg and "-fipa-ra" not in msg
     assert generate(t, naive_patch("ipa-stack-alignment"), allow_ipa_ra=True).warnings
     t2 = build_target("ipa-stack-alignment", ["-O0", "-fno-ipa-stack-alignment"] + EXE)
@@ -164,10 +156,10 @@ void user(void *a, void *b) { sfree(a); sfree(b); }
 @pytest.fixture(scope="module")
 def pic_libs():
     return {
-        "pic": cbuild.build([("lib.c", LIB)], ["-O2", "-g", "-fPIC", "-shared"], "libipa-pic.so"),
-        "nosi": cbuild.build([("lib.c", LIB)], ["-O2", "-g", "-fPIC", "-fno-semantic-interposition", "-shared"],
+        "pic": T.build([("lib.c", LIB)], ["-O2", "-g", "-fPIC", "-shared"], "libipa-pic.so"),
+        "nosi": T.build([("lib.c", LIB)], ["-O2", "-g", "-fPIC", "-fno-semantic-interposition", "-shared"],
                              "libipa-nosi.so"),
-        "bsym": cbuild.build([("lib.c", LIB)], ["-O2", "-g", "-fPIC", "-shared", "-Wl,-Bsymbolic"],
+        "bsym": T.build([("lib.c", LIB)], ["-O2", "-g", "-fPIC", "-shared", "-Wl,-Bsymbolic"],
                              "libipa-bsym.so"),
     }
 
@@ -182,7 +174,7 @@ def test_default_visibility_global_in_pic_code_is_interposable(pic_libs):
 
 def test_self_inlined_global_in_pic_code_is_interposable(pic_libs):
     # DW_AT_inline 1 with the only inlined copy inside sfree itself: not a sign of inlining elsewhere.
-    info = cbuild.tool("readelf", "--debug-dump=info", pic_libs["pic"])
+    info = T.tool("readelf", "--debug-dump=info", pic_libs["pic"])
     assert "DW_AT_inline      : 1" in info
     p = G.build_patch([("sfree_fix.c", "void sfree(void *p) { (void)p; }\n")], "sfree_fix.so")
     gen = generate(pic_libs["pic"], p, strict=True)
@@ -192,26 +184,26 @@ def test_self_inlined_global_in_pic_code_is_interposable(pic_libs):
 
 def test_no_semantic_interposition_is_not_interposable(pic_libs):
     p = G.build_patch([("leaf_fix.c", "int leaf(int x) { return x + 10; }\n")], "leaf_fix.so")
-    msg = _refused(pic_libs["nosi"], p)
+    msg = G.refused(pic_libs["nosi"], p)
     assert "function leaf" in msg and "probe" in msg and "-fipa-ra" in msg
 
 
 def test_hidden_function_in_pic_code_is_not_interposable(pic_libs):
     p = G.build_patch([("hleaf_fix.c", "#include \"vzp.h\"\nint hleaf(int x) { return x + 20; }\n")], "hleaf.so")
-    msg = _refused(pic_libs["pic"], p)
+    msg = G.refused(pic_libs["pic"], p)
     assert "function hleaf" in msg and "probe" in msg and "-fipa-ra" in msg
 
 
 def test_inline_function_in_pic_code_is_not_interposable(pic_libs):
     p = G.build_patch([("dleaf_fix.c", "int dleaf(int x) { return x + 30; }\n")], "dleaf.so")
-    msg = _refused(pic_libs["pic"], p)
+    msg = G.refused(pic_libs["pic"], p)
     assert "function dleaf" in msg and "probe" in msg
 
 
 def test_direct_call_in_pic_code_is_not_interposable(pic_libs):
     # -Bsymbolic: the linker resolved probe's PLT call to a direct one; the rule asks for PLT calls only.
     p = G.build_patch([("leaf_fix.c", "int leaf(int x) { return x + 10; }\n")], "leaf_fix.so")
-    msg = _refused(pic_libs["bsym"], p)
+    msg = G.refused(pic_libs["bsym"], p)
     assert "function leaf" in msg and "probe" in msg
 
 
@@ -231,8 +223,8 @@ int main(void) { return use(seed); }
 
 @pytest.fixture(scope="module")
 def cp_targets():
-    return {"-O2": cbuild.build([("cp.c", CP_TARGET)], ["-O2", "-g"], "ipa-cp-O2"),
-            "lp": cbuild.build([("cp.c", CP_TARGET)], ["-O2", "-g", "-flive-patching=inline-clone"], "ipa-cp-lp")}
+    return {"-O2": T.build([("cp.c", CP_TARGET)], ["-O2", "-g"], "ipa-cp-O2"),
+            "lp": T.build([("cp.c", CP_TARGET)], ["-O2", "-g", "-flive-patching=inline-clone"], "ipa-cp-lp")}
 
 
 def _caller_patch(ref, call, name):
@@ -245,7 +237,7 @@ def test_reference_to_a_clone_only_function_is_refused(cp_targets, flavor):
     names = {s.name for s in G.nm(cp_targets[flavor])}
     assert "k.constprop.0" in names and "k" not in names
     p = _caller_patch("VZP_STATIC_FUNC_REF(int, k, (int, int));", "k(a, 5)", "callk")
-    msg = _refused(cp_targets[flavor], p, allow_ipa_cp_callee=True, allow_ipa_ra=True)
+    msg = G.refused(cp_targets[flavor], p, allow_ipa_cp_callee=True, allow_ipa_ra=True)
     assert "function k" in msg and "callk.c:3" in msg and "k.constprop.0" in msg and "clone" in msg
     # The advice: a copy of k under another name is new patch code.
     ok = _caller_patch("static int my_k(int n, int mode) { return mode == 3 ? n * 7 : n - mode; }",
@@ -256,7 +248,7 @@ def test_reference_to_a_clone_only_function_is_refused(cp_targets, flavor):
 
 def test_call_to_a_specialised_static_is_refused_unless_allowed(cp_targets):
     p = _caller_patch("VZP_STATIC_FUNC_REF(int, h, (int));", "h(200)", "callh")
-    msg = _refused(cp_targets["-O2"], p, allow_ipa_ra=True)
+    msg = G.refused(cp_targets["-O2"], p, allow_ipa_ra=True)
     assert "function h" in msg and "callh.c:3" in msg and "-fipa-vrp" in msg and "-fipa-bit-cp" in msg
     assert "--allow-ipa-cp-callee" in msg
     gen = generate(cp_targets["-O2"], p, allow_ipa_ra=True, allow_ipa_cp_callee=True)
@@ -299,13 +291,13 @@ int main(void) { return tail(seed) + cjump(seed); }
 def test_tail_jumps_are_calls(caller):
     # tail: `jmp leaf`; cjump: `jne leaf` -- both reach leaf's entry, both are callers.  Strict
     # DWARF 4 has no call-site DIEs: only the code scan can find them.
-    t = cbuild.build([("scan.c", SCAN_UNIT)], ["-O2", "-gdwarf-4", "-gstrict-dwarf"] + EXE, "ipa-scan")
-    assert "call_site" not in cbuild.tool("readelf", "--debug-dump=info", t)
-    assert re.search(r"jmp\s+[0-9a-f]+ <leaf>", cbuild.tool("objdump", "-d", "--no-show-raw-insn", t))
+    t = T.build([("scan.c", SCAN_UNIT)], ["-O2", "-gdwarf-4", "-gstrict-dwarf"] + EXE, "ipa-scan")
+    assert "call_site" not in T.tool("readelf", "--debug-dump=info", t)
+    assert re.search(r"jmp\s+[0-9a-f]+ <leaf>", T.tool("objdump", "-d", "--no-show-raw-insn", t))
     keep = {"tail": "int cjump(int x) { return x ? leaf(x) : 0; }\n", "cjump": "int tail(int x) { return 0; }\n"}
     src = "extern volatile int seed;\nint leaf(int x) { return x * x + seed + 1; }\n"
     p = G.build_patch([("scan_fix.c", src + "int leaf(int);\n" + keep[caller])], "scan-%s.so" % caller)
-    msg = _refused(t, p)
+    msg = G.refused(t, p)
     assert "function leaf" in msg and caller in msg.split("does not replace:")[1].split(";")[0]
 
 
@@ -313,7 +305,7 @@ def test_plt_and_got_calls_are_found(pic_libs):
     from gdb_nsb.generator.checks import UnitCode
     from gdb_nsb.generator.inputs import load_target
 
-    nosi = cbuild.build([("lib.c", LIB)], ["-O2", "-g", "-fPIC", "-fno-plt", "-shared"], "libipa-noplt.so")
+    nosi = T.build([("lib.c", LIB)], ["-O2", "-g", "-fPIC", "-fno-plt", "-shared"], "libipa-noplt.so")
     for path, via in ((pic_libs["pic"], "plt"), (nosi, "got")):
         t = load_target(path)
         (leaf,) = t.functions("leaf")
@@ -361,9 +353,9 @@ AUTO = ["-O0", "-g", "-fPIC", "-ffunction-sections", "-fdata-sections", "-c"]
 @pytest.mark.parametrize("flavor", ["-O2", "lp"])
 def test_auto_keeps_its_own_copy_of_specialised_statics(cp_targets, flavor):
     changed = CP_TARGET.replace("h(a & 15) + h(7)", "h(a & 15) + h(200)")
-    patched = cbuild.build([("cp.c", changed)], AUTO + ["-DNSB_TAG_ipa_auto"], "cp.o")
-    orig = cbuild.build([("cp.c", CP_TARGET)], AUTO + ["-DNSB_TAG_ipa_orig"], "cp.o")
-    so = cbuild.build([], ["-shared"], "cp-fix.so", extra_inputs=[patched])
+    patched = T.build([("cp.c", changed)], AUTO + ["-DNSB_TAG_ipa_auto"], "cp.o")
+    orig = T.build([("cp.c", CP_TARGET)], AUTO + ["-DNSB_TAG_ipa_orig"], "cp.o")
+    so = T.build([], ["-shared"], "cp-fix.so", extra_inputs=[patched])
     gen = generate(cp_targets[flavor], so, mode="auto", objects=[patched], originals=[orig], allow_ipa_ra=True)
     assert [j.name for j in gen.livepatch.func_jumps] == ["use"]
     kept = {line.split()[1] for line in gen.explain if "the patch keeps its own copy" in line}
@@ -385,14 +377,14 @@ int main(void) { return f(seed); }
 
 
 def test_reference_addressable_variables_vanish_and_are_refused():
-    t = cbuild.build([("ra.c", RA_UNIT)], ["-O2"] + EXE, "ipa-ra-vars")
+    t = T.build([("ra.c", RA_UNIT)], ["-O2"] + EXE, "ipa-ra-vars")
     assert not {"ronly", "wonly"} & {s.name for s in G.nm(t)}
     for var in ("ronly", "wonly"):
         p = G.build_patch([("ra_%s.c" % var, '#include "vzp.h"\nVZP_FILE("ra.c");\nVZP_STATIC_VAR_REF(int, %s);\n'
                             "int f(int x) { return x * x + %s + 1; }\n" % (var, var))], "ra-%s.so" % var)
-        msg = _refused(t, p, allow_ipa_ra=True)
+        msg = G.refused(t, p, allow_ipa_ra=True)
         assert "static variable %s" % var in msg and "not found" in msg
-    kept = cbuild.build([("ra.c", RA_UNIT)], CONTROL, "ipa-ra-vars-lp")
+    kept = T.build([("ra.c", RA_UNIT)], CONTROL, "ipa-ra-vars-lp")
     assert {"ronly", "wonly"} <= {s.name for s in G.nm(kept)}
 
 
@@ -413,7 +405,7 @@ def _reproduced(path, tmp_path, producer):
 @pytest.mark.parametrize("producer,named", [(b"GNU C17 13.2.0", "GCC 13"), (b"clang version ", "clang version")])
 def test_unmodelled_compiler_refused_when_optimised(tmp_path, producer, named):
     t = _reproduced(build_target("ipa-ra", CONTROL), tmp_path, producer)
-    msg = _refused(t, naive_patch("ipa-ra"))
+    msg = G.refused(t, naive_patch("ipa-ra"))
     assert "function leaf" in msg and named in msg and "does not model" in msg and "docs/IPA.md" in msg
     # Unoptimised (-O0 recorded for GCC; no call-site DIEs for clang): nothing to model.
     t0 = _reproduced(build_target("ipa-ra", ["-O0", "-fno-ipa-stack-alignment"] + EXE), tmp_path, producer)

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-import cbuild
 import gen_oracle as G
+import targets as T
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.elf.livepatch import LivePatch
 from gdb_nsb.errors import DebugInfoError, GenerateError
@@ -26,14 +26,6 @@ def _patch(name, text, extra=()):
     return G.build_patch([(name, HEAD + text)], name.replace(".c", ".so"), extra=extra)
 
 
-def _refused(target, patch, cls=GenerateError, **kw):
-    with pytest.raises(cls) as ei:
-        generate(target, patch, **kw)
-    msg = str(ei.value)
-    assert "\n" not in msg
-    return msg
-
-
 @pytest.fixture(scope="module")
 def pie():
     return G.build_target("pie")
@@ -42,42 +34,42 @@ def pie():
 def test_unknown_static(pie):
     p = _patch("unknown.c", 'VZP_FILE("alpha.c");\nVZP_STATIC_VAR_REF(int, no_such_var);\n'
                             "int compute(int x) { return x + no_such_var; }\n")
-    msg = _refused(pie, p)
+    msg = G.refused(pie, p)
     assert "no_such_var" in msg and "unknown.c:3" in msg and "not found" in msg and "alpha.c" in msg
 
 
 def test_unknown_file(pie):
     p = _patch("nofile.c", 'VZP_STATIC_VAR_REF(int, counter, "gamma.c");\n'
                            "int compute(int x) { return x + counter; }\n")
-    msg = _refused(pie, p)
+    msg = G.refused(pie, p)
     assert "gamma.c" in msg and "nofile.c:2" in msg and "no compile unit" in msg
 
 
 def test_unknown_hidden(pie):
     p = _patch("nohidden.c", "VZP_HIDDEN_VAR_REF(int, shared_total);\n"
                              "int compute(int x) { return x + shared_total; }\n")
-    msg = _refused(pie, p)
+    msg = G.refused(pie, p)
     # shared_total exists but is a default-visibility global: named with what the target has.
     assert "hidden shared_total" in msg and "nohidden.c:2" in msg and "default" in msg
 
 
 def test_ambiguous_static_variable(pie):
     p = _patch("ambig.c", "VZP_STATIC_VAR_REF(int, counter);\nint compute(int x) { return x + counter; }\n")
-    msg = _refused(pie, p)
+    msg = G.refused(pie, p)
     assert "ambiguous" in msg and "counter" in msg and "ambig.c:2" in msg
     assert "alpha.c" in msg and "beta.c" in msg
 
 
 def test_ambiguous_static_function_replacement(pie):
     p = _patch("ambigfn.c", "static __attribute__((used)) int bump(int x) { return x; }\n" + GOOD_FN)
-    msg = _refused(pie, p)
+    msg = G.refused(pie, p)
     assert "bump" in msg and "ambigfn.c:2" in msg and "alpha.c" in msg and "beta.c" in msg
 
 
 def test_context_without_that_static(pie):
     p = _patch("wrongctx.c", 'VZP_FILE("main.c");\nstatic __attribute__((used)) int bump(int x) { return x; }\n'
                + GOOD_FN)
-    msg = _refused(pie, p)
+    msg = G.refused(pie, p)
     assert "bump" in msg and "main.c" in msg and "wrongctx.c:3" in msg
 
 
@@ -87,21 +79,21 @@ def test_same_c_name_for_two_local_statics(pie):
     p = _patch("twocalls.c",
                "int tick_alpha(void) { VZP_STATIC_VAR_REF(int, calls); return ++calls; }\n"
                "int tick_common(void) { VZP_STATIC_VAR_REF(int, calls); return ++calls; }\n")
-    msg = _refused(pie, p)
+    msg = G.refused(pie, p)
     assert "calls" in msg and "twocalls.c:2" in msg and "VZP_STATIC_SYM_ALIAS" in msg
 
 
 def test_local_static_in_helper(pie):
     p = _patch("helperlocal.c", "int brand_new(void) { VZP_STATIC_VAR_REF(int, calls); return calls; }\n"
                + GOOD_FN)
-    msg = _refused(pie, p)
+    msg = G.refused(pie, p)
     assert "calls" in msg and "brand_new" in msg and "helperlocal.c:2" in msg
 
 
 def test_writable_data(pie):
     p = _patch("writable.c", "int patch_state = 3;\nstatic int cache;\n"
                              "int compute(int x) { cache += x; return patch_state + cache; }\n")
-    msg = _refused(pie, p)
+    msg = G.refused(pie, p)
     assert "writable data" in msg
     assert "patch_state (" in msg and "writable.c:2" in msg
     assert "cache (" in msg and "writable.c:3" in msg
@@ -109,7 +101,7 @@ def test_writable_data(pie):
 
 def test_writable_function_local_static(pie):
     p = _patch("wlocal.c", "int compute(int x) { static int seen; return seen += x; }\n")
-    msg = _refused(pie, p)
+    msg = G.refused(pie, p)
     assert "writable data" in msg and "seen" in msg and "wlocal.c:2" in msg
 
 
@@ -121,7 +113,7 @@ def test_read_only_data_is_fine(pie, tmp_path):
 
 def test_too_short_function(pie):
     p = _patch("short.c", "int tiny(void) { return 1; }\n" + GOOD_FN)
-    msg = _refused(pie, p)
+    msg = G.refused(pie, p)
     tiny = G.nm_one(G.nm(pie), "tiny")
     assert tiny.size < 5
     assert "tiny" in msg and "short.c:2" in msg and "too short" in msg and "%d bytes" % tiny.size in msg
@@ -129,37 +121,37 @@ def test_too_short_function(pie):
 
 def test_no_functions_to_patch(pie):
     p = _patch("nofn.c", "int brand_new(int x) { return x * 7; }\n")
-    msg = _refused(pie, p)
+    msg = G.refused(pie, p)
     assert "no functions to patch" in msg
 
 
 def test_target_without_debug_info(tmp_path):
     t = G.build_target("pie", debug=False)
     p = _patch("ok.c", GOOD_FN)
-    msg = _refused(t, p, DebugInfoError, debug_dirs=[str(tmp_path)])
+    msg = G.refused(t, p, DebugInfoError, debug_dirs=[str(tmp_path)])
     assert "no debug information" in msg and t in msg
 
 
 def test_target_without_build_id():
     t = G.build_target("pie", extra=["-Wl,--build-id=none"])
-    msg = _refused(t, _patch("ok.c", GOOD_FN))
+    msg = G.refused(t, _patch("ok.c", GOOD_FN))
     assert "build-id" in msg and t in msg
 
 
 def test_patch_without_build_id(pie):
     p = _patch("nobid.c", GOOD_FN, extra=["-Wl,--build-id=none"])
-    msg = _refused(pie, p)
+    msg = G.refused(pie, p)
     assert "build-id" in msg and "patch" in msg
 
 
 def test_patch_without_dwarf(pie):
     p = _patch("nodwarf.c", GOOD_FN, extra=["-g0"])
-    msg = _refused(pie, p, DebugInfoError)
+    msg = G.refused(pie, p, DebugInfoError)
     assert "DWARF" in msg and "nsb cflags" in msg
 
 
 def test_patch_not_a_shared_object(pie):
-    msg = _refused(pie, G.build_target("pie"))
+    msg = G.refused(pie, G.build_target("pie"))
     assert "not a shared object" in msg
 
 
@@ -186,7 +178,7 @@ def split(tmp_path_factory):
 
 def test_stripped_target_with_debug_file(split, tmp_path):
     full, stripped, debug, patch = split
-    assert cbuild.tool("readelf", "-S", stripped).count(".symtab") == 0
+    assert T.tool("readelf", "-S", stripped).count(".symtab") == 0
     want = generate(full, patch).livepatch
     got = generate(stripped, patch, debug_file=debug).livepatch
     assert _signature(got) == _signature(want)
@@ -203,14 +195,14 @@ def test_stripped_target_by_build_id_dir(split, tmp_path):
 
 def test_stripped_target_without_debug_file(split, tmp_path):
     _full, stripped, _debug, patch = split
-    msg = _refused(stripped, patch, DebugInfoError, debug_dirs=[str(tmp_path)])
+    msg = G.refused(stripped, patch, DebugInfoError, debug_dirs=[str(tmp_path)])
     assert "no debug information" in msg and "--debug-file" in msg
 
 
 def test_debug_file_of_another_build(split, tmp_path):
     _full, stripped, _debug, patch = split
     other = G.build_target("nopie")
-    msg = _refused(stripped, patch, DebugInfoError, debug_file=other)
+    msg = G.refused(stripped, patch, DebugInfoError, debug_file=other)
     assert "build-id" in msg and other in msg
 
 
@@ -264,12 +256,12 @@ def test_cli_refusal_exit_code(pie, capsys):
 def test_cflags_build_a_patch_as_documented(tmp_path, pie):
     src = tmp_path / "fix.c"
     src.write_text(HEAD + GOOD_FN)
-    nsb = [os.path.join(cbuild.ROOT, ".venv", "bin", "python"), "-m", "gdb_nsb.standalone.cli"]
+    nsb = [os.path.join(T.ROOT, ".venv", "bin", "python"), "-m", "gdb_nsb.standalone.cli"]
     flags = subprocess.run(nsb + ["cflags"], capture_output=True, text=True, timeout=60, check=True,
-                           cwd=cbuild.ROOT).stdout.split()
+                           cwd=T.ROOT).stdout.split()
     assert flags[1:] == ["-O0", "-g", "-fPIC"] and os.path.isfile(os.path.join(flags[0][2:], "vzp.h"))
     link = subprocess.run(nsb + ["cflags", "--link"], capture_output=True, text=True, timeout=60, check=True,
-                          cwd=cbuild.ROOT).stdout.split()
+                          cwd=T.ROOT).stdout.split()
     assert link == flags + ["-shared"]
     # cc $(nsb cflags) -shared fix.c -o fix.so
     subprocess.run(["gcc"] + flags + ["-shared", str(src), "-o", str(tmp_path / "fix.so")], check=True, timeout=60)
@@ -291,7 +283,7 @@ def test_endbr64_entry_and_short_function():
     assert j.entry_bytes == G.file_bytes_at(t, compute.addr, 18)
     tiny = G.nm_one(syms, "tiny")
     assert G.file_bytes_at(t, tiny.addr, 4) == b"\xf3\x0f\x1e\xfa" and tiny.size - 4 < 5
-    msg = _refused(t, _patch("short.c", "int tiny(void) { return 1; }\n" + GOOD_FN))
+    msg = G.refused(t, _patch("short.c", "int tiny(void) { return 1; }\n" + GOOD_FN))
     assert "tiny" in msg and "after endbr64" in msg and "short.c:2" in msg
 
 

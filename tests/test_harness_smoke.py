@@ -1,7 +1,7 @@
 """The harness itself: a real target, a real GDB attach, the target left running."""
 
-import cbuild
-from gdbharness import Target, run_gdb, wait_running
+import targets as T
+from targets import Target, run_gdb, wait_running
 
 SRC = r'''
 #include <stdio.h>
@@ -12,7 +12,7 @@ int main(void) { char buf[64]; printf("ready\n"); fflush(stdout);
 
 
 def test_attach_detach_leaves_target_running():
-    exe = cbuild.build([("echo.c", SRC)], ["-O2", "-g"], "echo")
+    exe = T.build([("echo.c", SRC)], ["-O2", "-g"], "echo")
     with Target([exe], ready_line="ready") as t:
         r = run_gdb(t.pid, python='''
             import gdb, json

@@ -5,12 +5,13 @@ import os
 
 import pytest
 
-import reliability as R
+import targets as T
 from gdb_nsb import errors
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.elf.livepatch import LivePatch
 from hostile import corpus
-
+from targets import nsb
+from targets import stress as R
 
 
 def _corpus(tmp_dir):
@@ -53,10 +54,11 @@ def test_corpus_reading_never_crashes(cases):
 @pytest.mark.timeout(600)
 def test_corpus_refused_by_nsb_patch_target_untouched(cases, running):
     t = running
-    base_maps = R.maps(t.pid)
+    base_maps = T.maps(t.pid)
     codes, wrong = {}, []
     for name, path, expected in cases:
-        rc, doc, err = R.nsb("patch", t.pid, "-f", path, timeout=60)
+        run = nsb("patch", "-p", t.pid, "-f", path, "--json", "--timeout", 60)
+        rc, doc, err = run.returncode, run.process, run.stderr
         msg = doc.get("message", "")
         codes[name] = (rc, msg)
         if rc not in expected or not _one_line(msg):
@@ -64,8 +66,8 @@ def test_corpus_refused_by_nsb_patch_target_untouched(cases, running):
         # The target must be untouched whatever the answer; stop at once if it is not.
         assert t.alive(), name
         assert t.values() == (0, 0), (name, rc, msg)
-        assert R.entry_state(t.pid, "compute") == "original" and R.entry_state(t.pid, "scale") == "original"
-        now = R.maps(t.pid)
+        assert [T.entry_state(t.pid, R.target(), f) for f in ("compute", "scale")] == ["original", "original"]
+        now = T.maps(t.pid)
         # A refusal before any change leaves the maps identical; none of these cases may get further.
         assert now == base_maps, (name, rc, msg, [l for l in now if l not in base_maps])
     assert not wrong, wrong
@@ -88,14 +90,18 @@ def test_new_path_is_never_opened(tmp_path):
     msg.new_path = fifo
     _put_message(p, msg)
     with R.RTarget(workers=4) as t:
-        rc, doc, err = R.nsb("patch", t.pid, "-f", p, timeout=30, input_timeout=60)
+        run = nsb("patch", "-p", t.pid, "-f", p, "--json", "--timeout", 30, timeout=60)
+        rc, doc, err = run.returncode, run.process, run.stderr
         assert rc == 0, (doc, err)
         assert t.values() == (100, 1000)
-        rc, doc, err = R.nsb("list", t.pid)
+        run = nsb("list", "-p", t.pid, "--json", "--timeout", 90)
+        rc, doc, err = run.returncode, run.process, run.stderr
         assert rc == 0 and fifo not in str(doc), doc
-        rc, doc, err = R.nsb("check", t.pid, "-f", p)
+        run = nsb("check", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+        rc, doc, err = run.returncode, run.process, run.stderr
         assert rc == 0, doc
-        rc, doc, err = R.nsb("revert", t.pid, "-f", p)
+        run = nsb("revert", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+        rc, doc, err = run.returncode, run.process, run.stderr
         assert rc == 0, doc
         assert t.values() == (0, 0)
 
@@ -104,19 +110,15 @@ def test_new_path_is_never_opened(tmp_path):
 @pytest.mark.timeout(240)
 def test_patch_for_other_build_of_target_refused(tmp_path):
     """A patch generated for another build of the same program (same name, other build-id) is refused."""
-    import cbuild
-    import shutil
-    from gdb_nsb.generator.manual import generate_file
-    other = cbuild.build([("rtarget.c", R.TARGET_C + "\nint other_build_marker = 1;\n")],
-                         ["-O2", "-flive-patching=inline-clone", "-g", "-pthread", "-fPIE", "-pie"], "rtarget")
-    so = cbuild.build_patch([("both.c", R.PATCHES["both"])], "r-both.so")
-    p = str(tmp_path / "other.so")
-    shutil.copyfile(so, p)
-    generate_file(other, p)
+    other = T.build([("rtarget.c", R.TARGET_C + "\nint other_build_marker = 1;\n")],
+                    ["-O2", "-flive-patching=inline-clone", "-g", "-pthread", "-fPIE", "-pie"], "rtarget")
+    p = T.bind_patch(other, [("both.c", R.PATCHES["both"])], "other.so", workdir=tmp_path)
     with R.RTarget(workers=4) as t:
-        base_maps = R.maps(t.pid)
-        rc, doc, err = R.nsb("patch", t.pid, "-f", p)
+        base_maps = T.maps(t.pid)
+        run = nsb("patch", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 4 and "build-id" in doc["message"], doc
-        assert R.maps(t.pid) == base_maps and t.values() == (0, 0)
-        rc, doc, err = R.nsb("check", t.pid, "-f", p)
+        assert T.maps(t.pid) == base_maps and t.values() == (0, 0)
+        run = nsb("check", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 4 and "build-id mismatch" in doc["message"], doc

@@ -4,15 +4,13 @@ progress on a terminal.  Real targets, real patches; the host-wide read must nev
 import os
 import pty
 import select
-import shutil
-import subprocess
 import threading
 import time
 
 import pytest
+import targets as T
+from targets import runner as rt
 
-import gdbharness
-import runner_target as rt
 
 pytestmark = [pytest.mark.gdb, pytest.mark.timeout(400)]
 
@@ -58,9 +56,10 @@ class TracerWatch:
 def test_host_wide_list_reads_without_attaching(tmp_path):
     target, patch = build(tmp_path, "list")
     with rt.start(target) as a, rt.start(target) as b:
-        assert rt.nsb_json("patch", "-p", a.pid, "-f", patch)[0] == 0
+        assert T.nsb("patch", "-p", a.pid, "-f", patch, "--json").returncode == 0
         with TracerWatch([a.pid, b.pid]) as watch:
-            rc, doc = rt.nsb_json("list")
+            run = T.nsb("list", "--json")
+            rc, doc = run.returncode, run.doc
         assert watch.seen == set(), "host-wide list attached to %s" % watch.seen
         procs = by_pid(doc)
         assert a.pid in procs and b.pid not in procs, doc  # exit code: other processes on the host count too
@@ -71,9 +70,10 @@ def test_host_wide_list_reads_without_attaching(tmp_path):
         assert a.ask("v") == rt.PATCHED and b.ask("v") == rt.ORIGINAL
 
         # Plain text: each process named; scoped to the patch: both processes, each with its state.
-        r = rt.nsb("list")
+        r = T.nsb("list")
         assert "pid %d: 1 live patch in process %d" % (a.pid, a.pid) in r.stdout, r.stdout + r.stderr
-        rc, doc = rt.nsb_json("list", "-f", patch)
+        run = T.nsb("list", "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         procs = by_pid(doc)
         assert rc == 0 and sorted(procs) == sorted([a.pid, b.pid]), doc
         assert procs[a.pid]["state"] == "applied" and procs[b.pid]["state"] == "not applied", doc
@@ -85,11 +85,13 @@ def test_host_wide_list_reads_without_attaching(tmp_path):
         hidden = str(moved / "renamed.so")
         os.rename(patch, hidden)
         try:
-            r = rt.nsb("list", "-f", hidden)
+            r = T.nsb("list", "-f", hidden)
             assert "patch file not found (recorded %s" % patch in r.stdout, r.stdout
-            rc, doc = rt.nsb_json("list", "-f", hidden)
+            run = T.nsb("list", "-f", hidden, "--json")
+            rc, doc = run.returncode, run.doc
             assert by_pid(doc)[a.pid]["patches"][0]["symbols"] is False, doc
-            rc, doc = rt.nsb_json("list", "-f", hidden, "--patch-dir", str(moved))
+            run = T.nsb("list", "-f", hidden, "--patch-dir", str(moved), "--json")
+            rc, doc = run.returncode, run.doc
             assert by_pid(doc)[a.pid]["patches"][0]["symbols"] is True, doc
         finally:
             os.rename(hidden, patch)
@@ -98,26 +100,27 @@ def test_host_wide_list_reads_without_attaching(tmp_path):
 def test_revert_all_of_reverts_every_carrier(tmp_path):
     target, patch = build(tmp_path, "revert")
     with rt.start(target) as a, rt.start(target) as b, rt.start(target) as c:
-        assert rt.nsb_json("patch", "-p", "%d,%d" % (a.pid, b.pid), "-f", patch)[0] == 0
-        rc, doc = rt.nsb_json("revert", "--all-of", "-f", patch)
+        assert T.nsb("patch", "-p", "%d,%d" % (a.pid, b.pid), "-f", patch, "--json").returncode == 0
+        run = T.nsb("revert", "--all-of", "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 0 and sorted(by_pid(doc)) == sorted([a.pid, b.pid]), doc
         assert a.ask("v") == b.ask("v") == c.ask("v") == rt.ORIGINAL
         # Nothing carries it applied any more (the reverted records stay, inactive).
-        rc, doc = rt.nsb_json("revert", "--all-of", "-f", patch)
+        run = T.nsb("revert", "--all-of", "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 6 and doc["processes"] == [] and "no process carries patch" in doc["message"], doc
         # With --unmap the inactive records count too.  (By file: a build-id prefix alone would also
         # name the same .so bound to another test's target.)
-        rc, doc = rt.nsb_json("revert", "--all-of", "--unmap", "-f", patch)
+        run = T.nsb("revert", "--all-of", "--unmap", "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 0 and sorted(by_pid(doc)) == sorted([a.pid, b.pid]), doc
-        assert rt.nsb_json("list", "-f", patch)[1]["processes"][0]["state"] == "not applied"
+        assert T.nsb("list", "-f", patch, "--json").doc["processes"][0]["state"] == "not applied"
 
 
 def _on_pty(args, timeout=180):
     """Run ``nsb ARGS`` with stdout and stderr on a terminal: everything it wrote there."""
     master, slave = pty.openpty()
-    e = dict(os.environ, PYTHONPATH=rt.ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.Popen(rt.NSB + [str(a) for a in args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
-                         cwd=rt.ROOT, env=e, start_new_session=True)
+    p = T.start_nsb(*args, stdout=slave, stderr=slave)
     os.close(slave)
     out = b""
     deadline = time.monotonic() + timeout
@@ -153,6 +156,6 @@ def test_progress_on_a_terminal_only(tmp_path):
         assert "3/3 processes done, 1 failed" in out, out
         rc, out = _on_pty(["check", "-p", pids, "-f", patch, "--json"])
         assert "processes done" not in out, out
-        r = rt.nsb("check", "-p", pids, "-f", patch)
+        r = T.nsb("check", "-p", pids, "-f", patch)
         assert "processes done" not in r.stdout + r.stderr, r
         assert a.ask("v") == b.ask("v") == rt.ORIGINAL

@@ -9,9 +9,8 @@ import shutil
 
 import pytest
 
-from enginefix import nsb
 from gdb_nsb.generator import generate_file
-from gdbharness import Target
+from targets import Target, nsb
 from test_generator_ipa import CALLER_SIDE, CONTROL, build_target, naive_patch, only
 
 pytestmark = [pytest.mark.gdb, pytest.mark.timeout(300)]
@@ -37,7 +36,8 @@ def test_naive_patch_misbehaves_where_the_table_says(pass_, tmp_path):
     exe, patch = _patched(pass_, only(pass_), tmp_path, allow_ipa_ra=True)
     with Target([exe], ready_line="ready", timeout=20) as t:
         assert _value(t) == old
-        rc, doc = nsb("patch", t.pid, "-f", patch)
+        run = nsb("patch", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         if pass_ == "ipa-stack-alignment":
             # snprintf("%f") in the replacement stores SSE registers with movaps on a stack the
@@ -58,6 +58,7 @@ def test_live_patching_build_takes_the_same_patch(pass_, tmp_path):
     exe, patch = _patched(pass_, CONTROL, tmp_path)
     with Target([exe], ready_line="ready", timeout=20) as t:
         assert _value(t) == old
-        rc, doc = nsb("patch", t.pid, "-f", patch)
+        run = nsb("patch", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
+        rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert _value(t) == right

@@ -8,8 +8,13 @@ import pytest
 
 from binder_fakes import EXE_BIAS, FakeMemory, Sim, applied_sim, build_world, fake_object, make_view
 from gdb_nsb import errors
-from gdb_nsb.lifecycle.instances import (absent_target_reason, abort_if_exec, not_in_effect, settle_gone_instances,
-                                         target_unloaded)
+from gdb_nsb.lifecycle.instances import (
+    abort_if_exec,
+    absent_target_reason,
+    not_in_effect,
+    settle_gone_instances,
+    target_unloaded,
+)
 from gdb_nsb.registry import STATE_ACTIVE, STATE_INACTIVE
 
 OTHER_BIAS = EXE_BIAS + 0x100000

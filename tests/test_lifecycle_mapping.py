@@ -5,8 +5,7 @@ import pytest
 from binder_fakes import Sim, build_world
 from gdb_nsb.binder.plan import plan_load, plan_revert
 from gdb_nsb.errors import MismatchError
-from gdb_nsb.lifecycle.mapping import (mapping_to_restore, pending_registry, plan_unmap_inactive,
-                                       protections_to_restore)
+from gdb_nsb.lifecycle.mapping import mapping_to_restore, pending_registry, plan_unmap_inactive, protections_to_restore
 from gdb_nsb.mappings import Mapping
 from gdb_nsb.registry import STATE_ACTIVE, STATE_INACTIVE, MappedRange, Registry
 

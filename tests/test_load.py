@@ -7,23 +7,17 @@ import time
 
 import pytest
 
-import reliability as R
-from gdbharness import run_gdb
+import targets as T
+from targets import run_gdb
+from targets import stress as R
 
 pytestmark = [pytest.mark.gdb, pytest.mark.slow]
 
 CYCLES = int(os.environ.get("NSB_LOAD_CYCLES", "200"))
 
-LOOP = r'''
-import gdb, json, time
+LOOP = T.PROC_PRELUDE + r'''
+import time
 from gdb_nsb.process import run_windows, sigstop
-PID = gdb.selected_inferior().pid
-def maps():
-    with open("/proc/%d/maps" % PID) as f:
-        return f.read().splitlines()
-def rss():
-    with open("/proc/%d/status" % PID) as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 def run(seconds):
     with sigstop.sigstop_handling():
         run_windows.run_window(seconds)
@@ -52,7 +46,7 @@ def test_apply_revert_cycles_under_load():
     p = R.patch("both")
     with R.RTarget(workers=16) as t:
         before = t.settle()
-        rss0 = R.rss_kb(t.pid)
+        rss0 = T.rss_kb(t.pid)
         started = time.monotonic()
         res = run_gdb(t.pid, python=LOOP.replace("CYCLES", str(CYCLES)).replace("PATCH", repr(p)),
                       timeout=60 + 10 * CYCLES)
@@ -60,10 +54,10 @@ def test_apply_revert_cycles_under_load():
         assert res.results, res
         out = res.results[0]
         assert len(out["times"]) == CYCLES
-        assert R.wait_for(lambda: R.tracer_pid(t.pid) == 0, 10)
+        assert T.wait_for(lambda: T.tracer_pid(t.pid) == 0, 10)
         assert t.alive()
         assert t.values() == (0, 0)
-        assert R.entry_state(t.pid, "compute") == "original" and R.entry_state(t.pid, "scale") == "original"
+        assert [T.entry_state(t.pid, R.target(), f) for f in ("compute", "scale")] == ["original", "original"]
         # The workers kept calling through every cycle and never saw a value outside {original, patched}.
         after = t.settle(timeout=10)
         assert after["wrong"] == 0, after

@@ -87,6 +87,7 @@ def test_parses_real_gdb_output_of_this_process():
 def test_range_index_matches_a_linear_scan():
     """RangeIndex.contains agrees with "any range contains [lo, hi)" on random, overlapping ranges."""
     import random
+
     from gdb_nsb.mappings import RangeIndex
     rnd = random.Random(7)
     for _ in range(200):
@@ -136,6 +137,7 @@ def test_function_at_with_duplicates_and_removals():
 
 def test_registry_deepcopy_is_a_full_independent_copy():
     import copy
+
     from gdb_nsb.registry import FunctionRecord, MappedRange, PatchRecord, Registry
     p = PatchRecord("aa", "bb", "t", 0x1000, 0x2000, [MappedRange(0x2000, 0x1000, 5)], "/p.so", "active",
                     [FunctionRecord("f", 0x10, b"\xe9abcd", b"orig!", "")])

@@ -3,7 +3,7 @@ every kind of target, through the runner, with oracles at every step.
 
 One cell = one target process with all its steps; cells are pytest
 parameters so that xdist spreads them, and compiled targets and patches are
-shared through cbuild's cache.  The table scenario x flavor is printed at
+shared through the build cache (tests/targets).  The table scenario x flavor is printed at
 the end of the session (tests/matrix/summary.py).
 
 Cells:

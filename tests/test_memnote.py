@@ -2,7 +2,7 @@
 
 import pytest
 
-import cbuild
+import targets as T
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.elf.memnote import build_id_in_memory
 
@@ -28,7 +28,7 @@ class FakeMemory:
 
 @pytest.mark.parametrize("flags,bias", [(["-fPIE", "-pie"], 0x55d0c0de0000), (["-no-pie", "-fno-pie"], 0)])
 def test_build_id_from_mapped_image(flags, bias):
-    path = cbuild.build(SRC, flags, "memnote-%s" % flags[0].strip("-"))
+    path = T.build(SRC, flags, "memnote-%s" % flags[0].strip("-"))
     img = ElfImage(path)
     assert img.build_id
     first = min(s.vaddr for s in img.segments) & ~0xfff
@@ -41,14 +41,14 @@ def test_unknown_when_not_an_elf_or_unreadable():
     def fail(addr, size):
         raise OSError("no")
     assert build_id_in_memory(fail, 0x1000) is None
-    path = cbuild.build(SRC, ["-fPIE", "-pie"], "memnote-short")
+    path = T.build(SRC, ["-fPIE", "-pie"], "memnote-short")
     data = open(path, "rb").read()
     # Header readable, program headers cut short: unknown, not a wrong answer.
     assert build_id_in_memory(lambda a, n: data[a:a + n][:70], 0) is None
 
 
 def test_build_id_without_note_is_none():
-    path = cbuild.build(SRC, ["-fPIE", "-pie", "-Wl,--build-id=none"], "memnote-none")
+    path = T.build(SRC, ["-fPIE", "-pie", "-Wl,--build-id=none"], "memnote-none")
     img = ElfImage(path)
     assert img.build_id is None
     assert build_id_in_memory(FakeMemory(img, 0x7f0000000000).read, 0x7f0000000000) is None

@@ -18,10 +18,8 @@ import os
 
 import pytest
 
-import cbuild
-import gdbharness
-import reliability as R
-from gdbharness import Target
+import targets as T
+from targets import Target, nsb
 
 pytestmark = pytest.mark.gdb
 
@@ -100,18 +98,12 @@ PATCH_C = "extern int base_value;\nint compute(int x) { return base_value + x + 
 
 
 def _target():
-    return cbuild.build([("passive.c", TARGET_C)], ["-O2", "-flive-patching=inline-clone", "-g", "-fPIE", "-pie"],
+    return T.build([("passive.c", TARGET_C)], ["-O2", "-flive-patching=inline-clone", "-g", "-fPIE", "-pie"],
                         "passive-target")
 
 
 def _patch(tmp_path):
-    from gdb_nsb.generator.manual import generate_file
-    so = cbuild.build_patch([("passive_patch.c", PATCH_C)], "passive-patch.so")
-    out = str(tmp_path / "passive-patch.so")
-    with open(so, "rb") as src, open(out, "wb") as dst:
-        dst.write(src.read())
-    generate_file(_target(), out)
-    return out
+    return T.bind_patch(_target(), [("passive_patch.c", PATCH_C)], "passive-patch.so", workdir=tmp_path)
 
 
 def _start(mode):
@@ -145,7 +137,7 @@ def _contents(pid):
 
 
 def _count(pid, addr):
-    return int.from_bytes(gdbharness.read_mem(pid, addr, 8), "little")
+    return int.from_bytes(T.read_mem(pid, addr, 8), "little")
 
 
 @pytest.mark.timeout(300)
@@ -155,17 +147,18 @@ def test_check_list_and_dry_run_are_passive(tmp_path):
     try:
         addr = int(addr, 16)
         # Settled: the selector set to block (after "ready"), the one thread asleep in pause().
-        assert R.wait_for(lambda: gdbharness.read_mem(t.pid, int(selector, 16), 1) == b"\x01"
-                          and gdbharness.proc_state(t.pid) == "S", 10)
+        assert T.wait_for(lambda: T.read_mem(t.pid, int(selector, 16), 1) == b"\x01"
+                          and T.proc_state(t.pid) == "S", 10)
         with open("/proc/%d/status" % t.pid) as f:
             assert "Seccomp:\t0" in f.read()  # no filter: the case where check used to inject a prctl
         before = _contents(t.pid)
         assert _count(t.pid, addr) == 0
         for argv, want in ((("check", "-f", p), 2), (("list",), 0), (("patch", "-f", p, "--dry-run"), 0)):
-            rc, doc, err = R.nsb(argv[0], t.pid, *argv[1:])
+            run = nsb(argv[0], "-p", t.pid, *argv[1:], "--json", "--timeout", 90)
+            rc, doc, err = run.returncode, run.process, run.stderr
             assert rc == want, (argv, rc, doc.get("message"), err)
-            assert R.wait_for(lambda: R.tracer_pid(t.pid) == 0, 5)
-            assert gdbharness.wait_running(t.pid, 10), gdbharness.thread_states(t.pid)
+            assert T.wait_for(lambda: T.tracer_pid(t.pid) == 0, 5)
+            assert T.wait_running(t.pid, 10), T.thread_states(t.pid)
             assert _count(t.pid, addr) == 0, "%s ran a system call in the target (SIGSYS counted)" % argv[0]
             after = _contents(t.pid)
             assert sorted(after) == sorted(before), (argv[0], set(after) ^ set(before))
@@ -173,8 +166,9 @@ def test_check_list_and_dry_run_are_passive(tmp_path):
             assert not changed, "%s changed the bytes of %s" % (argv[0], changed)
             print("%s: exit %d, 0 SIGSYS, %d mappings unchanged" % (" ".join(argv[:1] + argv[2:3]), rc, len(after)))
         # The check is sharp: an apply injects its mmap, which the target sees.
-        rc, doc, err = R.nsb("patch", t.pid, "-f", p)
-        assert R.wait_for(lambda: _count(t.pid, addr) > 0, 5), (rc, doc.get("message"))
+        run = nsb("patch", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+        rc, doc, err = run.returncode, run.process, run.stderr
+        assert T.wait_for(lambda: _count(t.pid, addr) > 0, 5), (rc, doc.get("message"))
     finally:
         t.__exit__(None, None, None)
 
@@ -187,17 +181,21 @@ def test_apply_and_revert_under_mdwe(tmp_path):
         assert int(value) == 2
         with open("/proc/%d/status" % t.pid) as f:
             status = f.read()
-        rc, doc, err = R.nsb("patch", t.pid, "-f", p)
+        run = nsb("patch", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+        rc, doc, err = run.returncode, run.process, run.stderr
         assert rc == 0, (doc.get("message"), err)
         assert t.ask("get") == "value 102"
-        wx = [m for m in R.maps(t.pid) if "w" in m.split()[1] and "x" in m.split()[1]]
+        wx = [m for m in T.maps(t.pid) if "w" in m.split()[1] and "x" in m.split()[1]]
         assert not wx, wx
-        rc, doc, err = R.nsb("check", t.pid, "-f", p)
+        run = nsb("check", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+        rc, doc, err = run.returncode, run.process, run.stderr
         assert rc == 0, doc.get("message")
-        rc, doc, err = R.nsb("revert", t.pid, "-f", p)
+        run = nsb("revert", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+        rc, doc, err = run.returncode, run.process, run.stderr
         assert rc == 0, (doc.get("message"), err)
         assert t.ask("get") == "value 2"
-        rc, doc, err = R.nsb("patch", t.pid, "-f", p)  # a re-apply reuses the mapping
+        run = nsb("patch", "-p", t.pid, "-f", p, "--json", "--timeout", 90)  # a re-apply reuses the mapping
+        rc, doc, err = run.returncode, run.process, run.stderr
         assert rc == 0, (doc.get("message"), err)
         assert t.ask("get") == "value 102"
         print("MDWE target (kernel %s): apply, revert, re-apply all exit 0" % os.uname().release)
@@ -214,30 +212,38 @@ def test_reapply_after_the_program_unmapped_the_patch_memory(tmp_path):
     t, (value,) = _start("plain")
     try:
         for rnd in ("whole", "part"):
-            rc, doc, err = R.nsb("patch", t.pid, "-f", p)
+            run = nsb("patch", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+            rc, doc, err = run.returncode, run.process, run.stderr
             assert rc == 0, (rnd, doc.get("message"), err)
             assert t.ask("get") == "value 102"
-            rc, doc, err = R.nsb("revert", t.pid, "-f", p)
+            run = nsb("revert", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+            rc, doc, err = run.returncode, run.process, run.stderr
             assert rc == 0 and "memory kept" in doc["message"], (doc.get("message"), err)
-            rc, doc, err = R.nsb("list", t.pid)
+            run = nsb("list", "-p", t.pid, "--json", "--timeout", 90)
+            rc, doc, err = run.returncode, run.process, run.stderr
             lo, hi = doc["patches"][0]["range"]
             if rnd == "whole":
                 assert t.ask("unmap %x %x" % (lo, hi - lo)) == "unmapped 0"
-                assert not [m for m in R.maps(t.pid) if lo <= int(m.split("-")[0], 16) < hi]
-                rc, doc, err = R.nsb("patch", t.pid, "-f", p)
+                assert not [m for m in T.maps(t.pid) if lo <= int(m.split("-")[0], 16) < hi]
+                run = nsb("patch", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+                rc, doc, err = run.returncode, run.process, run.stderr
                 assert rc == 0, (doc.get("message"), err)
                 assert t.ask("get") == "value 102"
-                rc, doc, err = R.nsb("revert", t.pid, "-f", p)
+                run = nsb("revert", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+                rc, doc, err = run.returncode, run.process, run.stderr
                 assert rc == 0, doc.get("message")
             else:
                 assert t.ask("unmap %x %x" % (lo, 4096)) == "unmapped 0"
-                rc, doc, err = R.nsb("patch", t.pid, "-f", p)
+                run = nsb("patch", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+                rc, doc, err = run.returncode, run.process, run.stderr
                 assert rc == 4 and "only partly mapped" in doc["message"] and "--unmap" in doc["message"], \
                     (rc, doc.get("message"), err)
                 assert t.ask("get") == "value 2"
-                rc, doc, err = R.nsb("revert", t.pid, "-f", p, "--unmap")
+                run = nsb("revert", "-p", t.pid, "-f", p, "--unmap", "--json", "--timeout", 90)
+                rc, doc, err = run.returncode, run.process, run.stderr
                 assert rc == 0, (doc.get("message"), err)
-                rc, doc, err = R.nsb("patch", t.pid, "-f", p)
+                run = nsb("patch", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
+                rc, doc, err = run.returncode, run.process, run.stderr
                 assert rc == 0, (doc.get("message"), err)
                 assert t.ask("get") == "value 102"
         print("re-apply after the program's munmap: mapped afresh; after a partial munmap: refused, exit 4")

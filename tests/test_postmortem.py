@@ -14,9 +14,7 @@ import time
 
 import pytest
 
-import cbuild
-import gdbharness
-import runner_target as rt
+import targets as T
 
 pytestmark = [pytest.mark.gdb, pytest.mark.timeout(300)]
 
@@ -80,8 +78,9 @@ CALLER_LINE = _line_of(TARGET_SOURCE, "CALLER")
 
 @pytest.fixture(scope="module")
 def built():
-    target = cbuild.build([("target.c", TARGET_SOURCE)], ["-O2", "-flive-patching=inline-clone", "-g", "-fPIE", "-pie"], "pm-target")
-    patch = cbuild.build_patch([("patch.c", PATCH_SOURCE)], output_name="pm-patch.so")
+    target = T.build([("target.c", TARGET_SOURCE)], ["-O2", "-flive-patching=inline-clone", "-g", "-fPIE", "-pie"],
+                     "pm-target")
+    patch = T.build_patch([("patch.c", PATCH_SOURCE)], output_name="pm-patch.so")
     return target, patch
 
 
@@ -95,19 +94,19 @@ def _bound_patch(built, workdir):
 
 
 def _start(target, cwd):
-    t = gdbharness.Target([target], ready_line="ready", cwd=str(cwd))
+    t = T.Target([target], ready_line="ready", cwd=str(cwd))
     t.__enter__()
     return t
 
 
 def _patched(t, patch):
-    r = rt.nsb("patch", "-p", t.pid, "-f", patch)
+    r = T.nsb("patch", "-p", t.pid, "-f", patch)
     assert r.returncode == 0, r.stderr
     assert t.ask("h 1") == "h 1001"
 
 
 def _gdb_core(target, core, commands, timeout=120):
-    return gdbharness.run_gdb(commands=commands, extra_args=[target, core], timeout=timeout)
+    return T.run_gdb(commands=commands, extra_args=[target, core], timeout=timeout)
 
 
 def _gcore(pid, prefix):
@@ -162,7 +161,7 @@ def test_gcore_lists_patches_and_finds_the_file_by_build_id(built, tmp_path):
     r = _gdb_core(target, core, ["nsb-list"])
     assert "patch file not found (recorded %s" % patch in r.stdout and "set nsb patch-dir" in r.stdout, r
     # The setting in effect before the core is read (as from ~/.gdbinit): found at once.
-    r = gdbharness.run_gdb(commands=["nsb-list", "info line handle"], timeout=120,
+    r = T.run_gdb(commands=["nsb-list", "info line handle"], timeout=120,
                            extra_args=["-iex", "set nsb patch-dir /nonexistent:%s" % store, target, core])
     assert "patch file not found" not in r.stdout and re.search(r'Line \d+ of "patch.c"', r.stdout), r
     # Given to nsb-list after the core is read: the listing finds it and registers its symbols.

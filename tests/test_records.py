@@ -4,7 +4,7 @@ and each record mapped to its ``__vzp_rec_N`` array and its GOT-routed symbol.""
 import pytest
 from elftools.elf.elffile import ELFFile
 
-import cbuild
+import targets as T
 from gdb_nsb.elf import records
 from gdb_nsb.elf.records import VzpRecord, parse_records, read_records
 from gdb_nsb.errors import PatchFileError
@@ -51,7 +51,7 @@ EXPECTED = [
 
 @pytest.fixture(scope="module")
 def every_macro_patch():
-    return cbuild.build_patch([("fix.c", EVERY_MACRO)], "every.so")
+    return T.build_patch([("fix.c", EVERY_MACRO)], "every.so")
 
 
 def elf_facts(path):
@@ -106,7 +106,7 @@ def test_records_map_to_their_arrays_and_symbols(every_macro_patch):
 def test_records_of_several_compile_units():
     a = '#include "vzp.h"\nVZP_FILE("a.c");\nVZP_STATIC_VAR_REF(int, alpha);\nint fa(void) { return alpha; }\n'
     b = '#include "vzp.h"\n\nVZP_HIDDEN_FUNC_REF(int, beta, (void));\nint fb(void) { return beta(); }\n'
-    so = cbuild.build_patch([("pa.c", a), ("pb.c", b)], "two.so")
+    so = T.build_patch([("pa.c", a), ("pb.c", b)], "two.so")
     recs = read_records(so)
     assert [(r.kind, r.source_file, r.source_line) for r in recs] == \
         [("file", "pa.c", 2), ("static_var", "pa.c", 3), ("hidden_func", "pb.c", 3)]
@@ -117,7 +117,7 @@ def test_same_name_in_two_compile_units_gets_two_symbols():
     # __COUNTER__ restarts per unit: the unit's file name keeps the symbols apart.
     a = '#include "vzp.h"\nVZP_FILE("a.c");\nVZP_STATIC_VAR_REF(int, counter);\nint fa(void) { return counter; }\n'
     b = '#include "vzp.h"\nVZP_FILE("b.c");\nVZP_STATIC_VAR_REF(int, counter);\nint fb(void) { return counter; }\n'
-    so = cbuild.build_patch([("qa.c", a), ("qb.c", b)], "clash.so")
+    so = T.build_patch([("qa.c", a), ("qb.c", b)], "clash.so")
     refs = [r for r in read_records(so) if r.kind == "static_var"]
     assert len(refs) == 2
     assert refs[0].patch_symbol != refs[1].patch_symbol
@@ -126,7 +126,7 @@ def test_same_name_in_two_compile_units_gets_two_symbols():
 
 
 def test_patch_without_macros_has_no_records():
-    so = cbuild.build_patch([("plain.c", "int f(int x) { return x + 1; }\n")], "plain.so")
+    so = T.build_patch([("plain.c", "int f(int x) { return x + 1; }\n")], "plain.so")
     assert read_records(so) == []
 
 

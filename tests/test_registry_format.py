@@ -3,11 +3,21 @@
 import struct
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gdb_nsb.errors import RegistryCorrupt
-from gdb_nsb.registry import (HEADER_SIZE, MAGIC, FunctionRecord, LayerError, MappedRange, PatchRecord,
-                              Registry, STATE_ACTIVE, STATE_INACTIVE)
+from gdb_nsb.registry import (
+    HEADER_SIZE,
+    MAGIC,
+    STATE_ACTIVE,
+    STATE_INACTIVE,
+    FunctionRecord,
+    LayerError,
+    MappedRange,
+    PatchRecord,
+    Registry,
+)
 
 ORIG = bytes.fromhex("554889e54883ec10897dfc8b45fc")  # 14 original bytes at the entry
 E = 0x401130

@@ -1,29 +1,21 @@
 """The registry in a real process: created by one GDB session, found by the next, corruption detected."""
 
-import json
 
 import pytest
 
-import gdbharness
+import targets as T
 from gdb_nsb import registry_slots as slots
-from gdbharness import run_gdb, wait_running
-from proctarget import FifoTarget
+from targets import run_gdb, wait_running
+from targets.fifo import FifoTarget
 
 pytestmark = pytest.mark.gdb
 
-PRELUDE = '''
-import gdb, json
-from gdb_nsb.process.inferior import Inferior
-from gdb_nsb.process import syscalls as S
+PRELUDE = T.INFERIOR_PRELUDE + '''
 from gdb_nsb.process.undo import UndoLog
 from gdb_nsb.process.registry_store import RegistryStore
 from gdb_nsb.registry import Registry, PatchRecord, MappedRange
 from gdb_nsb.errors import RegistryCorrupt
-inf = Inferior()
-inj = S.SyscallInjector(inf)
 store = RegistryStore(inf, inj)
-def result(**kw):
-    print("NSB-RESULT: " + json.dumps(kw))
 '''
 
 CREATE = PRELUDE + '''
@@ -72,7 +64,7 @@ def test_registry_created_then_found_by_fresh_session(tmp_path):
         assert len(r.results) == 1, r
         created = r.results[0]
         assert wait_running(t.pid)
-        names = [line for line in gdbharness.maps(t.pid) if "nsb-registry" in line]
+        names = [line for line in T.maps(t.pid) if "nsb-registry" in line]
         assert len(names) == 1 and names[0].endswith("/memfd:nsb-registry (deleted)"), names
         assert names[0].split()[1] == "r--p"
         assert int(names[0].split("-")[0], 16) == created["addr"]
@@ -96,7 +88,7 @@ def test_registry_created_then_found_by_fresh_session(tmp_path):
         r = run_gdb(t.pid, python=FIND, timeout=60)
         assert r.results[0]["generation"] == 2 and r.results[0]["addr"] == g["new"][0]
         assert wait_running(t.pid)
-        assert t.target.ask("ping") == "pong"
+        assert t.ask("ping") == "pong"
 
 
 def test_corrupted_registry_means_read_only(tmp_path):
@@ -107,11 +99,7 @@ def test_corrupted_registry_means_read_only(tmp_path):
         # Flip one payload byte of the committed slot (the first commit fills slot 1; slot 0 was never
         # written): no valid slot is left.
         at = addr + slots.slot_offset(1, slots.slot_size_for(size)) + 40
-        with open("/proc/%d/mem" % t.pid, "r+b", buffering=0) as f:
-            f.seek(at)
-            b = f.read(1)
-            f.seek(at)
-            f.write(bytes([b[0] ^ 0x20]))
+        T.write_mem(t.pid, at, bytes([T.read_mem(t.pid, at, 1)[0] ^ 0x20]))
         r = run_gdb(t.pid, python=FIND + '''
 try:
     store.save(Registry(), UndoLog(inf, inj))
@@ -125,7 +113,7 @@ except RegistryCorrupt as e:
         assert "fails its CRC check" in msg and "read-only mode" in msg and "\n" not in msg
         assert r.results[1]["write"].startswith("registry is corrupt, refusing to write it")
         assert wait_running(t.pid)
-        assert t.target.ask("ping") == "pong"
+        assert t.ask("ping") == "pong"
 
 
 MIGRATE = PRELUDE + '''
@@ -165,4 +153,4 @@ def test_format_1_registry_is_read_and_migrated(tmp_path):
         assert m["version"] == 2 and m["generation"] == 4 and m["new_addr"] != m["v1_addr"]
         assert m["path"] == "/tmp/migrated.so" and m["mappings"] == 1 and m["seq"] == 1
         assert wait_running(t.pid)
-        assert t.target.ask("ping") == "pong"
+        assert t.ask("ping") == "pong"

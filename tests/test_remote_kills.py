@@ -14,9 +14,9 @@ import subprocess
 import time
 
 import pytest
+import targets as T
+from targets import live as lt
 
-import gdbharness
-import livetarget as lt
 
 # Found by these tests, cause not yet known: once GDB died, a SIGKILL of gdbserver leaves a target that
 # dies of SIGTRAP (exit -5) soon after, also when GDB was killed right after an injected call had been
@@ -26,19 +26,19 @@ pytestmark = [pytest.mark.timeout(1200),
               ]
 _SIGTRAP = "the target dies of SIGTRAP after GDB, then gdbserver, are killed (issue 14 item 3, open)"
 
-T = 240
+SECONDS = 240
 
 
 def _env(**kw):
     env = dict(os.environ)
-    env["PYTHONPATH"] = lt.ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = T.ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.update(kw)
     return env
 
 
 def _runner(args, env):
     return subprocess.Popen(lt.NSB + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=lt.ROOT, env=env, start_new_session=True)
+                            text=True, cwd=T.ROOT, env=env, start_new_session=True)
 
 
 def _assert_runs_again(tg, gs, what):
@@ -46,8 +46,8 @@ def _assert_runs_again(tg, gs, what):
     t0 = time.monotonic()
     os.killpg(gs.proc.pid, signal.SIGKILL)
     gs.proc.wait(10)
-    assert gdbharness.wait_running(tg.pid, 2.0), "%s: %s %.2fs after gdbserver died" % (
-        what, gdbharness.thread_states(tg.pid), time.monotonic() - t0)
+    assert T.wait_running(tg.pid, 2.0), "%s: %s %.2fs after gdbserver died" % (
+        what, T.thread_states(tg.pid), time.monotonic() - t0)
     time.sleep(0.5)
     assert tg.alive(), "%s: the target died after gdbserver did (exit %s)" % (what, tg.proc.poll())
     assert lt.value(tg) in (1002, 1502), what
@@ -60,11 +60,11 @@ def _kill_at_each_step(tg, patch, op_args, log, what):
     steps = []
     k = 1
     while True:
-        with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)]) as gs:
+        with T.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)]) as gs:
             env = _env(NSB_FAULT="kill@step:%d" % k, NSB_FAULT_LOG=log)
             p = _runner(list(op_args[:1]) + ["--remote", gs.address, "-f", patch] + list(op_args[1:]), env)
             try:
-                out, err = p.communicate(timeout=T)
+                out, err = p.communicate(timeout=SECONDS)
             finally:
                 if p.poll() is None:
                     os.killpg(p.pid, signal.SIGKILL)
@@ -91,7 +91,7 @@ def test_gdb_then_gdbserver_killed_at_each_step_of_busy_run_windows(tmp_path):
     with lt.start_target(target) as tg:
         assert tg.ask("ignore 13") == "ignored 13"
         assert tg.ask("park") == "parked"
-        steps, rc, out, err = _kill_at_each_step(tg, patch, ["patch", "--retries", "2", "--timeout", T], log,
+        steps, rc, out, err = _kill_at_each_step(tg, patch, ["patch", "--retries", "2", "--timeout", SECONDS], log,
                                                  "busy patch")
         assert rc == 3 and "no safe point" in err, out + err
         assert [s.split()[0] for s in steps][:3] == ["after-syscall"] * 3, steps
@@ -115,24 +115,24 @@ def test_gdb_then_gdbserver_killed_from_outside_during_a_run_window(tmp_path):
         assert tg.ask("ignore 13") == "ignored 13"
         assert tg.ask("park") == "parked"
         for attempt in range(3):
-            with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)]) as gs:
+            with T.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)]) as gs:
                 p = _runner(["patch", "--remote", gs.address, "-f", patch, "--retries", "1000",
-                             "--timeout", T], _env())
+                             "--timeout", SECONDS], _env())
                 try:
                     gdb_pid = None
-                    deadline = time.monotonic() + T
+                    deadline = time.monotonic() + SECONDS
                     while time.monotonic() < deadline and p.poll() is None:
                         # Inside a window: a timer exists and every thread of the target runs.
                         with open("/proc/%d/timers" % tg.pid) as f:
                             armed = "signal: 13/" in f.read()
-                        if armed and gdbharness.wait_running(tg.pid, 0.001):
+                        if armed and T.wait_running(tg.pid, 0.001):
                             gdb_pid = _child_named(p.pid, "gdb")
                             if gdb_pid is not None:
                                 os.kill(gdb_pid, signal.SIGKILL)
                                 break
                         time.sleep(0.005)
                     assert gdb_pid is not None, "no run window seen"
-                    p.communicate(timeout=T)
+                    p.communicate(timeout=SECONDS)
                 finally:
                     if p.poll() is None:
                         os.killpg(p.pid, signal.SIGKILL)

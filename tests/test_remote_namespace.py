@@ -18,15 +18,15 @@ import subprocess
 
 import pytest
 
-import gdbharness
-import livetarget as lt
+import targets as T
 from gdb_nsb.elf.livepatch import build_id_of
+from targets import live as lt
 
 pytestmark = [pytest.mark.timeout(600),
               pytest.mark.skipif(shutil.which("gdbserver") is None or shutil.which("unshare") is None
                                  or shutil.which("nsenter") is None, reason="gdbserver/unshare/nsenter missing")]
 
-T = 240
+SECONDS = 240
 
 
 def _unshare_works():
@@ -39,10 +39,6 @@ def _in_namespace_of(pid, *argv):
     return subprocess.run(["nsenter", "-t", str(pid), "-m", "--"] + [str(a) for a in argv],
                           capture_output=True, text=True, timeout=30)
 
-
-def _running(tg):
-    assert tg.alive()
-    assert gdbharness.wait_running(tg.pid, 10), gdbharness.thread_states(tg.pid)
 
 
 @pytest.fixture(autouse=True)
@@ -61,29 +57,28 @@ def test_gdbserver_in_own_mount_namespace_patch_file_absent(tmp_path):
     with lt.start_target(target) as tg:
         assert tg.ask("ignore 13") == "ignored 13"  # as servers do: remote run windows use it
         assert lt.value(tg) == 1002
-        _, _, filebytes = lt.text_bytes(tg.pid, target, "compute")
-        with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=lambda argv: hide + argv) as gs:
+        _, _, filebytes = T.memory_and_file(tg.pid, target, "compute", 16)
+        with T.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=lambda argv: hide + argv) as gs:
             seen = _in_namespace_of(gs.proc.pid, "ls", "-A", patch_dir)
             assert seen.returncode == 0 and seen.stdout == "", seen  # the patch is absent there
             assert os.path.isfile(patch)
-            r = lt.nsb("patch", "--remote", gs.address, "-f", patch, "--timeout", T, timeout=T + 60)
+            r = T.nsb("patch", "--remote", gs.address, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60)
             assert r.returncode == 0, r.stdout + r.stderr
             assert "applied" in r.stdout
             assert gs.wait_exit(30) is not None
-        _running(tg)
+        tg.check_running()
         assert lt.value(tg) == 1502
         tg.ask("base 3000")
         assert lt.value(tg) == 3502
 
-        with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=lambda argv: hide + argv) as gs:
-            r = lt.nsb("revert", "--remote", gs.address, "-f", patch, "--timeout", T, timeout=T + 60)
+        with T.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=lambda argv: hide + argv) as gs:
+            r = T.nsb("revert", "--remote", gs.address, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60)
             assert r.returncode == 0, r.stdout + r.stderr
             assert "reverted" in r.stdout
-        _running(tg)
+        tg.check_running()
         assert lt.value(tg) == 3002
-        assert lt.text_bytes(tg.pid, target, "compute")[1] == filebytes
-        ok, line = lt.no_bad_values(tg)
-        assert ok, line
+        assert T.memory_and_file(tg.pid, target, "compute", 16)[1] == filebytes
+        lt.assert_no_bad_values(tg)
 
 
 def test_target_binary_only_in_namespace_and_deleted_mapping(tmp_path):
@@ -97,49 +92,48 @@ def test_target_binary_only_in_namespace_and_deleted_mapping(tmp_path):
     # On the host, the path names build 2; inside the target's namespace (tmpfs), build 1 runs.
     shutil.copy(v2, prog)
     script = 'mount -t tmpfs none "$0" && cp "$1" "$0/prog" && exec "$0/prog"'
-    with gdbharness.Target(["unshare", "-m", "sh", "-c", script, str(ns_dir), v1], ready_line="ready") as tg:
+    with T.Target(["unshare", "-m", "sh", "-c", script, str(ns_dir), v1], ready_line="ready") as tg:
         assert tg.ask("ignore 13") == "ignored 13"  # as servers do: remote run windows use it
         assert lt.value(tg) == 1002
         assert _in_namespace_of(tg.pid, "cmp", "-s", prog, v1).returncode == 0
         assert build_id_of(prog) == build_id_of(v2) != build_id_of(v1)
-        _, _, filebytes = lt.text_bytes(tg.pid, v1, "compute", mapped_as=prog)
+        _, _, filebytes = T.memory_and_file(tg.pid, v1, "compute", 16, mapped_as=prog)
         in_ns = lambda argv: ["nsenter", "-t", str(tg.pid), "-m", "--"] + argv
 
         # Objects come through `remote get`: the host file at that path is another build.
-        with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=in_ns) as gs:
-            r = lt.nsb("patch", "--remote", gs.address, "-f", p1, "--timeout", T, timeout=T + 60)
+        with T.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=in_ns) as gs:
+            r = T.nsb("patch", "--remote", gs.address, "-f", p1, "--timeout", SECONDS, timeout=SECONDS + 60)
             assert r.returncode == 0, r.stdout + r.stderr
-        _running(tg)
+        tg.check_running()
         assert lt.value(tg) == 1502
-        with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=in_ns) as gs:
-            r = lt.nsb("revert", "--remote", gs.address, "-f", p1, "--timeout", T, timeout=T + 60)
+        with T.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=in_ns) as gs:
+            r = T.nsb("revert", "--remote", gs.address, "-f", p1, "--timeout", SECONDS, timeout=SECONDS + 60)
             assert r.returncode == 0, r.stdout + r.stderr
-        _running(tg)
+        tg.check_running()
         assert lt.value(tg) == 1002
-        assert lt.text_bytes(tg.pid, v1, "compute", mapped_as=prog)[1] == filebytes
+        assert T.memory_and_file(tg.pid, v1, "compute", 16, mapped_as=prog)[1] == filebytes
 
         # Replace the executable inside the namespace: the mapping is "(deleted)" and the path is
         # build 2 on both sides; the running build comes from /proc/PID/map_files through gdbserver.
         r = _in_namespace_of(tg.pid, "sh", "-c", 'cp "$0" "$1.new" && mv "$1.new" "$1"', v2, prog)
         assert r.returncode == 0, r
-        assert any(prog + " (deleted)" in l for l in gdbharness.maps(tg.pid))
-        with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=in_ns) as gs:
-            r = lt.nsb("patch", "--remote", gs.address, "-f", p2, "--timeout", T, timeout=T + 60)
+        assert any(prog + " (deleted)" in l for l in T.maps(tg.pid))
+        with T.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=in_ns) as gs:
+            r = T.nsb("patch", "--remote", gs.address, "-f", p2, "--timeout", SECONDS, timeout=SECONDS + 60)
             assert r.returncode == 4, r.stdout + r.stderr
             assert "build-id mismatch" in r.stderr, r.stderr
-        with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=in_ns) as gs:
-            r = lt.nsb("patch", "--remote", gs.address, "-f", p1, "--timeout", T, timeout=T + 60)
+        with T.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=in_ns) as gs:
+            r = T.nsb("patch", "--remote", gs.address, "-f", p1, "--timeout", SECONDS, timeout=SECONDS + 60)
             assert r.returncode == 0, r.stdout + r.stderr
-        _running(tg)
+        tg.check_running()
         assert lt.value(tg) == 1502
-        with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=in_ns) as gs:
-            r = lt.nsb("list", "--remote", gs.address, timeout=T + 60)
+        with T.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=in_ns) as gs:
+            r = T.nsb("list", "--remote", gs.address, timeout=SECONDS + 60)
             assert r.returncode == 0 and "active" in r.stdout, r.stdout + r.stderr
-        with lt.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=in_ns) as gs:
-            r = lt.nsb("revert", "--remote", gs.address, "-f", p1, "--timeout", T, timeout=T + 60)
+        with T.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)], prefix=in_ns) as gs:
+            r = T.nsb("revert", "--remote", gs.address, "-f", p1, "--timeout", SECONDS, timeout=SECONDS + 60)
             assert r.returncode == 0, r.stdout + r.stderr
-        _running(tg)
+        tg.check_running()
         assert lt.value(tg) == 1002
-        assert lt.text_bytes(tg.pid, v1, "compute", mapped_as=prog)[1] == filebytes
-        ok, line = lt.no_bad_values(tg)
-        assert ok, line
+        assert T.memory_and_file(tg.pid, v1, "compute", 16, mapped_as=prog)[1] == filebytes
+        lt.assert_no_bad_values(tg)

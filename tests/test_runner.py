@@ -1,16 +1,17 @@
 """The standalone runner against real processes: every subcommand, the exit codes they can give.
 
 Each process result is checked through ``--json`` against gdb_nsb/data/result.schema.json
-(runner_target.nsb_json), and the target's own answers show what really happened.
+(targets.nsb with --json), and the target's own answers show what really happened.
 """
 
-import os
+import subprocess
 import time
 
 import pytest
 
-import gdbharness
-import runner_target as rt
+import targets as T
+from targets import only_process as one
+from targets import runner as rt
 
 pytestmark = [pytest.mark.gdb, pytest.mark.timeout(400)]
 
@@ -22,23 +23,20 @@ def built(tmp_path_factory):
     return target, patch
 
 
-def one(doc):
-    assert len(doc["processes"]) == 1, doc
-    return doc["processes"][0]
-
-
 def test_lifecycle_every_subcommand_and_its_codes(built):
     target, patch = built
     with rt.start(target) as t:
         pid = t.pid
         assert t.ask("v") == rt.ORIGINAL
 
-        rc, doc = rt.nsb_json("check", "-p", pid, "-f", patch)
+        run = T.nsb("check", "-p", pid, "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         p = one(doc)
         assert rc == 2 and p["state"] == "not applied" and "could be applied now" in p["message"]
         assert doc["result"] == "error" and p["target"]["mapped"] is True
 
-        rc, doc = rt.nsb_json("patch", "-p", pid, "-f", patch)
+        run = T.nsb("patch", "-p", pid, "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         p = one(doc)
         assert rc == 0, p
         assert doc["result"] == "ok" and p["result"] == "ok" and p["pid"] == pid
@@ -46,53 +44,60 @@ def test_lifecycle_every_subcommand_and_its_codes(built):
         assert p["patch"]["path"] == patch and p["patch"]["target_build_id"] == p["target"]["build_id"]
         assert p["timings"]["total_s"] > 0 and "write_s" in p["timings"]
         assert t.ask("v") == rt.PATCHED
-        assert gdbharness.wait_running(pid)
+        assert T.wait_running(pid)
 
-        rc, doc = rt.nsb_json("patch", "-p", pid, "-f", patch)
+        run = T.nsb("patch", "-p", pid, "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 5 and "already applied" in one(doc)["message"]
         assert t.ask("v") == rt.PATCHED
 
-        rc, doc = rt.nsb_json("check", "-p", pid, "-f", patch)
+        run = T.nsb("check", "-p", pid, "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 0 and one(doc)["state"] == "applied"
 
-        rc, doc = rt.nsb_json("list", "-p", pid)
+        run = T.nsb("list", "-p", pid, "--json")
+        rc, doc = run.returncode, run.doc
         p = one(doc)
         assert rc == 0 and len(p["patches"]) == 1
         assert p["patches"][0]["state"] == "active"
-        assert p["patches"][0]["build_id"] == one(rt.nsb_json("check", "-p", pid, "-f", patch)[1])["patch"]["build_id"]
+        checked = one(T.nsb("check", "-p", pid, "-f", patch, "--json").doc)
+        assert p["patches"][0]["build_id"] == checked["patch"]["build_id"]
         assert {f["name"]: f["layer"] for f in p["functions"]} == {"compute": 1, "scale": 1}
 
-        rc, doc = rt.nsb_json("revert", "-p", pid, "-f", patch)
+        run = T.nsb("revert", "-p", pid, "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 0, doc
         assert t.ask("v") == rt.ORIGINAL
         ent = rt.entries(target, pid)
         for name, addr in ent.items():
-            assert gdbharness.read_mem(pid, addr, 5) == rt.original_bytes(target, name)
+            assert T.read_mem(pid, addr, 5) == T.function_bytes(target, name, 5)[1]
 
-        rc, doc = rt.nsb_json("revert", "-p", pid, "-f", patch)
+        run = T.nsb("revert", "-p", pid, "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 2 and "not applied" in one(doc)["message"]
 
         # Re-apply, then revert by build-id prefix (what `nsb list` shows).
-        assert rt.nsb_json("patch", "-p", pid, "-f", patch)[0] == 0
+        assert T.nsb("patch", "-p", pid, "-f", patch, "--json").returncode == 0
         assert t.ask("v") == rt.PATCHED
-        bid = one(rt.nsb_json("list", "-p", pid)[1])["patches"][0]["build_id"]
-        rc, doc = rt.nsb_json("revert", "-p", pid, "-f", bid[:12])
+        bid = one(T.nsb("list", "-p", pid, "--json").doc)["patches"][0]["build_id"]
+        run = T.nsb("revert", "-p", pid, "-f", bid[:12], "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 0, doc
         assert t.ask("v") == rt.ORIGINAL
-        assert t.alive() and gdbharness.wait_running(pid)
+        assert t.alive() and T.wait_running(pid)
 
 
 def test_human_output_and_success_on_stdout(built):
     target, patch = built
     with rt.start(target) as t:
-        r = rt.nsb("patch", "-p", t.pid, "-f", patch)
+        r = T.nsb("patch", "-p", t.pid, "-f", patch)
         assert r.returncode == 0, r.stderr
         assert "applied to target: 2 functions redirected" in r.stdout and r.stderr == ""
-        r = rt.nsb("patch", "-p", t.pid, "-f", patch)
+        r = T.nsb("patch", "-p", t.pid, "-f", patch)
         assert r.returncode == 5 and r.stdout == "" and r.stderr.startswith("nsb: ") and "already applied" in r.stderr
-        r = rt.nsb("list", "-p", t.pid)
+        r = T.nsb("list", "-p", t.pid)
         assert r.returncode == 0 and "compute" in r.stdout and "layer 1 of 1 (top)" in r.stdout
-        assert rt.nsb("revert", "-p", t.pid, "-f", patch).returncode == 0
+        assert T.nsb("revert", "-p", t.pid, "-f", patch).returncode == 0
         assert t.ask("v") == rt.ORIGINAL
 
 
@@ -100,20 +105,23 @@ def test_build_id_mismatch_is_4(built, tmp_path):
     target, patch = built
     other = rt.build_target("\nint another_build;\n")  # same name "target", another build-id
     with rt.start(other) as t:
-        rc, doc = rt.nsb_json("check", "-p", t.pid, "-f", patch)
+        run = T.nsb("check", "-p", t.pid, "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 4 and "build-id mismatch" in one(doc)["message"], doc
-        rc, doc = rt.nsb_json("patch", "-p", t.pid, "-f", patch)
+        run = T.nsb("patch", "-p", t.pid, "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 4 and "build-id mismatch" in one(doc)["message"], doc
         assert t.ask("v") == rt.ORIGINAL
-        assert "no live patches" in one(rt.nsb_json("list", "-p", t.pid)[1])["message"]
+        assert "no live patches" in one(T.nsb("list", "-p", t.pid, "--json").doc)["message"]
 
 
 def test_no_such_process_is_6(built):
     _target, patch = built
-    dead = gdbharness.subprocess.Popen(["true"])
+    dead = subprocess.Popen(["true"])
     dead.wait()
     for cmd in (["patch", "-f", patch], ["check", "-f", patch], ["revert", "-f", patch], ["list"]):
-        rc, doc = rt.nsb_json(*(cmd + ["-p", dead.pid]))
+        run = T.nsb(*cmd, "-p", dead.pid, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 6 and one(doc)["message"] == "process %d not found" % dead.pid, doc
 
 
@@ -122,23 +130,26 @@ def test_busy_thread_check_3_patch_3_then_applies(built):
     with rt.start(target) as t:
         assert t.ask("park") == "parked"
         ent = rt.entries(target, t.pid)
-        before = {n: gdbharness.read_mem(t.pid, a, 5) for n, a in ent.items()}
-        maps_before = gdbharness.maps(t.pid)
+        before = {n: T.read_mem(t.pid, a, 5) for n, a in ent.items()}
+        maps_before = T.maps(t.pid)
 
-        rc, doc = rt.nsb_json("check", "-p", t.pid, "-f", patch)
+        run = T.nsb("check", "-p", t.pid, "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         p = one(doc)
         assert rc == 3 and "busy now" in p["message"] and "compute" in p["message"], p
         assert p["state"] == "not applied"
 
-        rc, doc = rt.nsb_json("patch", "-p", t.pid, "-f", patch, "--retries", "3")
+        run = T.nsb("patch", "-p", t.pid, "-f", patch, "--retries", "3", "--json")
+        rc, doc = run.returncode, run.doc
         p = one(doc)
         assert rc == 3 and "no safe point after 3 checks" in p["message"] and "compute" in p["message"], p
-        assert {n: gdbharness.read_mem(t.pid, a, 5) for n, a in ent.items()} == before
+        assert {n: T.read_mem(t.pid, a, 5) for n, a in ent.items()} == before
         assert t.ask("v") == rt.ORIGINAL
-        assert gdbharness.wait_running(t.pid)
+        assert T.wait_running(t.pid)
 
         assert t.ask("unpark") == "unparked"
-        rc, doc = rt.nsb_json("patch", "-p", t.pid, "-f", patch)
+        run = T.nsb("patch", "-p", t.pid, "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 0, doc
         assert t.ask("v") == rt.PATCHED
         del maps_before
@@ -150,20 +161,21 @@ def test_timeout_before_a_safe_point_is_busy_3_and_untouched(built):
     with rt.start(target) as t:
         assert t.ask("park") == "parked"
         ent = rt.entries(target, t.pid)
-        before = {n: gdbharness.read_mem(t.pid, a, 5) for n, a in ent.items()}
-        maps_before = gdbharness.maps(t.pid)
+        before = {n: T.read_mem(t.pid, a, 5) for n, a in ent.items()}
+        maps_before = T.maps(t.pid)
         started = time.monotonic()
         # 1000 tries would take minutes: the 3 s deadline ends it.
-        rc, doc = rt.nsb_json("patch", "-p", t.pid, "-f", patch, "--timeout", "3", "--retries", "1000")
+        run = T.nsb("patch", "-p", t.pid, "-f", patch, "--timeout", "3", "--retries", "1000", "--json")
+        rc, doc = run.returncode, run.doc
         elapsed = time.monotonic() - started
         p = one(doc)
         assert rc == 3, p
         assert "the deadline (--timeout) passed before a safe point" in p["message"] and "compute" in p["message"], p
         # The deadline counts from GDB's start (attach included); the runner's hard kill comes 15 s later.
         assert elapsed < 3 + 15 + 20, elapsed
-        assert {n: gdbharness.read_mem(t.pid, a, 5) for n, a in ent.items()} == before
-        assert gdbharness.maps(t.pid) == maps_before
-        assert gdbharness.wait_running(t.pid) and t.ask("v") == rt.ORIGINAL
+        assert {n: T.read_mem(t.pid, a, 5) for n, a in ent.items()} == before
+        assert T.maps(t.pid) == maps_before
+        assert T.wait_running(t.pid) and t.ask("v") == rt.ORIGINAL
         assert t.ask("unpark") == "unparked"
 
 
@@ -171,73 +183,72 @@ def test_partial_state_is_8(built):
     """Apply, then put one entry's original bytes back behind the tool's back: check/list say partial."""
     target, patch = built
     with rt.start(target) as t:
-        assert rt.nsb_json("patch", "-p", t.pid, "-f", patch)[0] == 0
+        assert T.nsb("patch", "-p", t.pid, "-f", patch, "--json").returncode == 0
         ent = rt.entries(target, t.pid)
-        with open("/proc/%d/mem" % t.pid, "r+b") as mem:
-            mem.seek(ent["scale"])
-            mem.write(rt.original_bytes(target, "scale"))
+        T.write_mem(t.pid, ent["scale"], T.function_bytes(target, "scale", 5)[1])
         assert t.ask("v") == "v 1501 2"  # compute patched, scale original: half a patch
 
-        rc, doc = rt.nsb_json("check", "-p", t.pid, "-f", patch)
+        run = T.nsb("check", "-p", t.pid, "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         p = one(doc)
         assert rc == 8 and p["state"] == "partial" and "scale" in p["message"], p
-        rc, doc = rt.nsb_json("list", "-p", t.pid)
+        run = T.nsb("list", "-p", t.pid, "--json")
+        rc, doc = run.returncode, run.doc
         p = one(doc)
         assert rc == 8 and p["patches"][0]["state"] == "partial" and "partial state" in p["message"], p
-        rc, doc = rt.nsb_json("patch", "-p", t.pid, "-f", patch)
+        run = T.nsb("patch", "-p", t.pid, "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc != 0, doc
         assert t.ask("v") == "v 1501 2"
 
         # revert repairs it: both functions back to the original.
-        rc, doc = rt.nsb_json("revert", "-p", t.pid, "-f", patch)
+        run = T.nsb("revert", "-p", t.pid, "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 0, doc
         assert t.ask("v") == rt.ORIGINAL
         for name, addr in ent.items():
-            assert gdbharness.read_mem(t.pid, addr, 5) == rt.original_bytes(target, name)
-        assert rt.nsb_json("check", "-p", t.pid, "-f", patch)[0] == 2
+            assert T.read_mem(t.pid, addr, 5) == T.function_bytes(target, name, 5)[1]
+        assert T.nsb("check", "-p", t.pid, "-f", patch, "--json").returncode == 2
 
 
 def test_dry_run_writes_nothing_and_prints_the_plan(built):
     target, patch = built
     with rt.start(target) as t:
         ent = rt.entries(target, t.pid)
-        before = {n: gdbharness.read_mem(t.pid, a, 16) for n, a in ent.items()}
-        maps_before = gdbharness.maps(t.pid)
+        before = {n: T.read_mem(t.pid, a, 16) for n, a in ent.items()}
+        maps_before = T.maps(t.pid)
 
-        r = rt.nsb("patch", "-p", t.pid, "-f", patch, "--dry-run")
+        r = T.nsb("patch", "-p", t.pid, "-f", patch, "--dry-run")
         assert r.returncode == 0, r.stderr
         assert "dry run: nothing written" in r.stdout
         assert "redirect compute" in r.stdout and "redirect scale" in r.stdout
         assert "could be applied now" in r.stdout
-        rc, doc = rt.nsb_json("patch", "-p", t.pid, "-f", patch, "--dry-run")
+        run = T.nsb("patch", "-p", t.pid, "-f", patch, "--dry-run", "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 0 and any("jump over compute" in line for line in one(doc)["lines"]), doc
 
-        assert {n: gdbharness.read_mem(t.pid, a, 16) for n, a in ent.items()} == before
-        assert gdbharness.maps(t.pid) == maps_before  # no patch mapping, no registry mapping
+        assert {n: T.read_mem(t.pid, a, 16) for n, a in ent.items()} == before
+        assert T.maps(t.pid) == maps_before  # no patch mapping, no registry mapping
         assert t.ask("v") == rt.ORIGINAL
-        assert rt.nsb_json("check", "-p", t.pid, "-f", patch)[0] == 2
-        assert "no live patches" in one(rt.nsb_json("list", "-p", t.pid)[1])["message"]
+        assert T.nsb("check", "-p", t.pid, "-f", patch, "--json").returncode == 2
+        assert "no live patches" in one(T.nsb("list", "-p", t.pid, "--json").doc)["message"]
 
         # A dry-run revert of an applied patch leaves it applied.
-        assert rt.nsb_json("patch", "-p", t.pid, "-f", patch)[0] == 0
-        applied = {n: gdbharness.read_mem(t.pid, a, 16) for n, a in ent.items()}
-        maps_applied = gdbharness.maps(t.pid)
-        r = rt.nsb("revert", "-p", t.pid, "-f", patch, "--dry-run")
+        assert T.nsb("patch", "-p", t.pid, "-f", patch, "--json").returncode == 0
+        applied = {n: T.read_mem(t.pid, a, 16) for n, a in ent.items()}
+        maps_applied = T.maps(t.pid)
+        r = T.nsb("revert", "-p", t.pid, "-f", patch, "--dry-run")
         assert r.returncode == 0 and "dry run: nothing written" in r.stdout, r.stderr
-        assert {n: gdbharness.read_mem(t.pid, a, 16) for n, a in ent.items()} == applied
-        assert gdbharness.maps(t.pid) == maps_applied
+        assert {n: T.read_mem(t.pid, a, 16) for n, a in ent.items()} == applied
+        assert T.maps(t.pid) == maps_applied
         assert t.ask("v") == rt.PATCHED
-
-
-def _tracer(pid):
-    with open("/proc/%d/status" % pid) as f:
-        return int(next(l for l in f if l.startswith("TracerPid:")).split()[1])
 
 
 def test_gated_gdb_attaches_only_when_released(built, tmp_path):
     """One local process: GDB boots and reads the files while the runner checks the patch, then waits.
     Cancelled (bad patch, runner gone) it exits without ever attaching; released it does the job."""
     import argparse
+
     from gdb_nsb.standalone import runner
     target, patch = built
     args = argparse.Namespace(timeout=60.0, remote=None, verbose=0, patch=patch)
@@ -248,15 +259,15 @@ def test_gated_gdb_attaches_only_when_released(built, tmp_path):
             # GDB reached the gate (it has read the target's maps and files) and waits there.
             while time.monotonic() < deadline and session.proc.poll() is None and not _waits_at_gate(session):
                 time.sleep(0.05)
-            assert _waits_at_gate(session) and _tracer(t.pid) == 0
+            assert _waits_at_gate(session) and T.tracer_pid(t.pid) == 0
         finally:
             session.cancel()
-        assert session.proc.returncode == 0 and _tracer(t.pid) == 0
+        assert session.proc.returncode == 0 and T.tracer_pid(t.pid) == 0
         assert t.ask("v") == rt.ORIGINAL
         session = runner.GdbRun("check", t.pid, args, [runner.quote(patch)]).start(gated=True)
         doc = session.finish({"path": patch})
         assert doc["code"] == 2 and "could be applied now" in doc["message"], doc
-        assert _tracer(t.pid) == 0 and t.ask("v") == rt.ORIGINAL
+        assert T.tracer_pid(t.pid) == 0 and t.ask("v") == rt.ORIGINAL
 
 
 def _waits_at_gate(session):
@@ -283,12 +294,12 @@ def test_bad_patch_file_never_attaches(built, tmp_path):
 
         def watch():
             while not stop.is_set():
-                seen.append(_tracer(t.pid))
+                seen.append(T.tracer_pid(t.pid))
                 time.sleep(0.001)
         w = threading.Thread(target=watch)
         w.start()
         try:
-            r = rt.nsb("patch", "-p", str(t.pid), "-f", str(bad))
+            r = T.nsb("patch", "-p", str(t.pid), "-f", str(bad))
         finally:
             stop.set()
             w.join()

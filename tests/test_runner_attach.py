@@ -15,8 +15,9 @@ import time
 
 import pytest
 
-import gdbharness
-import runner_target as rt
+import targets as T
+from targets import only_process as one
+from targets import runner as rt
 
 pytestmark = [pytest.mark.gdb, pytest.mark.timeout(300)]
 
@@ -26,7 +27,7 @@ AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 def _checkout_open_to_others():
     """`nobody` can run the runner from this checkout only if every directory up to it is searchable
     by others (a clone inside `mktemp -d`, mode 700, is not)."""
-    path = os.path.realpath(rt.ROOT)
+    path = os.path.realpath(T.ROOT)
     while True:
         if not os.stat(path).st_mode & 0o001:
             return False
@@ -62,19 +63,6 @@ def public_patch(built):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def one(doc):
-    assert len(doc["processes"]) == 1, doc
-    return doc["processes"][0]
-
-
-def tracer_of(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("TracerPid:"):
-                return int(line.split()[1])
-    return 0
-
-
 def test_already_traced_is_7_naming_the_tracer(built):
     target, patch = built
     with rt.start(target) as t:
@@ -83,18 +71,19 @@ def test_already_traced_is_7_naming_the_tracer(built):
                                   start_new_session=True)
         try:
             deadline = time.monotonic() + 60
-            while tracer_of(t.pid) == 0:
+            while T.tracer_pid(t.pid) == 0:
                 assert time.monotonic() < deadline, "gdb never attached"
                 time.sleep(0.05)
             for cmd in (["patch", "-f", patch], ["check", "-f", patch], ["list"]):
-                rc, doc = rt.nsb_json(*(cmd + ["-p", t.pid]))
+                run = T.nsb(*cmd, "-p", t.pid, "--json")
+                rc, doc = run.returncode, run.doc
                 p = one(doc)
                 assert rc == 7, p
                 assert "already traced by pid %d (gdb)" % holder.pid in p["message"], p
         finally:
             os.killpg(holder.pid, signal.SIGKILL)
             holder.wait(timeout=10)
-        assert gdbharness.wait_running(t.pid, 10)
+        assert T.wait_running(t.pid, 10)
         assert t.ask("v") == rt.ORIGINAL
 
 
@@ -103,7 +92,8 @@ def test_unprivileged_runner_against_root_process_is_7(built, public_patch):
     target, _ = built
     with rt.start(target) as t:
         for cmd in (["patch", "-f", public_patch], ["list"]):
-            rc, doc = rt.nsb_json(*(cmd + ["-p", t.pid]), prefix=AS_NOBODY)
+            run = T.nsb(*cmd, "-p", t.pid, "--json", prefix=AS_NOBODY)
+            rc, doc = run.returncode, run.doc
             p = one(doc)
             assert rc == 7 and "not permitted" in p["message"], p
         assert t.ask("v") == rt.ORIGINAL
@@ -114,9 +104,10 @@ def test_gdb_attach_eperm_wins_over_the_command_result():
     """Same user, non-dumpable: only GDB's ptrace fails; the runner must say 7, not the 10 nsb-list wrote."""
     code = ("import ctypes, sys, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); "
             "print('ready', flush=True); time.sleep(120)")
-    with gdbharness.Target(AS_NOBODY + ["/usr/bin/python3", "-c", code], ready_line="ready") as t:
+    with T.Target(AS_NOBODY + ["/usr/bin/python3", "-c", code], ready_line="ready") as t:
         # The target is the setpriv'd python itself (setpriv execs).
-        rc, doc = rt.nsb_json("list", "-p", t.pid, prefix=AS_NOBODY)
+        run = T.nsb("list", "-p", t.pid, "--json", prefix=AS_NOBODY)
+        rc, doc = run.returncode, run.doc
         p = one(doc)
         assert rc == 7, p
         assert p["error"] == "AttachFailed" and "ptrace: Operation not permitted" in p["message"], p
@@ -128,39 +119,36 @@ def test_hung_gdb_is_killed_after_the_grace_and_the_target_keeps_running(built):
     exits 15, and the target is left running (not in state T), unpatched."""
     target, patch = built
     with rt.start(target) as t:
-        env = dict(os.environ, PYTHONPATH=rt.ROOT, NSB_GRACE_SECONDS="1")
-        runner = subprocess.Popen(rt.NSB + ["patch", "-p", str(t.pid), "-f", patch, "--timeout", "15", "--json"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=rt.ROOT, env=env,
-                                  start_new_session=True)
+        runner = T.start_nsb("patch", "-p", t.pid, "-f", patch, "--timeout", "15", "--json",
+                             env={"NSB_GRACE_SECONDS": "1"})
         gdb_pid = None
         try:
             deadline = time.monotonic() + 60
             while gdb_pid is None and runner.poll() is None and time.monotonic() < deadline:
-                tracer = tracer_of(t.pid)
+                tracer = T.tracer_pid(t.pid)
                 if tracer:
                     os.kill(tracer, signal.SIGSTOP)
                     gdb_pid = tracer
                 time.sleep(0.002)
             assert gdb_pid is not None, "GDB never attached (runner rc %s)" % runner.poll()
             started = time.monotonic()
-            out, err = runner.communicate(timeout=60)
+            run = T.finish(runner, timeout=60)
             waited = time.monotonic() - started
         finally:
             if runner.poll() is None:
                 os.killpg(runner.pid, signal.SIGKILL)
                 runner.wait(timeout=10)
-        import json
-        doc = json.loads(out)
+        doc = run.doc
         p = one(doc)
-        assert runner.returncode == 15 and doc["exit_code"] == 15, (doc, err)
+        assert run.returncode == 15 and doc["exit_code"] == 15, run
         assert p["error"] == "TimeoutExpired" and "killed" in p["message"], p
         assert waited < 15 + 1 + 10, waited
-        assert not os.path.exists("/proc/%d" % gdb_pid) or gdbharness.proc_state(gdb_pid) in (None, "Z")
-        assert tracer_of(t.pid) == 0
-        states = gdbharness.thread_states(t.pid)
+        assert not os.path.exists("/proc/%d" % gdb_pid) or T.proc_state(gdb_pid) in (None, "Z")
+        assert T.tracer_pid(t.pid) == 0
+        states = T.thread_states(t.pid)
         assert states and not any(s in "Tt" for s in states.values()), (states, p)
         assert t.ask("v") == rt.ORIGINAL
-        assert rt.nsb_json("check", "-p", t.pid, "-f", patch)[0] == 2
+        assert T.nsb("check", "-p", t.pid, "-f", patch, "--json").returncode == 2
 
 
 def test_a_process_stopped_before_us_stays_stopped(built):
@@ -169,13 +157,14 @@ def test_a_process_stopped_before_us_stays_stopped(built):
     with rt.start(target) as t:
         os.kill(t.pid, signal.SIGSTOP)
         deadline = time.monotonic() + 10
-        while gdbharness.proc_state(t.pid) != "T":
+        while T.proc_state(t.pid) != "T":
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        rc, doc = rt.nsb_json("list", "-p", t.pid)
+        run = T.nsb("list", "-p", t.pid, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 0, doc
         time.sleep(0.2)
-        assert gdbharness.proc_state(t.pid) == "T"
+        assert T.proc_state(t.pid) == "T"
         os.kill(t.pid, signal.SIGCONT)
-        assert gdbharness.wait_running(t.pid, 10)
+        assert T.wait_running(t.pid, 10)
         assert t.ask("v") == rt.ORIGINAL

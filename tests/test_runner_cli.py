@@ -1,14 +1,15 @@
 """The runner's command line without GDB sessions: usage errors, bad patch files, --help, exit-code table."""
 
 import inspect
-import os
 import json
+import os
 import subprocess
+import sys
 import time
 
 import pytest
 
-import runner_target as rt
+import targets as T
 from gdb_nsb import errors, procstate
 from gdb_nsb.standalone import runner
 
@@ -47,7 +48,7 @@ def test_exit_codes_refuse_a_code_without_its_meaning(monkeypatch):
 
 
 def test_readme_table_is_the_one_errors_declares():
-    with open(os.path.join(rt.ROOT, "README.md")) as f:
+    with open(os.path.join(T.ROOT, "README.md")) as f:
         text = f.read()
     start = text.index("| code | meaning |")
     rows = text[start:text.index("\n\n", start)].splitlines()[2:]
@@ -56,7 +57,7 @@ def test_readme_table_is_the_one_errors_declares():
 
 
 def test_result_schema_admits_every_exit_code():
-    with open(rt.SCHEMA) as f:
+    with open(T.SCHEMA) as f:
         schema = json.load(f)
     top = schema["properties"]["exit_code"]
     per_process = schema["properties"]["processes"]["items"]["properties"]["code"]
@@ -68,7 +69,7 @@ def test_result_schema_admits_every_exit_code():
 @pytest.mark.parametrize("argv", [["--help"], ["patch", "--help"], ["revert", "--help"], ["list", "--help"],
                                   ["check", "--help"]])
 def test_help_documents_every_exit_code(argv):
-    r = rt.nsb(*argv)
+    r = T.nsb(*argv)
     assert r.returncode == 0
     for code, meaning, reserved in errors.exit_codes():
         line = "%3d  %s%s" % (code, "reserved: " if reserved else "", meaning.replace("`", ""))
@@ -86,14 +87,16 @@ def test_usage_errors_are_1(tmp_path):
              ["patch", "-p", "1", "-f", "x", "--bogus"],
              ["frobnicate"]]
     for argv in cases:
-        r = rt.nsb(*argv)
+        r = T.nsb(*argv)
         assert r.returncode == 1, (argv, r.stdout, r.stderr)
         assert r.stderr.strip(), argv
-    r = rt.nsb()
+    r = T.nsb()
     assert r.returncode == 1 and "COMMAND" in r.stdout
-    rc, doc = rt.nsb_json("patch", "-f", "/bin/true")
+    run = T.nsb("patch", "-f", "/bin/true", "--json")
+    rc, doc = run.returncode, run.doc
     assert rc == 1 and doc["processes"] == [] and "-p PID" in doc["message"]
-    rc, doc = rt.nsb_json("patch", "-p", "1", "-f", "x", "--timeout", "-3")
+    run = T.nsb("patch", "-p", "1", "-f", "x", "--timeout", "-3", "--json")
+    rc, doc = run.returncode, run.doc
     assert rc == 1 and doc["result"] == "error"
 
 
@@ -107,14 +110,17 @@ def test_bad_patch_files_are_9_before_any_process_is_touched(tmp_path):
     for path, text in cases.items():
         for cmd in ("patch", "check"):
             started = time.monotonic()
-            rc, doc = rt.nsb_json(cmd, "-p", "999999999", "-f", path)
+            run = T.nsb(cmd, "-p", "999999999", "-f", path, "--json")
+            rc, doc = run.returncode, run.doc
             assert rc == 9 and doc["processes"] == [] and text in doc["message"], (cmd, path, doc)
             assert time.monotonic() - started < 60
-        r = rt.nsb("patch", "-p", "999999999", "-f", path)
+        r = T.nsb("patch", "-p", "999999999", "-f", path)
         assert r.returncode == 9 and r.stdout == "" and text in r.stderr
-    rc, doc = rt.nsb_json("revert", "-p", "999999999", "-f", "/nonexistent/patch.so")
+    run = T.nsb("revert", "-p", "999999999", "-f", "/nonexistent/patch.so", "--json")
+    rc, doc = run.returncode, run.doc
     assert rc == 9 and "not a build-id" in doc["message"]
-    rc, doc = rt.nsb_json("revert", "-p", "999999999", "-f", str(not_elf))
+    run = T.nsb("revert", "-p", "999999999", "-f", str(not_elf), "--json")
+    rc, doc = run.returncode, run.doc
     assert rc == 9, doc
 
 
@@ -144,7 +150,7 @@ def test_patch_command_does_not_import_gdb_or_the_generator():
             "except SystemExit:\n"
             "    pass\n"
             "print(sorted(m for m in sys.modules if m.startswith('gdb_nsb')))\n")
-    r = subprocess.run([rt.sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=rt.ROOT)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=T.ROOT)
     mods = json.loads(r.stdout.strip().splitlines()[-1].replace("'", '"'))
     assert "gdb_nsb.standalone.patch_cmd" in mods
     for unwanted in ("gdb_nsb.generator", "gdb_nsb.standalone.demo", "gdb_nsb.standalone.generate",

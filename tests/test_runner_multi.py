@@ -2,7 +2,8 @@
 
 import pytest
 
-import runner_target as rt
+import targets as T
+from targets import runner as rt
 
 pytestmark = [pytest.mark.gdb, pytest.mark.timeout(400)]
 
@@ -22,18 +23,20 @@ def by_pid(doc):
 def test_comma_and_repeated_pids_each_patched_and_reported(built):
     target, patch = built
     with rt.start(target) as a, rt.start(target) as b:
-        rc, doc = rt.nsb_json("patch", "-p", "%d,%d" % (a.pid, b.pid), "-f", patch)
+        run = T.nsb("patch", "-p", "%d,%d" % (a.pid, b.pid), "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 0 and doc["result"] == "ok", doc
         assert [p["pid"] for p in doc["processes"]] == [a.pid, b.pid]
         assert all(p["code"] == 0 and len(p["functions"]) == 2 for p in doc["processes"]), doc
         assert a.ask("v") == rt.PATCHED and b.ask("v") == rt.PATCHED
 
-        rc, doc = rt.nsb_json("revert", "-p", b.pid, "-p", a.pid, "-f", patch)
+        run = T.nsb("revert", "-p", b.pid, "-p", a.pid, "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 0 and [p["pid"] for p in doc["processes"]] == [b.pid, a.pid], doc
         assert a.ask("v") == rt.ORIGINAL and b.ask("v") == rt.ORIGINAL
 
         # Human output names each process (the reverted patch stays mapped, inactive).
-        r = rt.nsb("list", "-p", a.pid, "-p", b.pid)
+        r = T.nsb("list", "-p", a.pid, "-p", b.pid)
         assert r.returncode == 0, r.stderr
         for pid in (a.pid, b.pid):
             assert "pid %d: 1 live patch in process %d" % (pid, pid) in r.stdout, r.stdout
@@ -43,8 +46,9 @@ def test_comma_and_repeated_pids_each_patched_and_reported(built):
 def test_one_failing_process_does_not_stop_the_others(built):
     target, patch = built
     with rt.start(target) as a, rt.start(target) as b:
-        assert rt.nsb_json("patch", "-p", b.pid, "-f", patch)[0] == 0
-        rc, doc = rt.nsb_json("patch", "-p", "%d,999999999,%d" % (a.pid, b.pid), "-f", patch)
+        assert T.nsb("patch", "-p", b.pid, "-f", patch, "--json").returncode == 0
+        run = T.nsb("patch", "-p", "%d,999999999,%d" % (a.pid, b.pid), "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         procs = by_pid(doc)
         assert procs[a.pid]["code"] == 0 and procs[999999999]["code"] == 6 and procs[b.pid]["code"] == 5, doc
         assert rc == 6 and doc["result"] == "mixed"  # the first failure in -p order
@@ -57,15 +61,19 @@ def test_all_of_finds_every_process_of_the_target_build(tmp_path):
     patch = rt.make_patch(target, tmp_path)
     other = rt.build_target("\nint runner_multi_other_build;\n")
     with rt.start(target) as a, rt.start(target) as b, rt.start(other) as c:
-        rc, doc = rt.nsb_json("check", "--all-of", "-f", patch)
+        run = T.nsb("check", "--all-of", "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 2 and sorted(by_pid(doc)) == sorted([a.pid, b.pid]), doc
-        rc, doc = rt.nsb_json("patch", "--all-of", "-f", patch)
+        run = T.nsb("patch", "--all-of", "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         assert rc == 0 and sorted(by_pid(doc)) == sorted([a.pid, b.pid]), doc
         assert a.ask("v") == rt.PATCHED and b.ask("v") == rt.PATCHED and c.ask("v") == rt.ORIGINAL
         # -p and --all-of together: the union, each process once.
-        rc, doc = rt.nsb_json("check", "-p", c.pid, "--all-of", "-f", patch)
+        run = T.nsb("check", "-p", c.pid, "--all-of", "-f", patch, "--json")
+        rc, doc = run.returncode, run.doc
         procs = by_pid(doc)
         assert sorted(procs) == sorted([a.pid, b.pid, c.pid]) and len(doc["processes"]) == 3, doc
         assert procs[c.pid]["code"] == 4 and procs[a.pid]["code"] == 0 and rc == 4
-    rc, doc = rt.nsb_json("check", "--all-of", "-f", patch)
+    run = T.nsb("check", "--all-of", "-f", patch, "--json")
+    rc, doc = run.returncode, run.doc
     assert rc == 6 and doc["processes"] == [] and "no process maps the target" in doc["message"], doc

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-import cbuild
-from gdbharness import Target, run_gdb, thread_states, wait_running
+import targets as T
+from targets import Target, run_gdb, thread_states, wait_running
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -78,13 +78,13 @@ int main(int argc, char **argv) {
 
 
 def build():
-    return cbuild.build([("sp_target.c", SRC)], ["-O2", "-g", "-no-pie", "-fno-pie", "-pthread"], "sp_target")
+    return T.build([("sp_target.c", SRC)], ["-O2", "-g", "-no-pie", "-fno-pie", "-pthread"], "sp_target")
 
 
 def ranges(exe, *names):
     """Absolute [lo, hi) of symbols from nm -S (the fixture is non-PIE)."""
     out = {}
-    for line in cbuild.tool("nm", "-S", exe).splitlines():
+    for line in T.tool("nm", "-S", exe).splitlines():
         p = line.split()
         if len(p) == 4 and p[3] in names:
             out[p[3]] = (int(p[0], 16), int(p[0], 16) + int(p[1], 16))

@@ -2,8 +2,7 @@
 
 import pytest
 
-from gdb_nsb.safepoint import (DUMMY, INLINE, NORMAL, OUTERMOST, SIGTRAMP, Frame, KnownCode,
-                               SafePointCheck, ThreadStack)
+from gdb_nsb.safepoint import DUMMY, INLINE, NORMAL, OUTERMOST, SIGTRAMP, Frame, KnownCode, SafePointCheck, ThreadStack
 
 F = 0x401000          # busy function f: [F, F+0x40), cold fragment [COLD, COLD+0x10)
 COLD = 0x402000

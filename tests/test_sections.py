@@ -11,7 +11,7 @@ import sys
 import pytest
 from elftools.elf.elffile import ELFFile
 
-import cbuild
+import targets as T
 from gdb_nsb.elf import sections
 from gdb_nsb.errors import ElfError
 
@@ -30,7 +30,7 @@ int main(void) { printf("result %d\n", twice(21)); return 0; }
 
 @pytest.fixture
 def lib(tmp_path):
-    src = cbuild.build([("lib.c", LIB_SRC)], ["-O2", "-g", "-fPIC", "-shared"], "libanswer.so")
+    src = T.build([("lib.c", LIB_SRC)], ["-O2", "-g", "-fPIC", "-shared"], "libanswer.so")
     path = tmp_path / "libanswer.so"
     shutil.copy(src, path)
     return str(path)
@@ -88,7 +88,7 @@ def test_dynamic_linker_loads_rewritten_library(lib, tmp_path):
 
 
 def test_rewritten_executable_still_runs(tmp_path):
-    exe = cbuild.build([("main.c", EXE_SRC)], ["-O2", "-g", "-fPIE", "-pie"], "prog")
+    exe = T.build([("main.c", EXE_SRC)], ["-O2", "-g", "-fPIE", "-pie"], "prog")
     out = str(tmp_path / "prog")
     sections.write_section(exe, "vzpatch", b"payload", out_path=out)
     assert os.stat(out).st_mode & stat.S_IXUSR

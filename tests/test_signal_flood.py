@@ -7,10 +7,9 @@ exit 3, naming the reason, when the tries run out.  Never exit 10.
 """
 
 import pytest
+import targets as T
+from targets import Target
 
-import cbuild
-import reliability as R
-from gdbharness import Target
 
 pytestmark = pytest.mark.gdb
 
@@ -82,18 +81,12 @@ PATCH_C = "extern int base_value;\nint compute(int x) { return base_value + x + 
 
 
 def _target():
-    return cbuild.build([("flood.c", TARGET_C)], ["-O2", "-flive-patching=inline-clone", "-g", "-pthread",
+    return T.build([("flood.c", TARGET_C)], ["-O2", "-flive-patching=inline-clone", "-g", "-pthread",
                                                   "-fPIE", "-pie"], "flood-target")
 
 
 def _patch(tmp_path):
-    from gdb_nsb.generator.manual import generate_file
-    so = cbuild.build_patch([("flood_patch.c", PATCH_C)], "flood-patch.so")
-    out = str(tmp_path / "flood-patch.so")
-    with open(so, "rb") as src, open(out, "wb") as dst:
-        dst.write(src.read())
-    generate_file(_target(), out)
-    return out
+    return T.bind_patch(_target(), [("flood_patch.c", PATCH_C)], "flood-patch.so", workdir=tmp_path)
 
 
 SESSION = r'''
@@ -139,7 +132,7 @@ def test_signal_flood_ends_applied_or_busy_never_10(tmp_path):
     for each (so that every thread has one, each time): apply's first injected call finds no thread.
     It must end applied (0: the process ran, its signals delivered, the next safe point worked) or busy
     (3), never 10."""
-    from gdbharness import run_gdb
+    from targets import run_gdb
     p = _patch(tmp_path)
     seen = []
     with Target([_target()], ready_line="ready", timeout=20) as t:
@@ -170,7 +163,7 @@ def test_signal_flood_ends_applied_or_busy_never_10(tmp_path):
 @pytest.mark.timeout(300)
 def test_signal_flood_with_one_try_is_busy_with_the_reason(tmp_path):
     """No try left after the first: exit 3 naming the signals, nothing written."""
-    from gdbharness import run_gdb
+    from targets import run_gdb
     p = _patch(tmp_path)
     with Target([_target()], ready_line="ready", timeout=20) as t:
         res = run_gdb(t.pid, python=SESSION.replace("PATCH", repr(p)).replace("QUEUE", "True")

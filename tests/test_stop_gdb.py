@@ -2,7 +2,7 @@
 
 import pytest
 
-from gdbharness import Target, run_gdb, thread_states, wait_running
+from targets import Target, run_gdb, thread_states, wait_running
 from test_safepoint_gdb import build, ranges, reply, safe_point
 
 pytestmark = pytest.mark.timeout(180)

@@ -1,27 +1,16 @@
 """Injected system calls on a real multi-threaded target, each test in its own GDB."""
 
-import os
 import time
 
 import pytest
 
-import gdbharness
-from gdbharness import run_gdb, wait_running
-from proctarget import FifoTarget
+import targets as T
+from targets import run_gdb, wait_running
+from targets.fifo import FifoTarget
 
 pytestmark = pytest.mark.gdb
 
-PRELUDE = '''
-import gdb, json, os
-from gdb_nsb.process.inferior import Inferior
-from gdb_nsb.process import syscalls as S
-inf = Inferior()
-inj = S.SyscallInjector(inf)
-def result(**kw):
-    print("NSB-RESULT: " + json.dumps(kw))
-def all_registers():
-    return {str(t.num): dict(inf.save_registers(t)) for t in inf.threads()}
-'''
+PRELUDE = T.INFERIOR_PRELUDE
 
 
 def _script(body):
@@ -30,7 +19,7 @@ def _script(body):
 
 def test_mmap_memfd_round_trip_multithreaded(tmp_path):
     with FifoTarget(tmp_path) as t:
-        maps_before = gdbharness.maps(t.pid)
+        maps_before = T.maps(t.pid)
         r = run_gdb(t.pid, timeout=60, python=_script('''
 from gdb_nsb import mappings as M
 regs_before = all_registers()
@@ -85,8 +74,8 @@ result(**out)
         assert out["close_again"] == "EBADF"
         assert out["gone"] and out["regs_same"]
         assert wait_running(t.pid)
-        assert gdbharness.maps(t.pid) == maps_before
-        assert t.target.ask("ping") == "pong"
+        assert T.maps(t.pid) == maps_before
+        assert t.ask("ping") == "pong"
 
 
 def test_thread_blocked_in_read_gets_its_data(tmp_path):
@@ -121,22 +110,22 @@ result(ran_on=ran_on, regs_same=all_registers() == before,
         deadline = time.monotonic() + 5
         got = None
         while time.monotonic() < deadline:
-            got = t.target.ask("got?")
+            got = t.ask("got?")
             if got != "got 0 -":
                 break
             time.sleep(0.05)
         assert got == "got 1 hello"
-        assert t.target.alive()
+        assert t.alive()
 
 
 def test_sigusr1_storm_during_injection_keeps_exact_counts(tmp_path):
     with FifoTarget(tmp_path, "storm") as t:
         time.sleep(0.2)
-        first = t.target.ask("count").split()
+        first = t.ask("count").split()
         assert int(first[1]) > 0, first  # the storm runs
         external = interruptions = 0
         # Several sessions: signals a session leaves with GDB are delivered when it detaches.
-        for session in range(3):
+        for _session in range(3):
             r = run_gdb(t.pid, timeout=90, python=_script(STORM_SESSION))
             assert len(r.results) == 1, r
             out = r.results[0]
@@ -147,13 +136,13 @@ def test_sigusr1_storm_during_injection_keeps_exact_counts(tmp_path):
         assert external >= 3
         assert interruptions >= 1  # the signal-stop path was taken
         time.sleep(0.3)
-        again = t.target.ask("count").split()
+        again = t.ask("count").split()
         assert int(again[1]) > int(first[1])  # the storm goes on after GDB left
-        stopped = t.target.ask("stop").split()
+        stopped = t.ask("stop").split()
         sent, handled, ext = int(stopped[1]), int(stopped[2]), int(stopped[3])
         assert handled == sent, stopped
         assert ext == external, (stopped, external)
-        assert t.target.alive()
+        assert t.alive()
 
 
 STORM_SESSION = '''

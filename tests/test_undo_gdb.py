@@ -2,27 +2,18 @@
 
 import pytest
 
-import gdbharness
-from gdbharness import run_gdb, wait_running
-from proctarget import FifoTarget
+import targets as T
+from targets import run_gdb, wait_running
+from targets.fifo import FifoTarget
 
 pytestmark = pytest.mark.gdb
 
-PRELUDE = '''
-import gdb, json
+PRELUDE = T.INFERIOR_PRELUDE + '''
 from gdb_nsb import mappings as M
-from gdb_nsb.process.inferior import Inferior
-from gdb_nsb.process import syscalls as S
 from gdb_nsb.process.undo import UndoLog, Deadline
 from gdb_nsb.process.registry_store import RegistryStore
 from gdb_nsb.registry import Registry, PatchRecord
 from gdb_nsb.errors import TimeoutExpired, NsbError
-inf = Inferior()
-inj = S.SyscallInjector(inf)
-def result(**kw):
-    print("NSB-RESULT: " + json.dumps(kw))
-def all_registers():
-    return {str(t.num): dict(inf.save_registers(t)) for t in inf.threads()}
 
 class Boom(NsbError):
     pass
@@ -133,7 +124,7 @@ result(outcome=outcome, first=first, found=store.location, patches=len(again.pat
 
 def test_rollback_restores_bytes_mappings_registers(tmp_path):
     with FifoTarget(tmp_path) as t:
-        maps_before = gdbharness.maps(t.pid)
+        maps_before = T.maps(t.pid)
         r = run_gdb(t.pid, python=SCENARIOS, timeout=90)
         assert len(r.results) == 1, r
         out = r.results[0]
@@ -143,10 +134,10 @@ def test_rollback_restores_bytes_mappings_registers(tmp_path):
         assert out["deadline"] == "TimeoutExpired" and out["deadline:same"]
         assert out["regs_same"]
         assert wait_running(t.pid)
-        assert gdbharness.maps(t.pid) == maps_before
+        assert T.maps(t.pid) == maps_before
         t.write_fifo("still fine\n")
         for _ in range(50):
-            got = t.target.ask("got?")
+            got = t.ask("got?")
             if got != "got 0 -":
                 break
         assert got == "got 1 still fine"
@@ -161,4 +152,4 @@ def test_failed_registry_grow_keeps_the_old_one(tmp_path):
         assert out["found"] == out["first"] and out["patches"] == 1 and out["mappings"] == 1
         assert out["regs_same"]
         assert wait_running(t.pid)
-        assert sum("nsb-registry" in line for line in gdbharness.maps(t.pid)) == 1
+        assert sum("nsb-registry" in line for line in T.maps(t.pid)) == 1

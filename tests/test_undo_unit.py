@@ -63,9 +63,11 @@ def test_rollback_after_a_failure_between_writes():
     writes = _jumps(mem, [0x1000 + 0x100 * i for i in range(10)])
     before = bytes(mem.mem)
 
-    def fail_at_fifth(w, n=[0]):
-        n[0] += 1
-        if n[0] == 5:
+    calls = []
+
+    def fail_at_fifth(w):
+        calls.append(w)
+        if len(calls) == 5:
             raise RuntimeError("injected")
     with pytest.raises(RuntimeError):
         with UndoLog(mem) as undo:

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import cbuild
+import targets as T
 from gdb_nsb.elf import livepatch, sections
 from gdb_nsb.elf import vzpatch_pb2 as pb
 from gdb_nsb.elf.livepatch import FuncJump, LivePatch, MarkedSym, StaticSym
 from gdb_nsb.errors import PatchFileError
 
-ROOT = cbuild.ROOT
+ROOT = T.ROOT
 
 # ---------------------------------------------------------------- hand encoding
 # Protobuf wire format written out by hand (not with the library), so that the
@@ -59,7 +59,8 @@ PATCH_BID = "fedcba9876543210fedcba9876543210fedcba98"
 
 
 def hand_func_jump(name, func_value, func_size, patch_value, shndx, fragments=(), entry=None):
-    b = f_bytes(1, name) + f_varint(2, func_value) + f_varint(3, func_size) + f_varint(4, patch_value) + f_varint(5, shndx)
+    b = (f_bytes(1, name) + f_varint(2, func_value) + f_varint(3, func_size) + f_varint(4, patch_value)
+         + f_varint(5, shndx))
     for lo, hi in fragments:
         b += f_bytes(16, f_varint(1, lo) + f_varint(2, hi))
     if entry is not None:
@@ -85,7 +86,8 @@ def hand_original_patch():
 def test_decodes_original_tool_encoding():
     p = LivePatch.from_bytes(hand_original_patch())
     assert p.old_bid == TARGET_BID and p.new_bid == PATCH_BID and p.new_path == "/tmp/fix.so"
-    assert p.func_jumps == [FuncJump("compute", 0x1139, 0x2A, 0x10F9, 14), FuncJump("helper", 0x401000, 300, 0x1200, 15)]
+    assert p.func_jumps == [FuncJump("compute", 0x1139, 0x2A, 0x10F9, 14),
+                            FuncJump("helper", 0x401000, 300, 0x1200, 15)]
     assert p.manual_symbols == [MarkedSym(7, 0x4010), MarkedSym(9, -16)]
     assert p.static_symbols == [StaticSym(4, 0x1103, 0x4020)]
     assert p.global_symbols == [MarkedSym(3, 0x404040)]
@@ -377,12 +379,13 @@ u64 = st.integers(0, (1 << 64) - 1)
 def func_jumps(draw):
     entry = draw(st.integers(0, (1 << 48)))
     size = draw(st.integers(1, (1 << 32) - 1))
-    frags = draw(st.lists(st.tuples(st.integers(0, 1 << 48), st.integers(1, 1 << 20)).map(lambda t: (t[0], t[0] + t[1])),
-                          max_size=3))
+    spans = st.tuples(st.integers(0, 1 << 48), st.integers(1, 1 << 20)).map(lambda t: (t[0], t[0] + t[1]))
+    frags = draw(st.lists(spans, max_size=3))
     if frags:
         frags.insert(draw(st.integers(0, len(frags))), (entry, entry + size))
-    return FuncJump(draw(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1, max_size=20)),
-                    entry, size, draw(u32), draw(u32), frags, draw(st.binary(max_size=20)))
+    name = draw(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1,
+                        max_size=20))
+    return FuncJump(name, entry, size, draw(u32), draw(u32), frags, draw(st.binary(max_size=20)))
 
 
 @st.composite
@@ -414,7 +417,8 @@ def test_generated_module_is_reproducible(tmp_path):
 
     env = dict(os.environ, NSB_PYTHON=sys.executable)
     for out in ("one", "two"):
-        subprocess.run([os.path.join(ROOT, "tools", "gen-proto"), str(tmp_path / out)], check=True, env=env, timeout=120)
+        subprocess.run([os.path.join(ROOT, "tools", "gen-proto"), str(tmp_path / out)], check=True, env=env,
+                       timeout=120)
     checked_in = os.path.join(ROOT, "gdb_nsb", "elf", "vzpatch_pb2.py")
     assert filecmp.cmp(tmp_path / "one" / "vzpatch_pb2.py", tmp_path / "two" / "vzpatch_pb2.py", shallow=False)
     assert filecmp.cmp(tmp_path / "one" / "vzpatch_pb2.py", checked_in, shallow=False), \
@@ -431,14 +435,14 @@ int helper_only_in_patch(int y) { return y - 2; }
 
 @pytest.fixture
 def patch_so(tmp_path):
-    src = cbuild.build_patch([("fix.c", PATCH_SRC)], "fix.so", extra=["-Wl,--build-id=sha1"])
+    src = T.build_patch([("fix.c", PATCH_SRC)], "fix.so", extra=["-Wl,--build-id=sha1"])
     path = tmp_path / "fix.so"
     shutil.copy(src, path)
     return str(path)
 
 
 def readelf_build_id(path):
-    out = cbuild.tool("readelf", "-n", path)
+    out = T.tool("readelf", "-n", path)
     for line in out.splitlines():
         if "Build ID:" in line:
             return line.split("Build ID:")[1].strip()
@@ -448,7 +452,7 @@ def readelf_build_id(path):
 def test_build_id_of_matches_readelf(patch_so):
     bid = livepatch.build_id_of(patch_so)
     assert bid and bid == readelf_build_id(patch_so)
-    nobid = cbuild.build_patch([("nobid.c", PATCH_SRC)], "nobid.so", extra=["-Wl,--build-id=none"])
+    nobid = T.build_patch([("nobid.c", PATCH_SRC)], "nobid.so", extra=["-Wl,--build-id=none"])
     assert livepatch.build_id_of(nobid) is None
 
 

@@ -10,7 +10,6 @@ import shutil
 import struct
 
 from gdb_nsb.elf import sections, vzpatch_pb2
-from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.elf.livepatch import build_id_of
 
 PATCH_FILE = 9      # missing, not ELF, corrupt vzpatch

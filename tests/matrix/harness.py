@@ -12,18 +12,13 @@ safe-point strategy).  The generic driver ``driver.c`` is linked into every
 target; it runs the workers and answers the control lines on stdin.
 """
 
-import json
 import os
-import select
 import shutil
-import signal
-import subprocess
-import sys
 import time
 
 from elftools.elf.elffile import ELFFile
 
-import cbuild
+import targets as T
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -103,16 +98,16 @@ def build_target(name, flavor, opt, defines=()):
         driver = f.read()
     flags = OPT_FLAGS[opt] + COMMON_FLAGS + ["-D" + d for d in defines]
     if flavor in ("pie", "nopie", "static"):
-        exe = cbuild.build([("driver.c", driver), (name + ".c", text)], flags + cbuild.FLAVOR_FLAGS[flavor],
+        exe = T.build([("driver.c", driver), (name + ".c", text)], flags + T.FLAVOR_FLAGS[flavor],
                            "target")
         return Built(exe, exe, flavor)
-    lib = cbuild.build([(name + ".c", text)], flags + ["-fPIC", "-shared", "-Wl,-soname," + LIB_NAME], LIB_NAME)
+    lib = T.build([(name + ".c", text)], flags + ["-fPIC", "-shared", "-Wl,-soname," + LIB_NAME], LIB_NAME)
     if flavor == "shlib":
-        exe = cbuild.build([("driver.c", driver)], flags + ["-Wl,-rpath," + os.path.dirname(lib)], "driver",
+        exe = T.build([("driver.c", driver)], flags + ["-Wl,-rpath," + os.path.dirname(lib)], "driver",
                            extra_inputs=[lib])
         return Built(exe, lib, flavor)
     if flavor == "dlopen":
-        exe = cbuild.build([("driver.c", driver)], OPT_FLAGS[opt] + COMMON_FLAGS + ["-DMATRIX_DLOPEN", "-ldl"],
+        exe = T.build([("driver.c", driver)], OPT_FLAGS[opt] + COMMON_FLAGS + ["-DMATRIX_DLOPEN", "-ldl"],
                            "driver-dlopen")
         return Built(exe, lib, flavor, ["lib=" + lib])
     raise ValueError("unknown flavor %r" % flavor)
@@ -124,7 +119,7 @@ def build_patch(name, built, workdir, variant=1, **options):
     GenerateError (and other NsbErrors) propagate."""
     from gdb_nsb.generator.manual import generate_file
 
-    so = cbuild.build_patch([("%s_patch.c" % name, scenario_text(name))], "patch.so",
+    so = T.build_patch([("%s_patch.c" % name, scenario_text(name))], "patch.so",
                             extra=["-DPATCH=%d" % variant])
     out = os.path.join(workdir, "%s-%s-v%d.so" % (name, built.flavor, variant))
     shutil.copyfile(so, out)
@@ -134,7 +129,7 @@ def build_patch(name, built, workdir, variant=1, **options):
 
 def raw_patch(name, workdir, variant=1):
     """The patch .so without a vzpatch section (a copy in ``workdir``)."""
-    so = cbuild.build_patch([("%s_patch.c" % name, scenario_text(name))], "patch.so",
+    so = T.build_patch([("%s_patch.c" % name, scenario_text(name))], "patch.so",
                             extra=["-DPATCH=%d" % variant])
     out = os.path.join(workdir, "%s-raw-v%d.so" % (name, variant))
     shutil.copyfile(so, out)
@@ -144,43 +139,24 @@ def raw_patch(name, workdir, variant=1):
 # ------------------------------------------------------------------ the driver process
 
 
-class Driver:
-    """A running target: the driver with its workers, under a step timeout.
-
-    Every answer is read with a deadline; the process is killed on exit."""
+class Driver(T.Target):
+    """A running target: the driver with its workers, every answer read under a step timeout;
+    killed on exit.  A driver that does not answer fails the step (MatrixFailure)."""
 
     def __init__(self, built, workers, allow, extra=()):
         self.built = built
         argv = [built.exe, str(workers), "allow=" + ",".join(str(v) for v in allow)]
-        argv += built.argv_extra + list(extra)
-        self.argv = argv
-        self.proc = None
+        super().__init__(argv + built.argv_extra + list(extra), timeout=STEP_TIMEOUT)
         self.workers = workers
 
     def __enter__(self):
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True, text=True, bufsize=1)
+        super().__enter__()
         line = self._readline("start")
         if not line.startswith("ready "):
             raise MatrixFailure("driver did not start: %r %s" % (line, self._stderr()))
-        self.pid = self.proc.pid
         if self.built.flavor == "dlopen":
             self.command("load", expect="loaded")
         return self
-
-    def __exit__(self, *exc):
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(timeout=10)
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                f.close()
-            except OSError:
-                pass
-        return False
 
     def _stderr(self):
         if self.proc.poll() is None:
@@ -188,19 +164,17 @@ class Driver:
         return "(exit %s, stderr %r)" % (self.proc.returncode, self.proc.stderr.read()[-400:])
 
     def _readline(self, step, timeout=STEP_TIMEOUT):
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
+        try:
+            return self.readline(timeout).strip()
+        except TimeoutError:
             raise MatrixFailure("%s: driver gave no answer within %.0f s" % (step, timeout))
-        line = self.proc.stdout.readline()
-        if not line:
+        except EOFError:
             raise MatrixFailure("%s: driver died %s" % (step, self._stderr()))
-        return line.strip()
 
     def command(self, text, expect=None):
         if self.proc.poll() is not None:
             raise MatrixFailure("%s: driver is gone %s" % (text, self._stderr()))
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
+        self.send(text)
         line = self._readline(text)
         if line.startswith("error"):
             raise MatrixFailure("driver: %s -> %s" % (text, line))
@@ -244,48 +218,16 @@ class Driver:
             raise MatrixFailure("%s: workers saw unexpected values: counts %s, last %d" % (step, counts, last))
 
     def maps(self):
-        with open("/proc/%d/maps" % self.pid) as f:
-            return f.read().splitlines()
+        return T.maps(self.pid)
 
     def read_mem(self, addr, size):
-        with open("/proc/%d/mem" % self.pid, "rb") as f:
-            f.seek(addr)
-            return f.read(size)
+        return T.read_mem(self.pid, addr, size)
 
     def write_mem(self, addr, data):
-        with open("/proc/%d/mem" % self.pid, "r+b", buffering=0) as f:
-            f.seek(addr)
-            f.write(data)
+        T.write_mem(self.pid, addr, data)
 
 
 # ------------------------------------------------------------------ target object bytes
-
-
-def load_bias(pid, path):
-    """The load bias of the object at ``path`` in process ``pid`` (0 for ET_EXEC)."""
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
-        if elf["e_type"] == "ET_EXEC":
-            return 0
-        first = min(s["p_vaddr"] for s in elf.iter_segments() if s["p_type"] == "PT_LOAD")
-    real = os.path.realpath(path)
-    with open("/proc/%d/maps" % pid) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 6 and os.path.realpath(parts[5]) == real and int(parts[2], 16) == 0:
-                return int(parts[0].split("-")[0], 16) - (first & ~0xFFF)
-    raise MatrixFailure("%s is not mapped in process %d" % (path, pid))
-
-
-def file_bytes(path, vaddr, size):
-    """The bytes of the file at link-time address ``vaddr``."""
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
-        for s in elf.iter_segments():
-            if s["p_type"] == "PT_LOAD" and s["p_vaddr"] <= vaddr and vaddr + size <= s["p_vaddr"] + s["p_filesz"]:
-                f.seek(s["p_offset"] + vaddr - s["p_vaddr"])
-                return f.read(size)
-    raise MatrixFailure("%#x+%d is not in a PT_LOAD segment of %s" % (vaddr, size, path))
 
 
 def replaced_functions(patch_path):
@@ -295,10 +237,10 @@ def replaced_functions(patch_path):
 
 def entry_state(drv, patch_path):
     """{function: (bytes in memory, bytes in the file)} over each replaced function's whole size."""
-    bias = load_bias(drv.pid, drv.built.obj)
+    bias = T.load_bias(drv.pid, drv.built.obj)
     out = {}
     for j in replaced_functions(patch_path):
-        out[j.name] = (drv.read_mem(bias + j.func_value, j.func_size), file_bytes(drv.built.obj, j.func_value,
+        out[j.name] = (drv.read_mem(bias + j.func_value, j.func_size), T.file_bytes(drv.built.obj, j.func_value,
                                                                                   j.func_size))
     return out
 
@@ -321,25 +263,11 @@ def expect_jumps(drv, patch_path, step):
 # ------------------------------------------------------------------ the runner
 
 
-def nsb(command, pid, patch=None, *options, timeout=RUNNER_TIMEOUT):
-    """Run ``nsb COMMAND -p PID [-f PATCH] OPTIONS --json``; returns (exit code, process doc)."""
-    argv = [sys.executable, "-m", "gdb_nsb.standalone.cli", command, "-p", str(pid), "--json",
-            "--timeout", "%g" % timeout]
-    if patch is not None:
-        argv += ["-f", patch]
-    argv += list(options)
-    try:
-        r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout + 40)
-    except subprocess.TimeoutExpired:
-        raise MatrixFailure("nsb %s did not return within %.0f s" % (command, timeout + 40))
-    try:
-        doc = json.loads(r.stdout)
-    except ValueError:
-        raise MatrixFailure("nsb %s printed no JSON (exit %d): %s %s" % (command, r.returncode, r.stdout[-300:],
-                                                                        r.stderr[-300:]))
-    # Errors found before any process was reached (the patch file) are top-level.
-    procs = doc.get("processes") or [doc]
-    return r.returncode, procs[0]
+def nsb(command, pid, patch=None, *options):
+    """``nsb COMMAND -p PID [-f PATCH] OPTIONS --json``: (exit code, the process's part of the document)."""
+    args = [command, "-p", pid] + (["-f", patch] if patch is not None else []) + list(options)
+    run = T.nsb(*args, "--json", "--timeout", "%g" % RUNNER_TIMEOUT)
+    return run.returncode, run.process
 
 
 def nsb_ok(command, pid, patch, *options, step):
@@ -551,15 +479,16 @@ def run_negative(kind, flavor, workers, workdir):
                       step="too short")
             untouched.check("after too short")
         elif kind == "entry_changed":
-            bias = load_bias(drv.pid, built.obj)
+            bias = T.load_bias(drv.pid, built.obj)
             spare = next(j for j in replaced_functions(good) if j.name == "scen_spare")
-            disk = file_bytes(built.obj, spare.func_value, spare.func_size)
+            disk = T.file_bytes(built.obj, spare.func_value, spare.func_size)
             at = bias + spare.func_value + _entry_offset(disk)
             drv.write_mem(at, b"\xcc")  # someone else's breakpoint; no worker runs scen_spare
             untouched = _Untouched(drv, good, before)
             now = drv.read_mem(at, 5).hex()
             want = disk[_entry_offset(disk):_entry_offset(disk) + 5].hex()
-            nsb_fails("patch", drv.pid, good, code=4, contains=["bytes at %#x (jump over scen_spare) are %s, expected %s" % (at, now, want)],
+            nsb_fails("patch", drv.pid, good, code=4,
+                      contains=["bytes at %#x (jump over scen_spare) are %s, expected %s" % (at, now, want)],
                       step="entry bytes changed")
             untouched.check("after entry bytes changed")
             drv.write_mem(at, disk[_entry_offset(disk):_entry_offset(disk) + 1])
@@ -587,7 +516,8 @@ def run_negative(kind, flavor, workers, workdir):
             drv.allow(after2)
             other = _Untouched(drv, good, after2)
             bid = _build_id(good)
-            nsb_fails("revert", drv.pid, good, code=2, contains=["patch %s is not applied in process %d" % (bid, drv.pid)],
+            nsb_fails("revert", drv.pid, good, code=2,
+                      contains=["patch %s is not applied in process %d" % (bid, drv.pid)],
                       step="revert of a patch not applied")
             other.check("after revert of a patch not applied")
         elif kind == "parked":
@@ -606,7 +536,8 @@ def run_negative(kind, flavor, workers, workdir):
             expect_file_bytes(drv, parked, "after revert")
         elif kind == "seccomp":
             nsb_fails("patch", drv.pid, good, code=14,
-                      contains=["process has a seccomp filter (1 installed)", "(allow it explicitly with --allow-seccomp)"],
+                      contains=["process has a seccomp filter (1 installed)",
+                                "(allow it explicitly with --allow-seccomp)"],
                       step="seccomp filter")
             untouched.check("after seccomp refusal")
             drv.allow(before, after)

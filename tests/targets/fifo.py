@@ -1,7 +1,7 @@
 """A multi-threaded C target for the process-layer tests.
 
 Threads: main (line commands on stdin), a reader blocked in read() on a FIFO
-given as argv[1], two spinning workers, and optionally (argv[2] == "storm")
+given as argv[1] (the harness's FIFO reader), two spinning workers, and optionally (argv[2] == "storm")
 a thread that sends SIGUSR1 to every thread in turn, each only after the
 previous one was handled (so no signal is ever merged with a pending one and
 the handler count must equal the number sent).  argv[2] == "seccomp" installs
@@ -13,9 +13,9 @@ Commands: "tids" -> "tids MAIN READER W1 W2 [STORM]"; "count" -> "sent S handled
 "ping" -> "pong".
 """
 
-import os
-
-import cbuild
+from .cbuild import FIFO_READER_C
+from .cbuild import build as build_c
+from .process import Target, make_fifo, write_fifo
 
 SOURCE = r'''
 #define _GNU_SOURCE
@@ -32,34 +32,17 @@ SOURCE = r'''
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static volatile long handled, ext_handled, sent, reads, storm_on = 1;
-static char last[64] = "-";
+static volatile long handled, ext_handled, sent, storm_on = 1;
 static pid_t tids[5];
 static int ntids;
-static const char *fifo;
+#define READER_STARTED() (tids[1] = gettid())
+''' + FIFO_READER_C + r'''
 
 /* The storm's signals (tgkill: SI_TKILL) and signals from outside (kill: SI_USER) are counted apart. */
 static void on_usr1(int s, siginfo_t *si, void *uc) {
     (void)s; (void)uc;
     if (si->si_code == SI_TKILL) __atomic_add_fetch(&handled, 1, __ATOMIC_SEQ_CST);
     else __atomic_add_fetch(&ext_handled, 1, __ATOMIC_SEQ_CST);
-}
-
-static void *reader(void *a) {
-    (void)a;
-    tids[1] = gettid();
-    int fd = open(fifo, O_RDWR);
-    if (fd < 0) { perror("open fifo"); exit(2); }
-    for (;;) {
-        char buf[64];
-        ssize_t n = read(fd, buf, sizeof buf - 1);
-        if (n < 0) { printf("read-error %d\n", errno); fflush(stdout); exit(3); }
-        if (n == 0) continue;
-        buf[n] = 0;
-        if (buf[n - 1] == '\n') buf[n - 1] = 0;
-        snprintf(last, sizeof last, "%s", buf);
-        __atomic_add_fetch(&reads, 1, __ATOMIC_SEQ_CST);
-    }
 }
 
 static void *worker(void *a) {
@@ -98,7 +81,7 @@ int main(int argc, char **argv) {
     sigaction(SIGUSR1, &sa, 0);
     tids[0] = gettid();
     pthread_t t;
-    pthread_create(&t, 0, reader, 0);
+    pthread_create(&t, 0, reader_loop, 0);
     pthread_create(&t, 0, worker, (void *)2L);
     pthread_create(&t, 0, worker, (void *)3L);
     ntids = 4;
@@ -135,36 +118,18 @@ int main(int argc, char **argv) {
 
 def build():
     """Path of the compiled target (cached per run)."""
-    return cbuild.build([("proctarget.c", SOURCE)], ["-O2", "-g", "-pthread"], "proctarget")
+    return build_c([("proctarget.c", SOURCE)], ["-O2", "-g", "-pthread"], "proctarget")
 
 
-class FifoTarget:
-    """Start the target with a fresh FIFO; ``write_fifo`` feeds its blocked reader."""
+class FifoTarget(Target):
+    """The target started with a fresh FIFO; ``write_fifo`` feeds its blocked reader."""
 
     def __init__(self, tmp_path, mode=""):
-        from gdbharness import Target
-        self.fifo = str(tmp_path / "fifo")
-        os.mkfifo(self.fifo)
-        argv = [build(), self.fifo] + ([mode] if mode else [])
-        self.target = Target(argv, ready_line="ready")
-
-    def __enter__(self):
-        self.target.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.target.__exit__(*exc)
-
-    @property
-    def pid(self):
-        return self.target.pid
+        self.fifo = make_fifo(tmp_path, "fifo")
+        super().__init__([build(), self.fifo] + ([mode] if mode else []), ready_line="ready")
 
     def tids(self):
-        return [int(x) for x in self.target.ask("tids").split()[1:]]
+        return [int(x) for x in self.ask("tids").split()[1:]]
 
     def write_fifo(self, text):
-        fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
+        write_fifo(self.fifo, text)
