@@ -17,4 +17,4 @@ for _sp in glob.glob(os.path.join(_venv, "lib", _tag, "site-packages")):
 if _here not in sys.path:
     sys.path.insert(0, _here)
 
-import gdb_nsb.gdb_main  # noqa: E402  (registers commands and parameters)
+import gdb_nsb.gdb_main  # noqa: E402,F401  (registers commands and parameters)

@@ -34,19 +34,19 @@ class Mapping:
 
     @property
     def readable(self) -> bool:
-        return bool(self.perms) and self.perms[0] == "r"
+        return self.perms is not None and self.perms[0:1] == "r"
 
     @property
     def writable(self) -> bool:
-        return bool(self.perms) and self.perms[1] == "w"
+        return self.perms is not None and self.perms[1:2] == "w"
 
     @property
     def executable(self) -> bool:
-        return bool(self.perms) and self.perms[2] == "x"
+        return self.perms is not None and self.perms[2:3] == "x"
 
     @property
     def private(self) -> bool:
-        return bool(self.perms) and self.perms[3] == "p"
+        return self.perms is not None and self.perms[3:4] == "p"
 
     @property
     def deleted(self) -> bool:
@@ -106,7 +106,7 @@ def parse_proc_maps(text: str) -> List[Mapping]:
 def contiguous_runs(mappings: List[Mapping], name: str) -> List[tuple]:
     """(start, size) of each run of mappings of ``name`` that starts at file offset 0 and
     continues at the next offset (one mapped file may be split by permissions)."""
-    out = []
+    out: List[tuple] = []
     for m in named(mappings, name):
         if out and out[-1][0] + out[-1][1] == m.start and m.offset == out[-1][2] + out[-1][1]:
             out[-1] = (out[-1][0], out[-1][1] + m.size, out[-1][2])

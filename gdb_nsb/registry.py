@@ -406,7 +406,7 @@ class Registry:
         """Take ``patch_build_id``'s layer out at ``entry``, wherever it is in the stack."""
         p = self.patch(patch_build_id)
         f = p.function_at(entry) if p is not None else None
-        if f is None or p.state != STATE_ACTIVE:
+        if p is None or f is None or p.state != STATE_ACTIVE:
             raise LayerError("patch %s has no active layer at 0x%x" % (patch_build_id, entry))
         length = self._covered(entry)
         expected = self.expected_bytes(entry, length)

@@ -26,7 +26,7 @@ Rules (REFERENCE 2.1):
 import bisect
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 NORMAL = "normal"
 SIGTRAMP = "sigtramp"
@@ -110,7 +110,7 @@ class Verdict:
 
     def outermost_busy(self) -> Dict[int, Offender]:
         """Per thread number, its outermost frame inside a busy range (for run-out)."""
-        out = {}
+        out: Dict[int, Offender] = {}
         for o in self.offenders:
             if o.busy and (o.thread not in out or o.level > out[o.thread].level):
                 out[o.thread] = o
@@ -140,10 +140,10 @@ class SafePointCheck:
         spans.sort()
         self._los = [s[0] for s in spans]
         self._spans = spans
-        self._reach = []          # running maximum of hi, to bound the backward walk
+        self._reach: List[int] = []          # running maximum of hi, to bound the backward walk
         for _lo, hi, _name in spans:
             self._reach.append(max(hi, self._reach[-1] if self._reach else hi))
-        self._entries = set()
+        self._entries: set = set()
         for name, ranges in busy.items():
             if entries is not None and name in entries:
                 self._entries.update(entries[name])
@@ -178,6 +178,7 @@ class SafePointCheck:
         at_pc = True          # the next frame is tested at its pc (innermost, or interrupted)
         prev_test = None      # test address of the next-inner frame (for inline sharing)
         prev_inline = False
+        at_pc_prev = True     # whether the next-inner frame was tested at its pc (read only after an inline frame)
         for level, fr in enumerate(st.frames):
             if fr.kind not in FRAME_KINDS:
                 raise ValueError("unknown frame kind %r" % fr.kind)
@@ -201,7 +202,7 @@ class SafePointCheck:
             else:
                 test = fr.pc if at_pc else fr.pc - 1
                 at_entry_ok = at_pc
-            fn = self.function_at(test)
+            fn = self.function_at(cast(int, test))
             if fn is not None and not (at_entry_ok and test in self._entries):
                 offend(level, fr, fn, "inside %s, which the patch replaces" % fn, True)
             at_pc_prev = at_entry_ok
@@ -231,7 +232,7 @@ class KnownCode:
     """
 
     def __init__(self, ranges: Sequence[Tuple[int, int]]):
-        merged = []
+        merged: List[Tuple[int, int]] = []
         for lo, hi in sorted(r for r in ranges if r[1] > r[0]):
             if merged and lo <= merged[-1][1]:
                 merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
@@ -246,8 +247,8 @@ class KnownCode:
 
     @classmethod
     def from_sections_text(cls, text: str) -> "KnownCode":
-        blocks = []           # (object name, [code ranges], has unwind tables)
-        cur = None
+        blocks: List[Any] = []  # [object name, [code ranges], has unwind tables]
+        cur: Any = None
         for line in text.splitlines():
             m = _OBJECT_RE.match(line)
             if m:
@@ -264,11 +265,11 @@ class KnownCode:
                 cur[1].append((lo, hi))
         # A stripped object whose separate debug file carries .debug_frame
         # shares its code addresses with that file's block.
-        with_tables = set()
+        with_tables: set = set()
         for _name, code, tables in blocks:
             if tables:
                 with_tables.update(code)
-        ranges = []
+        ranges: List[Tuple[int, int]] = []
         for _name, code, tables in blocks:
             if tables or any(r in with_tables for r in code):
                 ranges.extend(code)

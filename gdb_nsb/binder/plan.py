@@ -154,8 +154,8 @@ class LoadPlan:
             lines.append("redirect %s: %s" % (name, j.describe()))
         for b in self.breakpoints_to_disable:
             lines.append("disable " + b.describe())
-        for p in self.problems:
-            lines.append("PROBLEM: %s" % p)
+        for problem in self.problems:
+            lines.append("PROBLEM: %s" % problem)
         return lines
 
 
@@ -202,7 +202,7 @@ def protections(segments, bias: int) -> list[tuple[int, int, int]]:
             runs[-1][1] += PAGE_SIZE
         else:
             runs.append([p, PAGE_SIZE, pages[p]])
-    return [tuple(r) for r in runs]
+    return [(r[0], r[1], r[2]) for r in runs]
 
 
 def _original_entry_bytes(fj, target_image, length: int) -> bytes:
@@ -361,7 +361,8 @@ def plan_revert(registry: Registry, patch_build_id: str, unmap: bool = False) ->
     rec = reg.patch(patch_build_id)
     if rec is None or rec.state != STATE_ACTIVE:
         raise NotAppliedError("patch %s is not applied" % patch_build_id)
-    writes, problems = [], []
+    writes: list[Write] = []
+    problems: list[NsbError] = []
     for f in list(rec.functions):
         try:
             lw = reg.pop_layer(patch_build_id, f.entry)

@@ -124,7 +124,8 @@ class SymbolResolver:
     def _bfs(self, roots: list[MappedObject], seen: set[int]) -> list[MappedObject]:
         """Breadth-first DT_NEEDED closure of ``roots`` (skipping ``seen``), in load order."""
         names = self._objects_by_name()
-        out, queue = [], deque()
+        out: list = []
+        queue: deque = deque()
         for r in roots:
             if id(r) not in seen:
                 seen.add(id(r))

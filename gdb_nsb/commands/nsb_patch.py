@@ -1,7 +1,5 @@
 """nsb-patch: apply a live patch to the process being debugged."""
 
-import gdb
-
 from gdb_nsb.commands.common import CommandParser, NsbCommand, add_operation_options, options_from
 from gdb_nsb.process import engine
 

@@ -50,7 +50,7 @@ class FileHeader:
     shstrndx: int
 
     @property
-    def type_name(self) -> str:
+    def type_name(self) -> "str | int":
         """'ET_EXEC', 'ET_DYN', ... (the number for an unknown type, as pyelftools gives it)."""
         return _ET_NAMES.get(self.type, self.type)
 

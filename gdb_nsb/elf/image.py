@@ -486,7 +486,7 @@ class ElfImage:
     @_guarded_property
     def version_needs(self) -> dict[str, list[str]]:
         """.gnu.version_r: needed file -> version names it must provide."""
-        out = {}
+        out: dict[str, list[str]] = {}
         for sec in self.elffile.iter_sections():
             if sec.header["sh_type"] == "SHT_GNU_verneed":
                 for ver, auxs in sec.iter_versions():

@@ -109,7 +109,7 @@ class ObjectUnit:
         return None
 
     def _check_sections(self):
-        for name, (sym, shndx) in self.functions.items():
+        for name, (_sym, shndx) in self.functions.items():
             sec = self.sections[shndx]
             if sec.name != ".text." + name and not sec.name.startswith(".text." + name + "."):
                 raise GenerateError("object file %s: function %s is in section %s, not .text.%s: build the patch "

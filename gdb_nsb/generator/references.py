@@ -107,7 +107,7 @@ class References:
         assembler name and warns "asm declaration ignored").  If they mean
         different target objects, every use binds to the first: refuse."""
         groups = {}
-        for sym, (addr, rec) in resolved.items():
+        for _sym, (addr, rec) in resolved.items():
             key = (os.path.normpath(rec.source_file), rec.target_name)
             groups.setdefault(key, []).append((rec.source_line, addr, rec))
         for (_file, cname), items in groups.items():

@@ -185,7 +185,7 @@ def list_all(pids=None, patch_dirs=(), show_progress=False):
         pids, unreadable = registry_processes()
     images = _Images()
     shown = progress.Progress(len(pids), show=show_progress)
-    docs = [progress.timed(shown, pid, lambda: describe(pid, images, patch_dirs), ok=lambda d: d["code"] == 0)
+    docs = [progress.timed(shown, pid, lambda pid=pid: describe(pid, images, patch_dirs), ok=lambda d: d["code"] == 0)
             for pid in pids]
     shown.close()
     # A process that exited since the scan is no longer on the host: not a failure to report.

@@ -414,7 +414,8 @@ def _run_all(command, targets, args, extra, patch_info):
             if i >= len(targets):
                 return
             try:
-                docs[i] = progress.timed(shown, targets[i], lambda: run_one(command, targets[i], args, extra, patch_info),
+                docs[i] = progress.timed(shown, targets[i],
+                                         lambda i=i: run_one(command, targets[i], args, extra, patch_info),
                                          ok=lambda d: d["code"] in ((0, 2, 3) if command == "check" else (0,)))
             except Exception as e:  # never lose the other processes' results
                 docs[i] = _new_doc(command, targets[i], patch_info)

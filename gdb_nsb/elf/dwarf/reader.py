@@ -33,7 +33,8 @@ AT_ENTRY_PC, AT_RANGES, AT_LINKAGE_NAME, AT_STR_OFFSETS_BASE, AT_ADDR_BASE = 0x5
 AT_RNGLISTS_BASE, AT_MIPS_LINKAGE_NAME = 0x74, 0x2007
 
 # Forms.
-F_ADDR, F_BLOCK2, F_BLOCK4, F_DATA2, F_DATA4, F_DATA8, F_STRING, F_BLOCK = 0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09
+F_ADDR, F_BLOCK2, F_BLOCK4, F_DATA2 = 0x01, 0x03, 0x04, 0x05
+F_DATA4, F_DATA8, F_STRING, F_BLOCK = 0x06, 0x07, 0x08, 0x09
 F_BLOCK1, F_DATA1, F_FLAG, F_SDATA, F_STRP, F_UDATA, F_REF_ADDR = 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x10
 F_REF1, F_REF2, F_REF4, F_REF8, F_REF_UDATA, F_INDIRECT = 0x11, 0x12, 0x13, 0x14, 0x15, 0x16
 F_SEC_OFFSET, F_EXPRLOC, F_FLAG_PRESENT, F_STRX, F_ADDRX, F_REF_SUP4 = 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x1C
@@ -181,9 +182,9 @@ class DwarfFile:
         self.ranges_sec = secs[".debug_ranges"]
         self.rnglists_sec = secs[".debug_rnglists"]
         self.aranges_sec = secs[".debug_aranges"]
-        self._abbrevs = {}
+        self._abbrevs: dict = {}
         self._unit_offsets = None
-        self._units = {}
+        self._units: dict = {}
 
     # -- units --
 
