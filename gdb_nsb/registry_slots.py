@@ -166,7 +166,10 @@ def decode(read: Callable[[int, int], bytes], size: int, where: str = "registry"
     if magic != MAGIC:
         raise RegistryCorrupt("%s has a bad magic number %r: read-only mode" % (where, magic))
     if version == FORMAT_1:
-        length = Registry.peek_header(head)[1]
+        peeked = Registry.peek_header(head)
+        if peeked is None:
+            raise RegistryCorrupt("%s has a format 1 header that cannot be read: read-only mode" % where)
+        length = peeked[1]
         reg = Registry.decode(bytes(read(0, min(size, HEADER_1 + length))), where)
         return Found(reg, FORMAT_1, reg.generation)
     if version != FORMAT_VERSION:
