@@ -189,7 +189,8 @@ def run(seed, count, targets, seed_blobs, keep=0, log=print):
         kept = 0
         for i in range(count):
             base = rng.choice(seed_blobs[target])
-            blob = mutate(base, rng) if target != "vzpatch" or rng.random() < 0.8 else rng.randbytes(rng.randint(0, 512))
+            mutated = target != "vzpatch" or rng.random() < 0.8
+            blob = mutate(base, rng) if mutated else rng.randbytes(rng.randint(0, 512))
             if target == "registry" and rng.random() < 0.5:
                 blob = fix_crcs(blob)
             failure = check(target, blob)

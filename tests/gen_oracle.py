@@ -65,7 +65,7 @@ def tool_output(*args):
     key = (args, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     out = _TOOL_OUTPUT.get(key)
     if out is None:
-        out = _TOOL_OUTPUT[key] = cbuild.tool(*args)
+        out = _TOOL_OUTPUT[key] = T.tool(*args)
     return out
 
 

@@ -380,8 +380,8 @@ def revert(ident, opts: Options) -> Outcome:
             start, length = plan.unmap
             registers = ((t.num, inf.save_registers(t)) for t in inf.threads())
             try:
-                holder = find_pointer_into(registers, inf.mappings(), inf, start, start + length,
-                                           exclude=[(start, start + length)] + ([store.location] if store.location else []))
+                own = [(start, start + length)] + ([store.location] if store.location else [])
+                holder = find_pointer_into(registers, inf.mappings(), inf, start, start + length, exclude=own)
             except errors.BusyError as e:
                 raise errors.BusyError("not unmapping patch %s: %s (revert without --unmap)" % (bid[:16], e)) from None
             if holder is not None:
