@@ -10,7 +10,6 @@ stopped the process for good.
 import os
 import shutil
 import signal
-import subprocess
 import time
 
 import pytest
@@ -30,15 +29,11 @@ SECONDS = 240
 
 
 def _env(**kw):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = T.ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(kw)
-    return env
+    return kw
 
 
 def _runner(args, env):
-    return subprocess.Popen(lt.NSB + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=T.ROOT, env=env, start_new_session=True)
+    return T.start_nsb(*args, env=env)
 
 
 def _assert_runs_again(tg, gs, what):
