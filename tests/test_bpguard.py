@@ -1,10 +1,10 @@
 """bpguard's choice of what to guard at a redirected entry (pure: a stand-in ``gdb`` module)."""
 
 import struct
-import sys
-import types
 
 import pytest
+
+import targets as T
 
 from gdb_nsb.registry import FunctionRecord, MappedRange, PatchRecord, Registry
 
@@ -22,11 +22,8 @@ def jmp14(addr):
 
 @pytest.fixture
 def bpguard(monkeypatch):
-    monkeypatch.setitem(sys.modules, "gdb", types.ModuleType("gdb"))
-    sys.modules.pop("gdb_nsb.process.bpguard", None)
-    from gdb_nsb.process import bpguard
-    yield bpguard
-    sys.modules.pop("gdb_nsb.process.bpguard", None)
+    with T.without_gdb(monkeypatch, "gdb_nsb.process.bpguard") as module:
+        yield module
 
 
 def patch(bid, name, jump, below=""):

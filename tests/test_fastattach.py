@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import types
 
 import pytest
 
@@ -54,11 +53,8 @@ def _patch(exe, name, text, d):
 
 @pytest.fixture
 def gdbless_fastattach(monkeypatch):
-    monkeypatch.setitem(sys.modules, "gdb", types.ModuleType("gdb"))
-    sys.modules.pop("gdb_nsb.process.fastattach", None)
-    from gdb_nsb.process import fastattach
-    yield fastattach
-    sys.modules.pop("gdb_nsb.process.fastattach", None)
+    with T.without_gdb(monkeypatch, "gdb_nsb.process.fastattach") as module:
+        yield module
 
 
 def test_plan_and_section_reader(gdbless_fastattach, tmp_path):

@@ -5,15 +5,19 @@ exactly as users do.  Every process started here is killed when it overruns
 or its context ends, also when the test fails.
 """
 
+import contextlib
+import importlib
 import json
 import os
 import select
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
+import types
 
 from .cbuild import ROOT
 
@@ -177,3 +181,15 @@ class GdbServer:
         except subprocess.TimeoutExpired:
             pass
         return False
+
+
+@contextlib.contextmanager
+def without_gdb(monkeypatch, module):
+    """``module`` (of process/) imported in the test's own Python, with an empty stand-in for ``gdb``, for
+    its parts that need no GDB; forgotten again afterwards so that no other test sees that import."""
+    monkeypatch.setitem(sys.modules, "gdb", types.ModuleType("gdb"))
+    sys.modules.pop(module, None)
+    try:
+        yield importlib.import_module(module)
+    finally:
+        sys.modules.pop(module, None)
