@@ -19,8 +19,7 @@ from targets import stress as R
 
 pytestmark = pytest.mark.gdb
 
-FUNCS = ("compute", "scale")
-DELTA = {"compute": 100, "scale": 1000}
+FUNCS, DELTA = R.FUNCS, R.DELTA
 MAX_K = 8
 
 
@@ -31,14 +30,7 @@ def _nsb_check(t, p):
 
 def _assert_consistent(t):
     """Entries are whole (original or jump) and each function's value matches its entry."""
-    values = dict(zip(FUNCS, t.values()))
-    states = {}
-    for f in FUNCS:
-        st = T.entry_state(t.pid, R.target(), f)
-        assert st in ("original", "jump"), "%s is torn: %s" % (f, st)
-        assert values[f] == (DELTA[f] if st == "jump" else 0), (f, st, values)
-        states[f] = st
-    return states
+    return R.whole_entries(t)
 
 
 def _assert_original(t, base_maps):

@@ -19,8 +19,7 @@ from targets import stress as R
 
 pytestmark = pytest.mark.gdb
 
-FUNCS = ("compute", "scale")
-DELTA = {"compute": 100, "scale": 1000}
+FUNCS, DELTA = R.FUNCS, R.DELTA
 
 # (what the K-th write or call was, `nsb check` exit code after a kill right after it).
 # First apply of the `both` patch (2 functions) to a process without a registry.
@@ -62,14 +61,7 @@ CASES = [pytest.param(op, k, marks=() if (op, k) in _QUICK else pytest.mark.slow
 
 
 def _states(t):
-    values = dict(zip(FUNCS, t.values()))
-    out = {}
-    for f in FUNCS:
-        st = T.entry_state(t.pid, R.target(), f)
-        assert st in ("original", "jump"), "%s is torn: %s" % (f, st)
-        assert values[f] == (DELTA[f] if st == "jump" else 0), (f, st, values)
-        out[f] = st
-    return out
+    return R.whole_entries(t)
 
 
 def _run(op, t, p, env=None):

@@ -5,6 +5,10 @@ set -uo pipefail
 root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 venv="${NSB_VENV:-$root/.venv}"
 cd "$root"
+if [ ! -x "$venv/bin/ruff" ] || [ ! -x "$venv/bin/mypy" ]; then
+    echo "lint: ruff or mypy missing in $venv (./run-tests installs the test extra)" >&2
+    exit 1
+fi
 status=0
 "$venv/bin/ruff" check --quiet . || status=1
 "$venv/bin/mypy" || status=1

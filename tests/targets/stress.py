@@ -324,3 +324,22 @@ class RTarget(Target):
             if s["sent"] == s["handled"] or time.monotonic() > deadline:
                 return s
             time.sleep(0.005)
+
+
+# What the layer of patch "both" adds to each function's value (compute(1) - base - 1, scale(1) - base - 2).
+FUNCS = ("compute", "scale")
+DELTA = {"compute": 100, "scale": 1000}
+
+
+def whole_entries(t):
+    """{function: 'original' | 'jump'} of the running target ``t``: every entry is whole (never torn) and each
+    function's value matches its entry (asserted)."""
+    from .process import entry_state
+    values = dict(zip(FUNCS, t.values()))
+    states = {}
+    for f in FUNCS:
+        st = entry_state(t.pid, target(), f)
+        assert st in ("original", "jump"), "%s is torn: %s" % (f, st)
+        assert values[f] == (DELTA[f] if st == "jump" else 0), (f, st, values)
+        states[f] = st
+    return states
