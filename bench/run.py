@@ -267,6 +267,58 @@ def table(results):
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- real programs
+
+GEN_LIMIT_S = 5.0  # issue 13 item 6: the generator on a real program, cold, for a function inlined into >= 3
+
+
+def realprog_generation(runs):
+    """The generator on Debian's builds (tests/debpkg.py, cached) for an auto-mode patch of a function
+    the compiler inlined into at least 3 callers (tests/realprog.py INLINED): wall and CPU time of
+    ``nsb generate`` in a fresh process each round; the first round is the cold one (nothing of the
+    target read yet by any process of the round).  Returns rows; a cold wall time over GEN_LIMIT_S fails."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import resource
+
+    import realprog  # noqa: E402 - the tests' helpers (tests/ on the path only here)
+    rows = []
+    for name in sorted(realprog.INLINED):
+        pkg = realprog.debpkg.build(name)
+        edit = realprog.INLINED[name]
+        work = tempfile.mkdtemp(prefix="nsb-bench-realprog-")
+        try:
+            so, args = realprog.inlined_args(pkg, work)
+            walls, cpus, codes = [], [], []
+            for i in range(runs):
+                copy = "%s.%d.so" % (so, i)
+                shutil.copyfile(so, copy)
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                wall, r = timed([sys.executable, "-m", "gdb_nsb.standalone.cli"] +
+                                [copy if a == so else a for a in args], timeout=600)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                walls.append(wall)
+                cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+                codes.append(r.returncode)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        rows.append({"program": "%s %s" % (name, pkg.version), "target": os.path.basename(realprog.target(pkg)),
+                     "function": "%s (%s), inlined into %d" % (edit["function"], edit["unit"], len(edit["callers"])),
+                     "cold_s": walls[0], "cold_cpu_s": cpus[0], "wall": summary(walls), "cpu": summary(cpus),
+                     "exit_codes": sorted(set(codes)), "ok": walls[0] <= GEN_LIMIT_S})
+    return rows
+
+
+def realprog_table(rows):
+    out = ["| program | target | patch | cold s (CPU s) | median s [min-max] | exit | verdict |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        w = r["wall"]
+        out.append("| %s | %s | %s | %.2f (%.2f) | %.2f [%.2f-%.2f] | %s | %s |" % (
+            r["program"], r["target"], r["function"], r["cold_s"], r["cold_cpu_s"], w["median"], w["min"],
+            w["max"], ",".join(map(str, r["exit_codes"])), "ok" if r["ok"] else "FAIL (> %.0f s)" % GEN_LIMIT_S))
+    return "\n".join(out)
+
+
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     gdbv = subprocess.run(["gdb", "--version"], stdout=subprocess.PIPE, text=True).stdout.splitlines()[0]
@@ -280,7 +332,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer rounds and smaller scaling sets")
     ap.add_argument("--runs", type=int, default=None, help="rounds per scenario (default 7, quick 3)")
     ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results.json"), help="where to write JSON")
-    ap.add_argument("--only", nargs="*", choices=("main", "funcs", "threads", "size"), default=None)
+    ap.add_argument("--only", nargs="*", choices=("main", "funcs", "threads", "size", "realprog"), default=None,
+                    help="scenarios (default: all but realprog, which builds Debian's sqlite3 and memcached "
+                    "once, cached, and needs root)")
     ap.add_argument("--keep", action="store_true", help="keep the build directory")
     args = ap.parse_args(argv)
     runs = args.runs or (3 if args.quick else 7)
@@ -308,12 +362,17 @@ def main(argv=None):
                 scenario("%d threads" % n, 1, n)
         if "size" in only:
             scenario("10k+ funcs program", 1, 4, fill=filler)
+        if "realprog" in only:
+            real = realprog_generation(runs)
+            print(realprog_table(real), flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print("build directory kept: %s" % workdir)
     doc = {"machine": machine(), "runs": runs, "results": results}
+    if "realprog" in only:
+        doc["realprog_generation"] = real
     with open(args.json, "w") as f:
         json.dump(doc, f, indent=1)
     print()
@@ -325,7 +384,11 @@ def main(argv=None):
                   "%.2f ns: the jump costs %.2f ns)" % (
                       r["name"], m["unpatched_ps"] / 1e3, m["patched_ps"] / 1e3, m["patched_direct_ps"] / 1e3,
                       (m["patched_ps"] - m["patched_direct_ps"]) / 1e3))
+    if "realprog" in only:
+        print("\ngenerator on real programs (issue 13 item 6):\n" + realprog_table(real))
     print("JSON: %s" % args.json)
+    if "realprog" in only and not all(r["ok"] for r in real):
+        return 1
     return 0
 
 
