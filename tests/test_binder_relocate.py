@@ -8,10 +8,12 @@ import pytest
 import targets as T
 from binder_fakes import FakeMemory, fake_object, load, make_view
 from gdb_nsb.binder.errors import BadRelocation, IfuncNeedsResolver, UnresolvedSymbol, UnsupportedRelocation
+from gdb_nsb.binder.process_view import MappedObject
 from gdb_nsb.binder.relocate import apply_static_fixups, relocate
 from gdb_nsb.binder.scope import BY_PATCH, BY_TARGET_FUNCTION, BY_WEAK_ZERO, SymbolResolver
 from gdb_nsb.elf.livepatch import FuncJump, LivePatch, MarkedSym, StaticSym
 from gdb_nsb.errors import NsbError
+from gdb_nsb.mappings import Mapping
 
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 EXE_BIAS = 0x555555554000
@@ -189,6 +191,32 @@ def test_ifunc_lazy_slot_needs_resolver_then_hook(built):
     r = SymbolResolver(view, main, p, lp, ifunc_results={resolver: 0x7FFFF7C12340}).resolve_index(
         dynsym_index(p, "strlen"))
     assert r.value == 0x7FFFF7C12340
+
+
+def test_ifunc_resolved_to_the_vdso():
+    # Found on Debian's memcached: glibc's gettimeofday is an IFUNC whose resolver returns the kernel's
+    # __vdso_gettimeofday, so the executable's bound slot points into the vDSO, not into libc.
+    target = T.build([("tod.c", "#include <sys/time.h>\nint main(void) { struct timeval tv; "
+                                      "return gettimeofday(&tv, 0); }\n")], ["-O2", "-fPIE", "-pie"], "tod")
+    patch = T.build_patch([("tod_patch.c", "#include <sys/time.h>\nlong f(void) { struct timeval tv; "
+                                                "gettimeofday(&tv, 0); return tv.tv_sec; }\n")], "tod_patch.so")
+    t, p, libc = load(target), load(patch), load(LIBC)
+    assert any(s.name == "gettimeofday" and s.type == "STT_GNU_IFUNC" for s in libc.dynsyms)
+    vdso_at = 0x7FFFF7FC1000
+    vdso = MappedObject(path="[vdso]", build_id=None, load_bias=vdso_at, is_vdso=True,
+                        ranges=[Mapping(vdso_at, vdso_at + 0x2000, 0, "r-xp", "[vdso]")])
+    main = fake_object(t, EXE_BIAS, is_main_executable=True)
+    mem = FakeMemory()
+    mem.load_image(t, EXE_BIAS)
+    slot = next(r.offset for r in t.relocations if r.symbol == "gettimeofday")
+    mem.write(EXE_BIAS + slot, struct.pack("<Q", vdso_at + 0xA40))
+    view = make_view([main, fake_object(libc, LIBC_BIAS), vdso], memory=mem)
+    lp = LivePatch(old_bid=t.build_id, new_bid=p.build_id)
+    r = SymbolResolver(view, main, p, lp).resolve_index(dynsym_index(p, "gettimeofday"))
+    assert r.value == vdso_at + 0xA40
+    mem.write(EXE_BIAS + slot, struct.pack("<Q", 0x7FFFF0000000))  # nowhere: not an implementation
+    with pytest.raises(IfuncNeedsResolver):
+        SymbolResolver(view, main, p, lp).resolve_index(dynsym_index(p, "gettimeofday"))
 
 
 def test_static_target_ifunc_via_irelative_slot():

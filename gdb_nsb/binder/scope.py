@@ -231,11 +231,13 @@ class SymbolResolver:
                         return v
         raise IfuncNeedsResolver(name, resolver)
 
-    @staticmethod
-    def _plausible_impl(v: int, provider: MappedObject, resolver: int) -> bool:
-        # A lazily bound slot still points at its owner's PLT; a resolved one
-        # points at code of the provider other than the resolver itself.
-        return v != resolver and any(m.contains(v) and (m.perms is None or m.executable) for m in provider.ranges)
+    def _plausible_impl(self, v: int, provider: MappedObject, resolver: int) -> bool:
+        # A lazily bound slot still points at its owner's PLT; a resolved one points at code of the
+        # provider other than the resolver itself, or at the vDSO (glibc's gettimeofday and time
+        # resolve to the kernel's __vdso_ functions).
+        homes = [provider] + [o for o in self.view.objects if o.is_vdso]
+        return v != resolver and any(m.contains(v) and (m.perms is None or m.executable)
+                                     for o in homes for m in o.ranges)
 
     # ---- resolution ---------------------------------------------------------------------
 
