@@ -330,3 +330,14 @@ def test_auto_change_only_inlined_live(mc, tmp_path):
 
     with Server(mc) as server:
         _apply_and_revert(server, so, before, during)
+
+
+@pytest.mark.xfail(strict=True, reason=FOLLOW)
+def test_auto_redirect_reaching_main_is_refused(mc, tmp_path):
+    """sanitycheck exists only inlined into main: redirecting main would never take effect in the running
+    server (main does not return), so generate refuses, saying so and naming main."""
+    _so, r = _auto(mc, tmp_path, "memcached.c", '            fprintf(stderr, "You are using libevent %s.\\nPlease',
+                   '            fprintf(stderr, "nsb: you are using libevent %s.\\nPlease', "auto-main")
+    assert r.returncode == 12, (r.stdout, r.stderr)
+    assert "main" in r.stderr and "sanitycheck" in r.stderr, r.stderr
+    assert re.search(r"never returns|does not return", r.stderr), r.stderr
