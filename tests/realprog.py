@@ -12,11 +12,11 @@ import sys
 
 import pytest
 
-import cbuild
+import targets as T
 import debpkg
 
-ROOT = cbuild.ROOT
-FIXTURES = os.path.join(cbuild.FIXTURES, "realprog")
+ROOT = T.ROOT
+FIXTURES = os.path.join(T.FIXTURES, "realprog")
 NSB = [sys.executable, "-m", "gdb_nsb.standalone.cli"]
 
 
@@ -51,7 +51,7 @@ def nsb_cmd(*args, timeout=600):
 def build_patch(pkg, name, text, flags=(), workdir=None):
     """A manual-mode patch ``name``.so from C ``text``: ``cc $(nsb cflags) FLAGS -shared``, with the
     package's built tree on the include path; copied into ``workdir`` (generate writes into it)."""
-    so = cbuild.build([(name + ".c", text)], cbuild.PATCH_FLAGS + ["-I" + pkg.source] + list(flags),
+    so = T.build([(name + ".c", text)], T.PATCH_FLAGS + ["-I" + pkg.source] + list(flags),
                       name + ".so")
     if workdir is None:
         return so

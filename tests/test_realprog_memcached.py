@@ -26,7 +26,7 @@ import pytest
 
 import realprog
 from enginefix import nsb
-from gdbharness import Target
+from targets import Target
 
 pytestmark = [pytest.mark.slow, pytest.mark.gdb, pytest.mark.timeout(2400)]
 
