@@ -16,8 +16,8 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 import pathlib  # noqa: E402
 
-from gdbharness import run_gdb, wait_running  # noqa: E402
-from proctarget import FifoTarget  # noqa: E402
+from targets import run_gdb, wait_running  # noqa: E402
+from targets.fifo import FifoTarget  # noqa: E402
 
 SCRIPT = '''
 import json, time

@@ -25,7 +25,7 @@ import time
 import pytest
 
 import realprog
-from enginefix import nsb
+import targets as T
 from targets import Target
 
 pytestmark = [pytest.mark.slow, pytest.mark.gdb, pytest.mark.timeout(2400)]
@@ -164,12 +164,12 @@ def _apply_and_revert(server, so, before, during):
     try:
         before(probe)
         with Traffic(server) as traffic:
-            rc, doc = nsb("patch", server.pid, "-f", so, timeout=300)
-            assert rc == 0, doc
+            run = T.nsb("patch", "-p", server.pid, "-f", so, "--json", "--timeout", 300)
+            assert run.returncode == 0, run.doc
             during(probe)
             rounds = traffic.rounds
-            rc, doc = nsb("revert", server.pid, "-f", so, timeout=300)
-            assert rc == 0, doc
+            run = T.nsb("revert", "-p", server.pid, "-f", so, "--json", "--timeout", 300)
+            assert run.returncode == 0, run.doc
             before(probe)
             time.sleep(0.2)
         traffic.check(at_least=rounds + 1)
