@@ -293,8 +293,10 @@ def realprog_generation(runs):
                 copy = "%s.%d.so" % (so, i)
                 shutil.copyfile(so, copy)
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                # Debian's plain -O2 units: the caller-side IPA refusal's advice followed (as the tests do),
+                # so the figure is a whole generation, not the time to a refusal.
                 wall, r = timed([sys.executable, "-m", "gdb_nsb.standalone.cli"] +
-                                [copy if a == so else a for a in args], timeout=600)
+                                [copy if a == so else a for a in args] + ["--allow-ipa-ra"], timeout=600)
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 walls.append(wall)
                 cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
@@ -304,7 +306,7 @@ def realprog_generation(runs):
         rows.append({"program": "%s %s" % (name, pkg.version), "target": os.path.basename(realprog.target(pkg)),
                      "function": "%s (%s), inlined into %d" % (edit["function"], edit["unit"], len(edit["callers"])),
                      "cold_s": walls[0], "cold_cpu_s": cpus[0], "wall": summary(walls), "cpu": summary(cpus),
-                     "exit_codes": sorted(set(codes)), "ok": walls[0] <= GEN_LIMIT_S})
+                     "exit_codes": sorted(set(codes)), "ok": walls[0] <= GEN_LIMIT_S and set(codes) == {0}})
     return rows
 
 
