@@ -4,8 +4,12 @@ process and the oracles (REFERENCE.md section 5).
 A scenario is one C file under ``scenarios/``: without ``PATCH`` it is the
 target code (it defines ``int scenario_value(void)``), with ``-DPATCH=N`` it is
 patch variant N.  Comment lines ``//@ key: value`` declare what the test
-expects: ``before`` / ``after`` (/ ``after2``) values, ``ipa_ra`` (the callers
-the generator must name for a plain ``-O2`` target, comma separated),
+expects: ``before`` / ``after`` (/ ``after2``) values, ``refuse CHECK OPT
+FLAVORS`` (the generator's refusal by design for those cells, docs/IPA.md:
+``refuse ipa_ra O2 pie,nopie: callers; passes`` names exactly the unreplaced
+callers and the passes; ``refuse ipa_cp_callee O2 shlib: function`` the
+specialised static the patch calls; the cell asserts it, then follows its
+advice, the override, and runs in full),
 ``driver`` (extra driver arguments such as ``sig``), ``busy`` (a thread keeps
 running old code: apply must have waited), ``strategy`` (the runner's
 safe-point strategy).  The generic driver ``driver.c`` is linked into every
@@ -13,6 +17,7 @@ target; it runs the workers and answers the control lines on stdin.
 """
 
 import os
+import re
 import shutil
 import time
 
@@ -52,7 +57,7 @@ def scenario_text(name):
 
 def scenario_meta(name):
     """The ``//@ key: value`` lines of a scenario, typed."""
-    meta = {"ipa_ra": [], "driver": [], "busy": False, "strategy": None}
+    meta = {"refuse": {}, "driver": [], "busy": False, "strategy": None}
     for line in scenario_text(name).splitlines():
         if not line.startswith("//@"):
             continue
@@ -60,8 +65,14 @@ def scenario_meta(name):
         key, value = key.strip(), value.strip()
         if key in ("before", "after", "after2"):
             meta[key] = int(value)
-        elif key == "ipa_ra":
-            meta[key] = sorted(v.strip() for v in value.split(",") if v.strip())
+        elif key.startswith("refuse "):
+            check, opt, flavors = key.split()[1:]
+            if check not in REFUSALS or opt not in OPT_FLAGS:
+                raise ValueError("scenario %s: unknown refusal %r" % (name, key))
+            for flavor in flavors.split(","):
+                if flavor not in FLAVORS:
+                    raise ValueError("scenario %s: unknown flavor %r" % (name, flavor))
+                meta["refuse"].setdefault((opt, flavor), {})[check] = _refusal_value(check, value)
         elif key == "driver":
             meta[key] = value.split()
         elif key == "busy":
@@ -71,6 +82,30 @@ def scenario_meta(name):
         else:
             raise ValueError("scenario %s: unknown key %r" % (name, key))
     return meta
+
+
+def _refusal_value(check, value):
+    if check == "ipa_ra":
+        callers, _, passes = value.partition(";")
+        return (sorted(v.strip() for v in callers.split(",") if v.strip()), sorted(passes.split()))
+    return value.strip()
+
+
+def refusal_of(text):
+    """(check, what it names) of a generator refusal text, or None: the two refusals by design
+    whose advice is an override (manual.py _check_replacements, refuse_callee)."""
+    m = re.search(r"has callers in its compile unit that the patch does not replace: ([^;]+); .* was compiled "
+                  r"with (.+?) \(docs/IPA.md\).*override with --allow-ipa-ra$", text)
+    if m:
+        return "ipa_ra", (sorted(n.strip() for n in m.group(1).split(",")), sorted(m.group(2).split(" and ")))
+    m = re.match(r"function (\S+) \(patch [^)]*\): static function \1 \(0x[0-9a-f]+\) of a unit built with "
+                 r"-fipa-cp .*override with --allow-ipa-cp-callee$", text)
+    if m:
+        return "ipa_cp_callee", m.group(1)
+    return None
+
+
+REFUSALS = {"ipa_ra": "allow_ipa_ra", "ipa_cp_callee": "allow_ipa_cp_callee"}
 
 
 def positive_scenarios():
@@ -291,13 +326,44 @@ def nsb_fails(command, pid, patch, *options, code, contains, step):
 # ------------------------------------------------------------------ the positive cell
 
 
+def patch_following_refusals(name, built, opt, workdir):
+    """Generate the patch of scenario ``name`` for ``built``: every refusal must be one the scenario
+    declares for this cell (``refuse`` keys: exactly those callers and passes, that function), and
+    is then followed by its advice (the override it names); every declared refusal must come."""
+    from gdb_nsb.errors import GenerateError
+
+    expected = scenario_meta(name)["refuse"].get((opt, built.flavor), {})
+    options, seen = {}, set()
+    while True:
+        try:
+            patch = build_patch(name, built, workdir, **options)
+            break
+        except GenerateError as e:
+            found = refusal_of(str(e))
+            if found is None or found[0] in seen or found[0] not in expected:
+                raise MatrixFailure("generator refused (not declared for %s %s): %s" % (opt, built.flavor, e))
+            check, named = found
+            if named != expected[check]:
+                raise MatrixFailure("generator refused %s naming %s, expected %s: %s" % (check, named,
+                                                                                        expected[check], e))
+            print("refused as declared, following the advice (%s): %s" % (REFUSALS[check], e))
+            seen.add(check)
+            options[REFUSALS[check]] = True
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise MatrixFailure("generator accepted %s %s without the declared refusal %s (%s)"
+                            % (opt, built.flavor, missing, {c: expected[c] for c in missing}))
+    return patch
+
+
 def run_positive(name, flavor, opt, workers, workdir):
-    """Every step of a positive scenario in one target process (REFERENCE.md section 5)."""
+    """Every step of a positive scenario in one target process (REFERENCE.md section 5), with the
+    patch generated as the scenario declares for the cell (patch_following_refusals)."""
     meta = scenario_meta(name)
     before, after = meta["before"], meta["after"]
     assert before != after
     built = build_target(name, flavor, opt)
-    patch = build_patch(name, built, workdir)
+    patch = patch_following_refusals(name, built, opt, workdir)
     opts = ["--strategy", meta["strategy"]] if meta["strategy"] else []
     with Driver(built, workers, [before], meta["driver"]) as drv:
         drv.expect_values(before, "before")
@@ -334,29 +400,6 @@ def run_positive(name, flavor, opt, workers, workdir):
         drv.expect_no_bad("after re-apply")
         if not drv.alive():
             raise MatrixFailure("the target died")
-
-
-def run_ipa_ra(name, flavor, workers, workdir):
-    """Plain -O2: the generator must refuse, naming exactly the callers the
-    scenario declares; a scenario without such callers runs in full."""
-    from gdb_nsb.errors import GenerateError
-
-    meta = scenario_meta(name)
-    if not meta["ipa_ra"]:
-        return run_positive(name, flavor, "O2", workers, workdir)
-    built = build_target(name, flavor, "O2")
-    try:
-        build_patch(name, built, workdir)
-    except GenerateError as e:
-        text = str(e)
-        marker = "that the patch does not replace: "
-        if marker not in text or "-fipa-ra" not in text:
-            raise MatrixFailure("generator refused for another reason: %s" % text)
-        named = text.split(marker, 1)[1].split(";", 1)[0]
-        if sorted(n.strip() for n in named.split(",")) != meta["ipa_ra"]:
-            raise MatrixFailure("generator named callers %r, expected %s" % (named, meta["ipa_ra"]))
-        return
-    raise MatrixFailure("generator accepted a plain -O2 target whose callers %s assume -fipa-ra" % meta["ipa_ra"])
 
 
 # ------------------------------------------------------------------ the negative cells

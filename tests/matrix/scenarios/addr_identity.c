@@ -1,7 +1,8 @@
 /* &var and &func in the patch are the target's own addresses. */
 //@ before: 7
 //@ after: 507
-//@ ipa_ra: scenario_value
+//@ refuse ipa_ra O0 pie,nopie,static: scenario_value; -fipa-stack-alignment
+//@ refuse ipa_ra O2 pie,nopie,static: scenario_value; -fipa-modref -fipa-pure-const -fipa-ra -fipa-reference -fipa-stack-alignment
 #define NOINLINE __attribute__((noinline, noclone))
 #ifndef PATCH
 struct scen_obj { int a; int b; };

@@ -2,7 +2,8 @@
  * the name s_hits; a static function is replaced under another patch name. */
 //@ before: 1027
 //@ after: 2075
-//@ ipa_ra: scenario_value
+//@ refuse ipa_ra O0 pie,nopie,static,shlib,dlopen: scenario_value; -fipa-stack-alignment
+//@ refuse ipa_ra O2 pie,nopie,static,shlib,dlopen: scenario_value; -fipa-modref -fipa-pure-const -fipa-ra -fipa-reference -fipa-stack-alignment
 #define NOINLINE __attribute__((noinline, noclone))
 #ifndef PATCH
 static int s_hits = 5;

@@ -4,9 +4,9 @@
  * address).  The new code sleeps 20 ms inside, so revert must wait too. */
 //@ before: 501
 //@ after: 1000
-//@ ipa_ra: scenario_busy_value, scenario_value
 //@ busy: yes
 //@ strategy: run-out
+//@ refuse ipa_ra O2 pie,nopie,static: scenario_busy_value, scenario_value; -fipa-modref -fipa-pure-const -fipa-reference
 #include <time.h>
 #define NOINLINE __attribute__((noinline, noclone))
 #ifndef PATCH

@@ -1,7 +1,8 @@
 /* Redirect a global function; the new code reads a target global. */
 //@ before: 101
 //@ after: 1102
-//@ ipa_ra: scenario_value
+//@ refuse ipa_ra O0 pie,nopie,static: scenario_value; -fipa-stack-alignment
+//@ refuse ipa_ra O2 pie,nopie,static: scenario_value; -fipa-modref -fipa-pure-const -fipa-ra -fipa-reference -fipa-stack-alignment
 #define NOINLINE __attribute__((noinline, noclone))
 #ifndef PATCH
 int g_anchor = 100;

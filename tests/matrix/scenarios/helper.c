@@ -1,7 +1,8 @@
 /* New helper functions that exist only in the patch (static and global). */
 //@ before: 12
 //@ after: 1255
-//@ ipa_ra: scenario_value
+//@ refuse ipa_ra O0 pie,nopie,static: scenario_value; -fipa-stack-alignment
+//@ refuse ipa_ra O2 pie,nopie,static: scenario_value; -fipa-modref -fipa-pure-const -fipa-ra -fipa-reference -fipa-stack-alignment
 #define NOINLINE __attribute__((noinline, noclone))
 #ifndef PATCH
 int g_helper_base = 11;

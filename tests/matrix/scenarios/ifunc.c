@@ -2,7 +2,7 @@
  * the implementation, not the resolver. */
 //@ before: 10
 //@ after: 1118
-//@ ipa_ra: scenario_value
+//@ refuse ipa_ra O2 pie,nopie,static: scenario_value; -fipa-modref -fipa-pure-const -fipa-reference
 #include <string.h>
 #define NOINLINE __attribute__((noinline, noclone))
 #ifndef PATCH

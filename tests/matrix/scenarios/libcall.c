@@ -1,7 +1,7 @@
 /* The patch calls external library functions (snprintf, strtol from libc). */
 //@ before: 201
 //@ after: 4003
-//@ ipa_ra: scenario_value
+//@ refuse ipa_ra O2 pie,nopie,static: scenario_value; -fipa-modref -fipa-pure-const -fipa-reference
 #include <stdio.h>
 #include <stdlib.h>  /* strtol: atoi is inlined into strtol at -O2, so a static target would lack atoi */
 #define NOINLINE __attribute__((noinline, noclone))

@@ -2,8 +2,9 @@
  * millisecond and calls the replaced function inside its handler. */
 //@ before: 33
 //@ after: 96
-//@ ipa_ra: scenario_value
 //@ driver: sig
+//@ refuse ipa_ra O0 pie,nopie,static: scenario_value; -fipa-stack-alignment
+//@ refuse ipa_ra O2 pie,nopie,static: scenario_value; -fipa-modref -fipa-pure-const -fipa-ra -fipa-reference -fipa-stack-alignment
 #define NOINLINE __attribute__((noinline, noclone))
 #ifndef PATCH
 int g_sig_base = 32;

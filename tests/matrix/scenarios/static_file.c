@@ -1,7 +1,9 @@
 /* File-scope static variable and static function of the target. */
 //@ before: 141
 //@ after: 149
-//@ ipa_ra: scenario_value
+//@ refuse ipa_cp_callee O2 pie,nopie,static,shlib,dlopen: s_twice
+//@ refuse ipa_ra O0 pie,nopie,static: scenario_value; -fipa-stack-alignment
+//@ refuse ipa_ra O2 pie,nopie,static: scenario_value; -fipa-modref -fipa-pure-const -fipa-ra -fipa-reference -fipa-stack-alignment
 #define NOINLINE __attribute__((noinline, noclone))
 #ifndef PATCH
 static int s_count = 70;
