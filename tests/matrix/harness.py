@@ -7,7 +7,9 @@ patch variant N.  Comment lines ``//@ key: value`` declare what the test
 expects: ``before`` / ``after`` (/ ``after2``) values, ``refuse CHECK OPT
 FLAVORS`` (the generator's refusal by design for those cells, docs/IPA.md:
 ``refuse ipa_ra O2 pie,nopie: callers; passes`` names exactly the unreplaced
-callers and the passes; ``refuse ipa_cp_callee O2 shlib: function`` the
+callers and the passes (``callers; passes; replace``: the advice followed is
+"replace them too", the patch built with ``-DREPLACE_CALLERS`` defines them,
+where the override would be wrong); ``refuse ipa_cp_callee O2 shlib: function`` the
 specialised static the patch calls; the cell asserts it, then follows its
 advice, the override, and runs in full),
 ``driver`` (extra driver arguments such as ``sig``), ``busy`` (a thread keeps
@@ -86,9 +88,11 @@ def scenario_meta(name):
 
 def _refusal_value(check, value):
     if check == "ipa_ra":
-        callers, _, passes = value.partition(";")
-        return (sorted(v.strip() for v in callers.split(",") if v.strip()), sorted(passes.split()))
-    return value.strip()
+        callers, passes, follow = (value.split(";") + [""])[:3]
+        if follow.strip() not in ("", "replace"):
+            raise ValueError("unknown advice %r" % follow)
+        return (sorted(v.strip() for v in callers.split(",") if v.strip()), sorted(passes.split())), follow.strip()
+    return value.strip(), ""
 
 
 def refusal_of(text):
@@ -148,14 +152,14 @@ def build_target(name, flavor, opt, defines=()):
     raise ValueError("unknown flavor %r" % flavor)
 
 
-def build_patch(name, built, workdir, variant=1, **options):
+def build_patch(name, built, workdir, variant=1, defines=(), **options):
     """Build patch variant ``variant`` of scenario ``name`` and bind it to
     ``built.obj``; returns the generated patch path inside ``workdir``.
     GenerateError (and other NsbErrors) propagate."""
     from gdb_nsb.generator.manual import generate_file
 
     so = T.build_patch([("%s_patch.c" % name, scenario_text(name))], "patch.so",
-                            extra=["-DPATCH=%d" % variant])
+                       extra=["-DPATCH=%d" % variant] + ["-D" + d for d in defines])
     out = os.path.join(workdir, "%s-%s-v%d.so" % (name, built.flavor, variant))
     shutil.copyfile(so, out)
     generate_file(built.obj, out, **options)
@@ -333,26 +337,30 @@ def patch_following_refusals(name, built, opt, workdir):
     from gdb_nsb.errors import GenerateError
 
     expected = scenario_meta(name)["refuse"].get((opt, built.flavor), {})
-    options, seen = {}, set()
+    options, seen, defines = {}, set(), []
     while True:
         try:
-            patch = build_patch(name, built, workdir, **options)
+            patch = build_patch(name, built, workdir, defines=defines, **options)
             break
         except GenerateError as e:
             found = refusal_of(str(e))
             if found is None or found[0] in seen or found[0] not in expected:
                 raise MatrixFailure("generator refused (not declared for %s %s): %s" % (opt, built.flavor, e))
             check, named = found
-            if named != expected[check]:
+            if named != expected[check][0]:
                 raise MatrixFailure("generator refused %s naming %s, expected %s: %s" % (check, named,
-                                                                                        expected[check], e))
-            print("refused as declared, following the advice (%s): %s" % (REFUSALS[check], e))
+                                                                                        expected[check][0], e))
             seen.add(check)
-            options[REFUSALS[check]] = True
+            if expected[check][1] == "replace":
+                print("refused as declared, following the advice (replace the callers too): %s" % e)
+                defines.append("REPLACE_CALLERS")
+            else:
+                print("refused as declared, following the advice (%s): %s" % (REFUSALS[check], e))
+                options[REFUSALS[check]] = True
     missing = sorted(set(expected) - seen)
     if missing:
         raise MatrixFailure("generator accepted %s %s without the declared refusal %s (%s)"
-                            % (opt, built.flavor, missing, {c: expected[c] for c in missing}))
+                            % (opt, built.flavor, missing, {c: expected[c][0] for c in missing}))
     return patch
 
 
