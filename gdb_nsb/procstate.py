@@ -70,6 +70,15 @@ def stop_signal_pending(pid, states):
     return False
 
 
+def comm(pid):
+    """The process's command name (``/proc/PID/comm``), or "?" once it is gone."""
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
 def thread_states(pid):
     """{tid: state letter} of every thread of ``pid`` (empty once the process is gone)."""
     out = {}

@@ -362,13 +362,12 @@ class UnitCode:
         return self.functions[idx][2]
 
 
-def _die_name(die):
+def origin_chain(die, depth=8):
+    """``die``, then the DIEs its DW_AT_abstract_origin / DW_AT_specification lead to (at most ``depth``):
+    where an inlined or out-of-line instance keeps its name, noreturn flag and other declared facts."""
     d = die
-    for _ in range(8):
-        a = d.attributes.get("DW_AT_name")
-        if a is not None:
-            v = a.value
-            return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+    for _ in range(depth):
+        yield d
         nxt = None
         for attr in ("DW_AT_abstract_origin", "DW_AT_specification"):
             if attr in d.attributes:
@@ -379,8 +378,16 @@ def _die_name(die):
                                          % (die.cu.dwarfinfo.config, attr, d.offset, e)) from e
                 break
         if nxt is None:
-            return None
+            return
         d = nxt
+
+
+def _die_name(die):
+    for d in origin_chain(die):
+        a = d.attributes.get("DW_AT_name")
+        if a is not None:
+            v = a.value
+            return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
     return None
 
 
@@ -395,5 +402,5 @@ def _ref_offset(die, attr):
     return None
 
 
-__all__ = ["language_problem", "lto_problem", "is_lto_producer", "ipa_assumptions", "ipa_verdict", "IpaVerdict",
-           "callee_problem", "folded_with", "clone_symbols", "UnitCode", "language_name"]
+__all__ = ["origin_chain", "language_problem", "lto_problem", "is_lto_producer", "ipa_assumptions", "ipa_verdict",
+           "IpaVerdict", "callee_problem", "folded_with", "clone_symbols", "UnitCode", "language_name"]

@@ -90,19 +90,7 @@ class UnitCopies:
         off, name, _e, _r = self.unit.functions[idx]
         if name == "main":
             return True
-        d = self.t.dwarf.die(off)
-        for _ in range(8):
-            if "DW_AT_noreturn" in d.attributes:
-                return True
-            nxt = None
-            for attr in ("DW_AT_abstract_origin", "DW_AT_specification"):
-                if attr in d.attributes:
-                    nxt = d.get_DIE_from_attribute(attr)
-                    break
-            if nxt is None:
-                return False
-            d = nxt
-        return False
+        return any("DW_AT_noreturn" in d.attributes for d in checks.origin_chain(self.t.dwarf.die(off)))
 
     def is_clone(self, idx):
         sym = self.unit.function_name(idx)

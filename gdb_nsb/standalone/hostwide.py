@@ -16,7 +16,7 @@ import errno
 import os
 import time
 
-from gdb_nsb import errors, patchfiles
+from gdb_nsb import errors, patchfiles, procstate
 from gdb_nsb.binder.process_view import MappedObject, ProcessView, compute_load_bias
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.lifecycle.consistency import consistency
@@ -116,14 +116,6 @@ def process_view(pid, maps, images, memory=None):
     return ProcessView(objects=objects, mappings=maps, memory=memory)
 
 
-def _comm(pid):
-    try:
-        with open("/proc/%d/comm" % pid) as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
-
-
 def _access_error(pid, e):
     if isinstance(e, (FileNotFoundError, ProcessLookupError)) or e.errno == errno.ESRCH:
         return errors.ProcessNotFoundError("process %d not found (it exited)" % pid)
@@ -157,7 +149,7 @@ def describe(pid, images, patch_dirs=(), maps=None):
         out.fail(_access_error(pid, e))
     finally:
         memory.close()
-    doc = {"pid": pid, "command": "list", "comm": _comm(pid), "passive": True}
+    doc = {"pid": pid, "command": "list", "comm": procstate.comm(pid), "passive": True}
     doc.update(out.as_dict())
     doc["timings"] = {"total_s": round(time.monotonic() - t0, 4)}
     return doc

@@ -23,7 +23,7 @@ import threading
 import time
 
 from gdb_nsb import errors
-from gdb_nsb.procstate import ensure_running
+from gdb_nsb.procstate import comm, ensure_running
 from gdb_nsb.standalone import gdbrun, progress
 
 
@@ -143,16 +143,8 @@ def preflight(pid):
         raise errors.ProcessNotFoundError("process %d is a zombie (it has exited)" % pid)
     tracer = int(status.get("TracerPid", "0") or 0)
     if tracer:
-        raise errors.NotAttachableError("process %d is already traced by pid %d (%s)" % (pid, tracer, _comm(tracer)))
+        raise errors.NotAttachableError("process %d is already traced by pid %d (%s)" % (pid, tracer, comm(tracer)))
     return state.startswith("T")
-
-
-def _comm(pid):
-    try:
-        with open("/proc/%d/comm" % pid) as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
 
 
 def _new_doc(command, pid, patch_info):

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import time
 
+from gdb_nsb.procstate import thread_states  # noqa: F401 - the product's reader serves the tests too
+
 
 def proc_state(pid):
     """Single-letter state of a process from /proc (R, S, T, t, Z ...), or None if gone."""
@@ -20,21 +22,6 @@ def proc_state(pid):
     except OSError:
         return None
     return data[data.rindex(")") + 2]
-
-
-def thread_states(pid):
-    out = {}
-    try:
-        for tid in os.listdir("/proc/%d/task" % pid):
-            try:
-                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
-                    data = f.read()
-                out[int(tid)] = data[data.rindex(")") + 2]
-            except OSError:
-                pass
-    except OSError:
-        pass
-    return out
 
 
 def maps(pid):
