@@ -42,7 +42,7 @@ import shlex
 from ansible.module_utils.basic import AnsibleModule
 
 # What each state wants, from the state the passive read found.
-_TODO = {
+_NEEDS_CHANGE = {
     "applied": lambda state, unmap: state != "applied",
     "reverted": lambda state, unmap: state in ("applied", "partial", "target unloaded") or (unmap and state == "inactive"),
     "checked": lambda state, unmap: False,
@@ -100,13 +100,13 @@ def main():
     procs = [d for d in listed["processes"] if not p["pids"] or d["pid"] in p["pids"]]
     results = {d["pid"]: {"pid": d["pid"], "comm": d.get("comm", ""), "before": d.get("state", d["message"]),
                           "after": d.get("state", ""), "code": d["code"], "message": d["message"]} for d in procs}
-    todo = sorted(pid for pid, r in results.items() if r["code"] == 0 and _TODO[state](r["before"], p["unmap"]))
+    to_change = sorted(pid for pid, r in results.items() if r["code"] == 0 and _NEEDS_CHANGE[state](r["before"], p["unmap"]))
     failed = [r for r in results.values() if r["code"] != 0]
     patch = listed["processes"][0]["patch"] if listed["processes"] else {"path": path}
 
     changed = False
-    if todo and not module.check_mode and state != "checked":
-        args = ["patch" if state == "applied" else "revert", "-p", ",".join(str(x) for x in todo), "-f", path,
+    if to_change and not module.check_mode and state != "checked":
+        args = ["patch" if state == "applied" else "revert", "-p", ",".join(str(x) for x in to_change), "-f", path,
                 "--timeout", "%g" % p["timeout"]]
         if p["retries"] is not None:
             args += ["--retries", str(p["retries"])]
@@ -125,9 +125,9 @@ def main():
                 r["code"] = 0
             else:
                 failed.append(r)
-    elif todo and state != "checked":
+    elif to_change and state != "checked":
         changed = True  # check mode: what a real run would change, from the passive read
-        for pid in todo:
+        for pid in to_change:
             results[pid]["after"] = "would be " + state
 
     processes = [results[pid] for pid in sorted(results)]
