@@ -11,7 +11,6 @@ after ``nsb patch`` and the old one after ``nsb revert``.  The same with
 ``delta`` alone, naming ``unit_value`` with its file:line; the advised patch generates and works.
 """
 
-import os
 import subprocess
 
 import pytest
@@ -21,38 +20,25 @@ from gdb_nsb.errors import GenerateError
 from gdb_nsb.generator import generate, generate_file
 from gdb_nsb.generator.ipaclones import IpaClones
 from targets import nsb
-from test_auto_live import Running
+from targets.autolive import Running, copy_to, fixture_text
 
 pytestmark = pytest.mark.timeout(300)
 
-HERE = os.path.join(T.FIXTURES, "auto_live")
 OPTS = {"O2": ["-O2"], "O2-inline-clone": ["-O2", "-flive-patching=inline-clone"]}
 OBJ_FLAGS = ["-O0", "-g", "-fPIC", "-ffunction-sections", "-fdata-sections", "-c"]
-
-
-def _text(*parts):
-    with open(os.path.join(HERE, *parts)) as f:
-        return f.read()
 
 
 class Built:
     def __init__(self, opt, static=False):
         """``static``: delta is a static function, which -O2 then has only inlined (no out-of-line copy)."""
         edit = (lambda t: t.replace("\nint delta(void)", "\nstatic int delta(void)")) if static else (lambda t: t)
-        unit, main = edit(_text("inlined", "unit.c")), _text("main.c")
+        unit, main = edit(fixture_text("inlined", "unit.c")), fixture_text("main.c")
         flags = OPTS[opt] + ["-g", "-pthread"] + T.FLAVOR_FLAGS["nopie"]
         self.exe = self.target = T.build([("unit.c", unit), ("main.c", main)], flags,
                                               "inlined-%s%s" % (opt, "-static" if static else ""))
-        self.patch_obj = T.build([("unit.c", edit(_text("inlined", "unit_patched.c")))], OBJ_FLAGS, "unit.o")
+        self.patch_obj = T.build([("unit.c", edit(fixture_text("inlined", "unit_patched.c")))], OBJ_FLAGS, "unit.o")
         self.orig_obj = T.build([("unit.c", unit)], OBJ_FLAGS, "unit.o")
         self.so = T.build([], ["-shared"], "inlined-patch.so", extra_inputs=[self.patch_obj])
-
-
-def _copy(path, tmp_path, name):
-    out = os.path.join(str(tmp_path), name)
-    with open(path, "rb") as src, open(out, "wb") as dst:
-        dst.write(src.read())
-    return out
 
 
 def _disassembly_has_no_call_to_delta(exe):
@@ -70,14 +56,12 @@ def _live(built, patch, expect_functions):
         assert rc == 0, doc
         assert sorted(f["name"] for f in doc["functions"]) == expect_functions, doc["functions"]
         assert t.get()[0] == 100, "the patch applied but the program still shows the old value"
-        before = t.stats()["seen"][100]
-        assert t.wait_calls()["seen"][100] > before  # the workers see the new code too
+        assert t.workers_see(100)  # the workers see the new code too
         run = nsb("revert", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
         rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert t.get()[0] == 0
-        before = t.stats()["seen"][0]
-        assert t.wait_calls()["seen"][0] > before
+        assert t.workers_see(0)
         s = t.stats()
         assert s["unexpected"] == 0, s
         assert t.alive()
@@ -88,7 +72,7 @@ def _live(built, patch, expect_functions):
 def test_auto_mode_redirects_the_inlining_caller_live(opt, tmp_path):
     built = Built(opt)
     _disassembly_has_no_call_to_delta(built.exe)
-    patch = _copy(built.so, tmp_path, "auto-inlined.so")
+    patch = copy_to(built.so, tmp_path, "auto-inlined.so")
     gen = generate_file(built.target, patch, mode="auto", objects=[built.patch_obj], originals=[built.orig_obj])
     assert sorted(j.name for j in gen.livepatch.func_jumps) == ["delta", "unit_value"], gen.explain
     added = next(x for x in gen.explain if x.startswith("function unit_value:"))
@@ -104,7 +88,7 @@ def test_auto_mode_static_function_only_inlined_live(tmp_path):
     # redirected nothing; now its inlining caller runs the new code.
     built = Built("O2", static=True)
     assert "delta" not in {s.name for s in __import__("gen_oracle").nm(built.exe)}
-    patch = _copy(built.so, tmp_path, "auto-static.so")
+    patch = copy_to(built.so, tmp_path, "auto-static.so")
     gen = generate_file(built.target, patch, mode="auto", objects=[built.patch_obj], originals=[built.orig_obj])
     assert [j.name for j in gen.livepatch.func_jumps] == ["unit_value"], gen.explain
     assert any(x.startswith("function delta (") and "only inlined" in x for x in gen.explain), gen.explain
@@ -144,7 +128,7 @@ def test_manual_mode_refuses_then_the_advised_patch_works_live(tmp_path):
     assert [j.name for j in gen.livepatch.func_jumps] == ["delta"]
     assert len(gen.stale) == 1 and gen.stale[0].startswith("unit_value (")
     # The advice followed: the patch replaces unit_value too, and it takes effect.
-    both = _copy(T.build_patch([("fix_both.c", MANUAL_BOTH)], "fix_both.so"), tmp_path, "fix_both.so")
+    both = copy_to(T.build_patch([("fix_both.c", MANUAL_BOTH)], "fix_both.so"), tmp_path, "fix_both.so")
     gen = generate_file(built.target, both)
     assert sorted(j.name for j in gen.livepatch.func_jumps) == ["delta", "unit_value"] and gen.stale == []
     _live(built, both, ["delta", "unit_value"])
@@ -163,7 +147,7 @@ def test_auto_mode_refuses_when_main_holds_the_old_code(tmp_path):
     exe = T.build([("mainunit.c", MAIN_UNIT)], ["-O2", "-g"] + T.FLAVOR_FLAGS["nopie"], "mainunit")
     new = T.build([("mainunit.c", MAIN_UNIT.replace("x * 3 + 1", "x * 3 + 2"))], OBJ_FLAGS, "mainunit.o")
     old = T.build([("mainunit.c", MAIN_UNIT)], OBJ_FLAGS, "mainunit.o")
-    so = _copy(T.build([], ["-shared"], "mainunit.so", extra_inputs=[new]), tmp_path, "mainunit.so")
+    so = copy_to(T.build([], ["-shared"], "mainunit.so", extra_inputs=[new]), tmp_path, "mainunit.so")
     with pytest.raises(GenerateError) as ei:
         generate(exe, so, mode="auto", objects=[new], originals=[old])
     msg = str(ei.value)
@@ -177,7 +161,7 @@ def test_auto_mode_refuses_when_main_holds_the_old_code(tmp_path):
 def test_ipa_clones_file(tmp_path):
     """GCC's -fdump-ipa-clones of the target unit is read and used besides the DWARF."""
     src = tmp_path / "unit.c"
-    src.write_text(_text("inlined", "unit.c") + "__attribute__((noinline)) static int k(int n, int m) "
+    src.write_text(fixture_text("inlined", "unit.c") + "__attribute__((noinline)) static int k(int n, int m) "
                    "{ int r = 0; for (int i = 0; i < n; i++) r += i * m + n; return r; }\n"
                    "int use_k(int n) { return k(n, 3) + k(n + 1, 3); }\n")
     subprocess.run(["gcc", "-O2", "-g", "-fdump-ipa-clones", "-c", str(src), "-o", str(tmp_path / "unit.o")],
@@ -188,7 +172,7 @@ def test_ipa_clones_file(tmp_path):
     assert ipa.clones_of("k", "unit.c") == ["k.constprop.0"]
     assert ipa.inlined_into("delta", "other.c") == []
     built = Built("O2")
-    patch = _copy(built.so, tmp_path, "ipa.so")
+    patch = copy_to(built.so, tmp_path, "ipa.so")
     gen = generate(built.target, patch, mode="auto", objects=[built.patch_obj], originals=[built.orig_obj],
                    ipa_clones=[dump])
     assert sorted(j.name for j in gen.livepatch.func_jumps) == ["delta", "unit_value"]
@@ -221,7 +205,7 @@ def test_auto_mode_refuses_a_noreturn_holder(tmp_path):
                        "noreturn-loop")
     new = T.build([("loop.c", NORETURN_UNIT.replace("x * 3 + 1", "x * 3 + 2"))], OBJ_FLAGS, "loop.o")
     old = T.build([("loop.c", NORETURN_UNIT)], OBJ_FLAGS, "loop.o")
-    so = _copy(T.build([], ["-shared"], "loop.so", extra_inputs=[new]), tmp_path, "loop.so")
+    so = copy_to(T.build([], ["-shared"], "loop.so", extra_inputs=[new]), tmp_path, "loop.so")
     with pytest.raises(GenerateError) as ei:
         generate(exe, so, mode="auto", objects=[new], originals=[old])
     msg = str(ei.value)

@@ -23,11 +23,11 @@ import subprocess
 import pytest
 
 import targets as T
-from targets import Target, load_bias, maps, nsb, read_mem, wait_progress
+from targets import load_bias, maps, nsb, read_mem
+from targets.autolive import Running, copy_to, fixture_text
 
 pytestmark = [pytest.mark.gdb, pytest.mark.timeout(300)]
 
-HERE = os.path.join(T.FIXTURES, "auto_live")
 UNIT_FLAGS = ["-g", "-ffunction-sections", "-fdata-sections", "-O2", "-flive-patching=inline-clone"]
 SCENARIOS = ("static_function", "static_variable", "both")
 FLAVORS = ("pie", "nopie", "static", "shlib")
@@ -38,17 +38,12 @@ UNCHANGED = {"static_function": {"mix", "unit_init", "unit_base", "unit_ticks"},
              "both": {"mix", "unit_init", "unit_base", "unit_ticks"}}
 
 
-def _text(*parts):
-    with open(os.path.join(HERE, *parts)) as f:
-        return f.read()
-
-
 class Built:
     """One scenario on one flavor: ``exe`` runs, ``target`` (exe or libunit.so) is patched."""
 
     def __init__(self, scenario, flavor):
         self.scenario, self.flavor = scenario, flavor
-        unit, main = _text(scenario, "unit.c"), _text("main.c")
+        unit, main = fixture_text(scenario, "unit.c"), fixture_text("main.c")
         if flavor == "shlib":
             self.target = T.build([("unit.c", unit)], UNIT_FLAGS + ["-fPIC", "-shared"], "libunit.so")
             self.exe = T.build([("main.c", main)], ["-O2", "-g", "-pthread"] + T.FLAVOR_FLAGS["pie"] +
@@ -59,48 +54,25 @@ class Built:
                                                   UNIT_FLAGS + ["-pthread"] + T.FLAVOR_FLAGS[flavor],
                                                   "auto-live-" + flavor)
         obj_flags = UNIT_FLAGS + ["-fPIC", "-c"]
-        self.patch_obj = T.build([("unit.c", _text(scenario, "unit_patched.c"))], obj_flags, "unit.o")
+        self.patch_obj = T.build([("unit.c", fixture_text(scenario, "unit_patched.c"))], obj_flags, "unit.o")
         self.orig_obj = T.build([("unit.c", unit)], obj_flags, "unit.o")
         self.so = T.build([], ["-shared"], "unit-patch.so", extra_inputs=[self.patch_obj])
 
 
 def _generate_api(built, tmp_path):
     from gdb_nsb.generator import generate_file
-    out = os.path.join(str(tmp_path), "auto-%s-%s.so" % (built.scenario, built.flavor))
-    with open(built.so, "rb") as src, open(out, "wb") as dst:
-        dst.write(src.read())
+    out = copy_to(built.so, tmp_path, "auto-%s-%s.so" % (built.scenario, built.flavor))
     gen = generate_file(built.target, out, mode="auto", objects=[built.patch_obj], originals=[built.orig_obj])
     return out, gen
 
 
 def _generate_cli(built, tmp_path):
-    out = os.path.join(str(tmp_path), "auto-cli-%s-%s.so" % (built.scenario, built.flavor))
-    with open(built.so, "rb") as src, open(out, "wb") as dst:
-        dst.write(src.read())
+    out = copy_to(built.so, tmp_path, "auto-cli-%s-%s.so" % (built.scenario, built.flavor))
     r = subprocess.run([os.path.join(T.ROOT, "nsb"), "generate", "--explain", built.target, out,
                         built.patch_obj, "--mode", "auto", "--original", built.orig_obj],
                        capture_output=True, text=True, timeout=120, cwd=T.ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     return out, r.stdout.splitlines()
-
-
-class Running(Target):
-    def __init__(self, built, reserve_below=False):
-        env = dict(os.environ, AUTO_LIVE_RESERVE_BELOW="1") if reserve_below else None
-        super().__init__([built.exe], env=env, ready_line="ready", timeout=20)
-
-    def get(self):
-        """(unit_value() - unit_base(), base, ticks) as the main thread sees them."""
-        p = self.ask("get").split()
-        assert p[0] == "value" and p[2] == "base" and p[4] == "ticks", p
-        return int(p[1]) - int(p[3]), int(p[3]), int(p[5])
-
-    def stats(self):
-        p = self.ask("stat").split()
-        return {"calls": int(p[1]), "unexpected": int(p[3]), "bad": int(p[5]), "seen": {0: int(p[7]), 100: int(p[8])}}
-
-    def wait_calls(self, more=150, timeout=5.0):
-        return wait_progress(self.stats, more, timeout)
 
 
 def _unit_symbols(path):
@@ -202,15 +174,13 @@ def _live_cycle(built, patch, reserve_below=False):
         assert rc == 0, doc
         assert t.get()[0] == 0
         assert read_mem(t.pid, entry, len(original)) == original
-        before = t.stats()["seen"][0]
-        assert t.wait_calls()["seen"][0] > before
+        assert t.workers_see(0)
 
         run = nsb("patch", "-p", t.pid, "-f", patch, "--json", "--timeout", 90)
         rc, doc = run.returncode, run.process
         assert rc == 0, doc
         assert t.get()[0] == 100
-        before = t.stats()["seen"][100]
-        assert t.wait_calls()["seen"][100] > before
+        assert t.workers_see(100)
         maps_reapplied = maps(t.pid)
         assert sorted(maps_reapplied) == sorted(maps_applied), sorted(set(maps_reapplied) ^ set(maps_applied))
 

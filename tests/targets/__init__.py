@@ -14,7 +14,8 @@ with the file, and run ``nsb``; every test uses these and nothing of its own.
 The target programs themselves, each a C source with its line protocol and patches, are the other
 modules of this package: ``engine`` (flavors and layers), ``stress`` (16 signalling workers, fork,
 exec, exit), ``live`` (remote, dlopen, fork, replaced executable), ``fifo`` (process layer: a storm of
-signals, seccomp) and ``runner`` (two functions, for the runner's commands).
+signals, seccomp), ``runner`` (two functions, for the runner's commands) and ``autolive`` (auto mode:
+workers counting the values unit_value() gives).
 """
 
 from .cbuild import CACHE, FIXTURES, FLAVOR_FLAGS, INCLUDE, PATCH_FLAGS, ROOT, bind_patch, build, build_patch, key, tool
