@@ -6,7 +6,7 @@ import os
 import shutil
 
 from .cbuild import FIXTURES
-from .process import Target, wait_progress
+from .process import CountingWorkers, Target, wait_progress
 
 HERE = os.path.join(FIXTURES, "auto_live")
 
@@ -24,7 +24,7 @@ def copy_to(path, directory, name):
     return out
 
 
-class Running(Target):
+class Running(CountingWorkers, Target):
     def __init__(self, built, reserve_below=False):
         env = dict(os.environ, AUTO_LIVE_RESERVE_BELOW="1") if reserve_below else None
         super().__init__([built.exe], env=env, ready_line="ready", timeout=20)
@@ -41,8 +41,3 @@ class Running(Target):
 
     def wait_calls(self, more=150, timeout=5.0):
         return wait_progress(self.stats, more, timeout)
-
-    def workers_see(self, value):
-        """The workers' count of calls returning ``value`` still grows: they run that code now."""
-        before = self.stats()["seen"][value]
-        return self.wait_calls()["seen"][value] > before

@@ -25,7 +25,7 @@ through ``strlen`` and ``memcpy`` of the target's ``label`` "abc"),
 import os
 
 from .cbuild import FIFO_READER_C, FLAVOR_FLAGS, bind_patch, build
-from .process import Target, make_fifo, wait_progress, write_fifo
+from .process import CountingWorkers, Target, make_fifo, wait_progress, write_fifo
 
 TARGET_C = r'''
 #include <string.h>
@@ -204,7 +204,7 @@ def patch_for(flavor, patch):
     return bind_patch(flavor.target, [(patch + ".c", text)], "%s-%s.so" % (patch, flavor.name), extra=list(extra))
 
 
-class Running(Target):
+class Running(CountingWorkers, Target):
     """The target of a flavor, started with its FIFO; ``value()``, ``stats()``, ``feed()``."""
 
     def __init__(self, flavor, tmp_path):

@@ -262,3 +262,12 @@ def wait_running(pid, timeout=5.0):
         states = thread_states(pid)
         return bool(states) and not any(s in "Tt" for s in states.values())
     return bool(wait_for(running, timeout, step=0.02))
+
+
+class CountingWorkers:
+    """For targets whose workers count the values they see: ``stats()["seen"][value]`` and ``wait_calls()``."""
+
+    def workers_see(self, value):
+        """The workers' count of calls returning ``value`` still grows: they run that code now."""
+        before = self.stats()["seen"][value]
+        return self.wait_calls()["seen"][value] > before
