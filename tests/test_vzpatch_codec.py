@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 import targets as T
 from gdb_nsb.elf import livepatch, sections
 from gdb_nsb.elf import vzpatch_pb2 as pb
-from gdb_nsb.elf.livepatch import FuncJump, LivePatch, MarkedSym, StaticSym
-from gdb_nsb.errors import PatchFileError
+from gdb_nsb.elf.livepatch import FuncJump, LivePatch, MarkedSym, State, StaticSym
+from gdb_nsb.errors import PatchFileError, UnsupportedError
 
 ROOT = T.ROOT
 
@@ -225,7 +225,11 @@ def test_generated_module_matches_proto_field_numbers():
         "old_bid": (1, "required", S), "new_bid": (2, "required", S), "new_path": (3, "optional", S),
         "func_jumps": (4, "repeated", M), "manual_symbols": (5, "repeated", M), "static_symbols": (6, "repeated", M),
         "global_symbols": (7, "repeated", M), "format_version": (16, "optional", U32),
-        "target_name": (17, "optional", S), "target_is_executable": (18, "optional", BOOL)}
+        "target_name": (17, "optional", S), "target_is_executable": (18, "optional", BOOL),
+        "required_features": (19, "repeated", S), "needs_patches": (20, "repeated", S),
+        "needs_states": (21, "repeated", M), "provides_states": (22, "repeated", M),
+        "cumulative": (23, "optional", BOOL)}
+    assert _shape(pb.State) == {"id": (1, "required", U64), "version": (2, "required", U32)}
     assert _shape(pb.FuncJump) == {
         "name": (1, "required", S), "func_value": (2, "required", U64), "func_size": (3, "required", U32),
         "patch_value": (4, "required", U32), "shndx": (5, "required", U32), "fragments": (16, "repeated", M),
@@ -234,6 +238,68 @@ def test_generated_module_matches_proto_field_numbers():
     assert _shape(pb.MarkedSym) == {"idx": (1, "required", I32), "addr": (2, "required", I64)}
     assert _shape(pb.StaticSym) == {"patch_size": (1, "required", I32), "patch_address": (2, "required", U64),
                                     "target_value": (3, "required", U64)}
+
+
+# ---------------------------------------------------------------- required features (patch series)
+
+OTHER_BID = "ab" * 20
+
+
+def series_patch():
+    return LivePatch(TARGET_BID, PATCH_BID, format_version=0, needs_patches=[OTHER_BID],
+                     needs_states=[State(7, 1)], provides_states=[State(7, 2), State(9, 1)], cumulative=True)
+
+
+def test_series_fields_and_their_features_on_the_wire():
+    expected = (base() + f_bytes(19, "cumulative") + f_bytes(19, "dependencies") + f_bytes(19, "states")
+                + f_bytes(20, OTHER_BID) + f_bytes(21, f_varint(1, 7) + f_varint(2, 1))
+                + f_bytes(22, f_varint(1, 7) + f_varint(2, 2)) + f_bytes(22, f_varint(1, 9) + f_varint(2, 1))
+                + f_varint(23, 1))
+    assert series_patch().to_bytes() == expected
+    assert LivePatch.from_bytes(expected) == series_patch()
+    assert series_patch().required_features() == ["cumulative", "dependencies", "states"]
+
+
+def test_each_feature_is_written_exactly_when_used():
+    assert LivePatch(TARGET_BID, PATCH_BID).required_features() == []
+    assert LivePatch(TARGET_BID, PATCH_BID, cumulative=True).required_features() == ["cumulative"]
+    assert LivePatch(TARGET_BID, PATCH_BID, needs_states=[State(1, 1)]).required_features() == ["dependencies"]
+    assert LivePatch(TARGET_BID, PATCH_BID, needs_patches=[OTHER_BID]).required_features() == ["dependencies"]
+    assert LivePatch(TARGET_BID, PATCH_BID, provides_states=[State(1, 1)]).required_features() == ["states"]
+    # A patch using none of them encodes no field 19 (and no 20-23): old readers see the same bytes as before.
+    assert b"\x9a\x01" not in full_patch().to_bytes()
+
+
+def test_unknown_feature_is_refused_as_unsupported():
+    with pytest.raises(UnsupportedError) as e:
+        LivePatch.from_bytes(base() + f_bytes(19, "states") + f_bytes(19, "teleport"))
+    assert e.value.exit_code == 13
+    msg = str(e.value)
+    assert "'teleport'" in msg and "\n" not in msg and "newer gdb-nsb" in msg
+    # The fields carrying an unknown feature would be skipped silently: the refusal comes first, even when the
+    # rest of the section is well formed and only the feature list is new.
+    with pytest.raises(UnsupportedError, match="callbacks"):
+        LivePatch.from_bytes(hand_original_patch() + f_bytes(19, "callbacks"))
+
+
+def test_known_feature_without_its_fields_is_accepted():
+    p = LivePatch.from_bytes(base() + f_bytes(19, "cumulative"))
+    assert p.cumulative is False and p.required_features() == []
+
+
+def test_old_reader_would_apply_a_cumulative_patch_silently():
+    """Why field 19 exists: a reader compiled without 20-23 parses a cumulative patch without complaint."""
+    m = base_only_message_class()()
+    m.ParseFromString(series_patch().to_bytes())
+    assert m.IsInitialized()
+
+
+def test_series_value_sanity():
+    assert "not a build-id" in corrupt(base() + f_bytes(20, "XYZ"))
+    assert "needs itself" in corrupt(base() + f_bytes(20, PATCH_BID))
+    assert "listed twice" in corrupt(base() + f_bytes(20, OTHER_BID) * 2)
+    assert "state 3 is listed twice" in corrupt(base() + f_bytes(22, f_varint(1, 3) + f_varint(2, 1)) * 2)
+    assert "needs_states" in corrupt(base() + f_bytes(21, f_varint(1, 3)))  # version missing
 
 
 # ---------------------------------------------------------------- corrupt input
@@ -365,6 +431,8 @@ def test_random_bytes_decode_or_refuse(data):
         p = LivePatch.from_bytes(data)
     except PatchFileError as e:
         assert str(e).startswith("vzpatch section is corrupt: ")
+    except UnsupportedError as e:  # field 19 (required_features) holding a name we do not know
+        assert str(e).startswith("the patch requires feature ")
     else:
         assert p.problem() is None
 
@@ -393,10 +461,14 @@ def patches(draw):
     jumps = draw(st.lists(func_jumps(), max_size=4, unique_by=lambda j: j.func_value))
     syms = st.lists(st.builds(MarkedSym, st.integers(1, (1 << 31) - 1), st.integers(-(1 << 63), (1 << 63) - 1)),
                     max_size=4, unique_by=lambda s: s.idx)
-    return LivePatch(draw(bids), draw(bids), draw(st.none() | st.text(utf8, max_size=30)), jumps, draw(syms),
+    new_bid = draw(bids)
+    states = st.lists(st.builds(State, u64, u32), max_size=3, unique_by=lambda s: s.id)
+    return LivePatch(draw(bids), new_bid, draw(st.none() | st.text(utf8, max_size=30)), jumps, draw(syms),
                      draw(st.lists(st.builds(StaticSym, st.sampled_from([4, 8]), u64, u64), max_size=4)),
                      draw(syms), draw(st.integers(0, 5)), draw(st.none() | st.text(utf8, max_size=20)),
-                     draw(st.none() | st.booleans()))
+                     draw(st.none() | st.booleans()),
+                     draw(st.lists(bids.filter(lambda b: b != new_bid), max_size=3, unique=True)),
+                     draw(states), draw(states), draw(st.booleans()))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -20,9 +20,10 @@ from google.protobuf.message import DecodeError
 from gdb_nsb.elf.notes import gnu_build_id
 from gdb_nsb.elf import sections
 from gdb_nsb.elf import vzpatch_pb2 as pb
-from gdb_nsb.errors import ElfError, PatchFileError
+from gdb_nsb.errors import ElfError, PatchFileError, UnsupportedError
 
-__all__ = ["SECTION_NAME", "FORMAT_VERSION", "MAX_SECTION_SIZE", "FuncJump", "MarkedSym", "StaticSym", "LivePatch"]
+__all__ = ["SECTION_NAME", "FORMAT_VERSION", "MAX_SECTION_SIZE", "FEATURES", "FuncJump", "MarkedSym", "StaticSym",
+           "State", "LivePatch"]
 
 #: Name of the section holding the serialized BinPatch.
 SECTION_NAME = "vzpatch"
@@ -35,6 +36,9 @@ MAX_SECTION_SIZE = 64 << 20
 MAX_ENTRY_BYTES = 64
 #: A GNU build-id is at most this many bytes (sha1 is 20; allow room).
 MAX_BUILD_ID_BYTES = 64
+
+#: Longest feature name a reader accepts (they are short words).
+MAX_FEATURE_NAME = 64
 
 _U32 = 1 << 32
 _U64 = 1 << 64
@@ -89,6 +93,27 @@ class StaticSym:
     target_value: int
 
 
+@dataclass(frozen=True)
+class State:
+    """A system state (the kernel's ``klp_state``): an id the patch author chose
+    and a version that grows whenever the state's meaning changes."""
+
+    id: int
+    version: int
+
+
+#: Every feature this reader understands, and when a patch uses it.  A patch
+#: names the features it uses in ``required_features`` (written from this
+#: table, so the writer never forgets one); a reader refuses a patch naming a
+#: feature it does not know, because protobuf would silently skip the fields
+#: that carry it and apply the patch without it.  A new feature adds its row.
+FEATURES = {
+    "cumulative": lambda p: bool(p.cumulative),
+    "dependencies": lambda p: bool(p.needs_patches or p.needs_states),
+    "states": lambda p: bool(p.provides_states),
+}
+
+
 @dataclass
 class LivePatch:
     """The contents of a ``vzpatch`` section.
@@ -97,6 +122,11 @@ class LivePatch:
     ``format_version`` is 0 for sections written by the original tool.
     ``target_name`` / ``target_is_executable`` are None when not recorded.
     ``path`` is the file the patch was read from (not serialized).
+    Patch series: ``needs_patches`` are build-ids of patches that must be
+    applied first, ``needs_states`` states (at least at that version) an
+    earlier patch introduced, ``provides_states`` those this patch introduces;
+    a ``cumulative`` patch replaces every patch of its target object.
+    ``required_features`` is derived from these (see :data:`FEATURES`).
     """
 
     old_bid: str
@@ -109,7 +139,15 @@ class LivePatch:
     format_version: int = FORMAT_VERSION
     target_name: Optional[str] = None
     target_is_executable: Optional[bool] = None
+    needs_patches: List[str] = field(default_factory=list)
+    needs_states: List[State] = field(default_factory=list)
+    provides_states: List[State] = field(default_factory=list)
+    cumulative: bool = False
     path: Optional[str] = field(default=None, compare=False)
+
+    def required_features(self):
+        """The features a reader must understand to apply this patch, sorted."""
+        return sorted(name for name, uses in FEATURES.items() if uses(self))
 
     # ----------------------------------------------------------- decoding
 
@@ -129,6 +167,7 @@ class LivePatch:
         missing = msg.FindInitializationErrors()
         if missing:
             _corrupt("missing required field%s %s" % ("s" if len(missing) > 1 else "", ", ".join(missing)))
+        _refuse_unknown_features(msg.required_features)
         try:
             patch = cls(
                 old_bid=_text(msg.old_bid, "old_bid"),
@@ -154,6 +193,10 @@ class LivePatch:
                 target_name=_text(msg.target_name, "target_name") if msg.HasField("target_name") else None,
                 target_is_executable=(msg.target_is_executable
                                       if msg.HasField("target_is_executable") else None),
+                needs_patches=[_text(b, "needs_patches") for b in msg.needs_patches],
+                needs_states=[State(s.id, s.version) for s in msg.needs_states],
+                provides_states=[State(s.id, s.version) for s in msg.provides_states],
+                cumulative=msg.cumulative,
             )
         except UnicodeDecodeError as e:  # other protobuf runtimes raise on access
             _corrupt("a string field is not valid UTF-8 (%s)" % _one_line(e))
@@ -219,6 +262,14 @@ class LivePatch:
             msg.target_name = self.target_name
         if self.target_is_executable is not None:
             msg.target_is_executable = bool(self.target_is_executable)
+        msg.required_features.extend(self.required_features())
+        msg.needs_patches.extend(self.needs_patches)
+        for s in self.needs_states:
+            msg.needs_states.add(id=s.id, version=s.version)
+        for s in self.provides_states:
+            msg.provides_states.add(id=s.id, version=s.version)
+        if self.cumulative:
+            msg.cumulative = True
         return msg
 
     def to_bytes(self):
@@ -270,7 +321,35 @@ class LivePatch:
                 return "static_symbols: patch_size %r at %r is not 4 or 8" % (s.patch_size, s.patch_address)
             if not 0 <= s.patch_address < _U64 or not 0 <= s.target_value < _U64:
                 return "static_symbols: address out of range at %r" % (s.patch_address,)
-        return None
+        return _series_problem(self)
+
+
+def _series_problem(p):
+    for bid in p.needs_patches:
+        if not isinstance(bid, str) or not _HEX.match(bid) or len(bid) > 2 * MAX_BUILD_ID_BYTES:
+            return "needs_patches: %r is not a build-id (lowercase hex)" % (bid,)
+        if bid == p.new_bid:
+            return "needs_patches: the patch needs itself (%s)" % bid
+    if len(set(p.needs_patches)) != len(p.needs_patches):
+        return "needs_patches: a build-id is listed twice"
+    for what, states in (("needs_states", p.needs_states), ("provides_states", p.provides_states)):
+        ids = set()
+        for s in states:
+            if not 0 <= s.id < _U64 or not 0 <= s.version < _U32:
+                return "%s: state %r version %r out of range" % (what, s.id, s.version)
+            if s.id in ids:
+                return "%s: state %d is listed twice" % (what, s.id)
+            ids.add(s.id)
+    return None
+
+
+def _refuse_unknown_features(names):
+    for name in names:
+        if name not in FEATURES:
+            shown = name if isinstance(name, str) and len(name) <= MAX_FEATURE_NAME else repr(name)[:MAX_FEATURE_NAME]
+            raise UnsupportedError("the patch requires feature %r, which this version of gdb-nsb does not "
+                                   "understand: use a newer gdb-nsb (known features: %s)"
+                                   % (shown, ", ".join(sorted(FEATURES)) or "none"))
 
 
 def _jump_problem(j):

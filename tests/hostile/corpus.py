@@ -14,7 +14,7 @@ from gdb_nsb.elf.livepatch import build_id_of
 
 PATCH_FILE = 9      # missing, not ELF, corrupt vzpatch
 MISMATCH = 4        # build-id, entry bytes, symbols
-UNSUPPORTED = 13    # relocation type ...
+UNSUPPORTED = 13    # relocation type, unknown required feature ...
 
 
 def _copy(good, out_dir, name):
@@ -173,6 +173,10 @@ def make(good, target, out_dir):
         eb[-1] ^= 0xFF
         m.func_jumps[0].entry_bytes = bytes(eb)
     edit("entry-bytes-differ", [MISMATCH], bad_entry)
+
+    def unknown_feature(m):
+        m.required_features.append("teleport")  # a field a newer writer relies on, which we would skip
+    edit("required-feature-unknown", [UNSUPPORTED], unknown_feature)
 
     # --- relocations of the patch itself (build-id kept, so the identity check still passes)
     off, r_offset, rtype, sym, addend = _rela(good)
