@@ -1,7 +1,9 @@
 """What every nsb-* command shares: argument parsing, settings, errors, results.
 
-Arguments are parsed with argparse (GDB's own quoting via gdb.string_to_argv);
-a parse error or any core error becomes one gdb.GdbError line.  The runner
+Arguments are parsed with argparse (GDB's own quoting via gdb.string_to_argv)
+from the parsers gdb_nsb/options.py declares; a parse error or a user error
+(errors.NsbError) becomes one gdb.GdbError line.  Any other exception is a bug:
+one line too, and with `set nsb debug on` its traceback before it.  The runner
 passes ``--result-file F``: the command then writes its outcome there as JSON,
 also when it fails, so a failure inside GDB never looks like success.
 """
@@ -10,12 +12,12 @@ import argparse
 import json
 import os
 import time
+import traceback
 
 import gdb
 
-from gdb_nsb import errors, patchfiles
+from gdb_nsb import errors, options, patchfiles
 from gdb_nsb.process import autoregister, engine, symbols
-from gdb_nsb.process.safepoint_wait import DEFAULT_TRIES
 
 
 class _ArgumentError(Exception):
@@ -45,22 +47,30 @@ class _Prefix(gdb.Command):
         super().__init__(name, gdb.COMMAND_DATA, gdb.COMPLETE_NONE, True)
 
 
+_KINDS = {"uint": gdb.PARAM_ZUINTEGER, "bool": gdb.PARAM_BOOLEAN, "enum": gdb.PARAM_ENUM, "text": gdb.PARAM_STRING}
+
+
 class _Setting(gdb.Parameter):
-    def __init__(self, name, kind, default, doc, set_doc, show_doc, enum=None):
-        self.__doc__ = doc
-        self.set_doc = set_doc
-        self.show_doc = show_doc
-        if enum is not None:
-            super().__init__("nsb " + name, gdb.COMMAND_DATA, kind, enum)
+    """One `set nsb NAME`, as options.SETTINGS declares it."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.__doc__ = spec.doc
+        self.set_doc = spec.set_doc
+        self.show_doc = spec.show_doc
+        if spec.kind == "enum":
+            super().__init__("nsb " + spec.name, gdb.COMMAND_DATA, _KINDS[spec.kind], list(spec.choices))
         else:
-            super().__init__("nsb " + name, gdb.COMMAND_DATA, kind)
-        self.value = default
+            super().__init__("nsb " + spec.name, gdb.COMMAND_DATA, _KINDS[spec.kind])
+        self.value = spec.default
 
     def get_set_string(self):
+        if self.spec.name == "patch-dir":
+            symbols.patch_dirs = patchfiles.split_dirs(self.value)
         return ""
 
     def get_show_string(self, value):
-        return "%s is %s." % (self.show_doc, value)
+        return "%s is %s." % (self.spec.label, value)
 
 
 SETTINGS = {}
@@ -69,79 +79,29 @@ SETTINGS = {}
 def register_settings():
     if SETTINGS:
         return
-    _Prefix("set nsb", "Settings of the gdb-nsb live-patching commands.")
+    _Prefix("set nsb", options.SETTINGS_PREFIX_DOC)
     _Prefix("show nsb", "Show the settings of the gdb-nsb live-patching commands.")
-    SETTINGS["retries"] = _Setting(
-        "retries", gdb.PARAM_ZUINTEGER, DEFAULT_TRIES,
-        "Safe-point checks before nsb-patch/nsb-revert give up (default 25).",
-        "Set the number of safe-point checks.", "Safe-point checks")
-    SETTINGS["timeout"] = _Setting(
-        "timeout", gdb.PARAM_ZUINTEGER, 60,
-        "Seconds an operation may take before it is rolled back (0: no limit).",
-        "Set the deadline in seconds.", "Deadline (seconds)")
-    SETTINGS["strategy"] = _Setting(
-        "strategy", gdb.PARAM_ENUM, "retry",
-        "How to reach a safe point: retry (let the process run with growing delays) or runout\n"
-        "(temporary breakpoints at the return addresses of busy frames).",
-        "Set the safe-point strategy.", "Safe-point strategy", ["retry", "runout"])
-    SETTINGS["allow-seccomp"] = _Setting(
-        "allow-seccomp", gdb.PARAM_BOOLEAN, False,
-        "Whether nsb-patch may inject system calls into a process with a seccomp filter.",
-        "Allow patching under a seccomp filter.", "Patching under a seccomp filter")
-    SETTINGS["breakpoints"] = _Setting(
-        "breakpoints", gdb.PARAM_ENUM, "refuse",
-        "What to do with a breakpoint inside the bytes a jump overwrites: refuse, or disable it.",
-        "Set the breakpoint policy.", "Breakpoint policy", ["refuse", "disable"])
-    SETTINGS["patch-dir"] = _PatchDir()
-
-
-class _PatchDir(_Setting):
-    """Where patch files are looked for by build-id (a core file from another machine)."""
-
-    def __init__(self):
-        super().__init__(
-            "patch-dir", gdb.PARAM_STRING, "",
-            "Directories (separated by ':') searched for patch files by build-id when the path recorded\n"
-            "in the process (or core file) does not hold the patch: DIR/.build-id/xx/rest[.debug],\n"
-            "DIR/<recorded file name>, then every file in DIR.",
-            "Set the patch directories.", "Patch directories")
-
-    def get_set_string(self):
-        symbols.patch_dirs = patchfiles.split_dirs(self.value)
-        return ""
-
-
-def add_operation_options(parser, mutating=True):
-    parser.add_argument("--result-file", help=argparse.SUPPRESS)
-    # The runner's deadline (time.monotonic() value): --timeout then counts from when
-    # the runner started GDB, so GDB's start-up and attach are inside the bound.
-    parser.add_argument("--deadline-at", type=float, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--timeout", type=float, default=None, help="seconds before rolling back (set nsb timeout)")
-    parser.add_argument("-v", dest="verbose", type=int, default=0, help="detail level")
-    if mutating:
-        parser.add_argument("--dry-run", action="store_true", help="compute and check everything, write nothing")
-        parser.add_argument("--retries", type=int, default=None, help="safe-point checks (set nsb retries)")
-        parser.add_argument("--strategy", choices=("retry", "runout", "run-out"), default=None,
-                            help="safe-point strategy (set nsb strategy)")
-        parser.add_argument("--allow-seccomp", action="store_true", help="apply under a seccomp filter")
-        parser.add_argument("--breakpoints", choices=("refuse", "disable"), default=None,
-                            help="breakpoint inside a jump: refuse (default) or disable it")
+    for spec in options.SETTINGS.values():
+        SETTINGS[spec.name] = _Setting(spec)
 
 
 def options_from(args):
-    timeout = args.timeout if args.timeout is not None else float(SETTINGS["timeout"].value or 0)
+    """The engine's options: what the command line gave, else the `set nsb` settings."""
+    def given_or_setting(attr, setting):
+        value = getattr(args, attr, None)
+        return value if value is not None else SETTINGS[setting].value
+
+    timeout = float(given_or_setting("timeout", "timeout") or 0)
     if getattr(args, "deadline_at", None) is not None:
         # Already passed: a minimal bound, so the operation stops at its first deadline check.
         timeout = max(0.001, args.deadline_at - time.monotonic())
-    strategy = getattr(args, "strategy", None) or SETTINGS["strategy"].value
     return engine.Options(
         dry_run=getattr(args, "dry_run", False),
-        retries=getattr(args, "retries", None) if getattr(args, "retries", None) is not None
-        else int(SETTINGS["retries"].value),
+        retries=int(given_or_setting("retries", "retries")),
         timeout=timeout if timeout > 0 else None,
-        strategy="runout" if strategy == "run-out" else strategy,
+        strategy=options.ENGINE_STRATEGY[given_or_setting("strategy", "strategy")],
         allow_seccomp=getattr(args, "allow_seccomp", False) or bool(SETTINGS["allow-seccomp"].value),
-        breakpoints=getattr(args, "breakpoints", None) or SETTINGS["breakpoints"].value,
+        breakpoints=given_or_setting("breakpoints", "breakpoints"),
         unmap=getattr(args, "unmap", False),
         verbose=args.verbose)
 
@@ -149,16 +109,20 @@ def options_from(args):
 class NsbCommand(gdb.Command):
     """Base of the nsb-* commands.
 
-    Subclasses set ``name`` and define ``build_parser()`` (a CommandParser)
-    and ``operate(args)`` (returns an engine.Outcome).
+    Subclasses set ``operation`` (a key of options.COMMANDS: their parser and
+    help come from there) and define ``operate(args)`` (returns an engine.Outcome).
     """
 
-    name = None
+    operation = None
     complete = gdb.COMPLETE_FILENAME
 
     def __init__(self):
-        super().__init__(self.name, gdb.COMMAND_RUNNING, self.complete)
+        self.__doc__ = options.gdb_help(self.operation)
+        super().__init__("nsb-" + self.operation, gdb.COMMAND_RUNNING, self.complete)
         self.dont_repeat_flag = True
+
+    def build_parser(self):
+        return options.gdb_parser(self.operation, CommandParser)
 
     def invoke(self, argument, from_tty):
         self.dont_repeat()
@@ -177,14 +141,16 @@ class NsbCommand(gdb.Command):
             _write_result(result_file, {"result": "error", "code": e.exit_code, "message": str(e),
                                         "error": type(e).__name__})
             raise gdb.GdbError(str(e))
-        except gdb.error as e:
-            msg = "GDB error: %s" % " ".join(str(e).split())
-            _write_result(result_file, {"result": "error", "code": 10, "message": msg, "error": "GdbError"})
-            raise gdb.GdbError(msg)
-        except Exception as e:  # a bug of ours: still one line, still reported as failure
-            msg = "internal error: %s: %s" % (type(e).__name__, " ".join(str(e).split()))
-            _write_result(result_file, {"result": "error", "code": 10, "message": msg, "error": "InternalError"})
-            raise gdb.GdbError(msg)
+        except Exception as e:  # not one of our typed errors: a bug (or GDB's), still reported as failure
+            if isinstance(e, gdb.error):
+                msg, kind = "GDB error: %s" % " ".join(str(e).split()), "GdbError"
+            else:
+                msg, kind = "internal error: %s: %s" % (type(e).__name__, " ".join(str(e).split())), "InternalError"
+            _write_result(result_file, {"result": "error", "code": 10, "message": msg, "error": kind})
+            if SETTINGS["debug"].value:
+                gdb.write(traceback.format_exc(), gdb.STDERR)
+                raise gdb.GdbError(msg)
+            raise gdb.GdbError(msg + " (set nsb debug on shows its traceback)")
         finally:
             autoregister.operation_running = False
             autoregister.mark_seen()  # the command registered the patches itself

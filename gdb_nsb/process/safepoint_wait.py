@@ -2,7 +2,7 @@
 
 Between tries the process runs (``run_windows``), either for growing delays
 (strategy ``retry``) or until each busy thread returns from its outermost busy
-frame, caught by a temporary run-out breakpoint (strategy ``runout``).
+frame, caught by a temporary run-out breakpoint (strategy ``runout``, `run-out` to users).
 """
 
 import gdb
@@ -12,8 +12,7 @@ from gdb_nsb.process import stacks as stacks_mod
 from gdb_nsb.process.remote_alarm import shared_alarm
 from gdb_nsb.process.run_windows import ensure_all_stopped, run_window
 from gdb_nsb.process.sigstop import sigstop_handling
-
-DEFAULT_TRIES = 25
+from gdb_nsb.safepoint import DEFAULT_TRIES
 FIRST_DELAY = 0.001
 DELAY_CAP = 1.0
 

@@ -5,14 +5,16 @@ import importlib
 import json
 import sys
 
+from gdb_nsb import options
 from gdb_nsb.errors import NsbError
 
 # subcommand -> (module, one-line help).  Each module has add_arguments(parser) and run(args) -> int.
+# The operations' help and options are declared in gdb_nsb/options.py, with their GDB commands'.
 SUBCOMMANDS = {
-    "patch": ("gdb_nsb.standalone.patch_cmd", "apply a live patch to running processes"),
-    "revert": ("gdb_nsb.standalone.revert_cmd", "take an applied live patch back"),
-    "list": ("gdb_nsb.standalone.list_cmd", "list the live patches applied in processes"),
-    "check": ("gdb_nsb.standalone.check_cmd", "is a patch applied, could it be applied now, and why not"),
+    "patch": ("gdb_nsb.standalone.patch_cmd", options.COMMANDS["patch"].runner_summary),
+    "revert": ("gdb_nsb.standalone.revert_cmd", options.COMMANDS["revert"].runner_summary),
+    "list": ("gdb_nsb.standalone.list_cmd", options.COMMANDS["list"].runner_summary),
+    "check": ("gdb_nsb.standalone.check_cmd", options.COMMANDS["check"].runner_summary),
     "demo": ("gdb_nsb.standalone.demo", "watch a running server being live-patched and reverted (no arguments)"),
     "gdb": ("gdb_nsb.standalone.gdbcmd", "start GDB with the nsb-* commands loaded"),
     "generate": ("gdb_nsb.standalone.generate", "bind a patch .so to its target: write its vzpatch section"),
@@ -46,7 +48,8 @@ def build_parser(only=None):
             sub.add_parser(name, help=helptext)
             continue
         mod = importlib.import_module(module)
-        p = sub.add_parser(name, help=helptext, description=(mod.__doc__ or helptext),
+        about = options.runner_description(name) if name in options.COMMANDS else (mod.__doc__ or helptext)
+        p = sub.add_parser(name, help=helptext, description=about,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_module=mod)

@@ -1,37 +1,21 @@
-"""List the live patches applied in processes (nsb-list).
+"""`nsb list`: the live patches applied in processes (nsb-list, or host-wide without attaching).
 
-Without -p (and without --remote): every process on this host that carries
-live patches, found by the registry in its memory map and read from
-/proc/PID/mem without attaching, so no process is paused.  With -f PATCH, only
-the processes that map the patch's target or carry the patch, each with the
-patch's state there (applied, partial, inactive, not applied).
-
-Exit 0: listed (also when there are none).  8: a patch is in a partial state.
-16: the in-process registry is corrupt."""
+Options and help: gdb_nsb/options.py."""
 
 import sys
 
-from gdb_nsb import errors, patchfiles
+from gdb_nsb import errors, options, patchfiles
 from gdb_nsb.standalone import runner
 
 
 def add_arguments(parser):
-    runner.add_common(parser, need_patch=False)
-    parser.add_argument("-f", "--file", dest="patch", metavar="PATCH",
-                        help="host-wide list only: the processes that map this patch's target or carry it")
-    parser.add_argument("--patch-dir", default="", metavar="DIR[:DIR...]",
-                        help="also look for patch files here, by build-id (DIR/.build-id/xx/rest, file name)")
+    runner.add_arguments(parser, "list")
 
 
 def _prepare(args):
     if args.patch:
         raise errors.UsageError("-f PATCH goes with the host-wide list (no -p, no --remote)")
-    opts = ["--timeout %g" % args.timeout]
-    if args.verbose:
-        opts.append("-v %d" % args.verbose)
-    if args.patch_dir:
-        opts.append("--patch-dir " + runner.quote(args.patch_dir))
-    return opts, None
+    return options.forward("list", args), None
 
 
 def run(args):

@@ -1,32 +1,15 @@
-"""Apply a live patch to running processes (nsb-patch in a gdb -batch session each)."""
+"""`nsb patch`: apply a live patch to running processes (nsb-patch in a gdb -batch session each).
+
+Options and help: gdb_nsb/options.py."""
 
 import os
 
-from gdb_nsb import errors
+from gdb_nsb import errors, options
 from gdb_nsb.standalone import runner
 
 
 def add_arguments(parser):
-    runner.add_common(parser)
-    runner.add_mutating(parser)
-    parser.add_argument("--all-of", action="store_true",
-                        help="also patch every process that maps an object with the patch's target build-id")
-
-
-def mutating_options(args):
-    opts = []
-    if args.dry_run:
-        opts.append("--dry-run")
-    if args.retries is not None:
-        opts.append("--retries %d" % args.retries)
-    if args.strategy:
-        opts.append("--strategy " + args.strategy)
-    if args.allow_seccomp:
-        opts.append("--allow-seccomp")
-    opts.append("--timeout %g" % args.timeout)
-    if args.verbose:
-        opts.append("-v %d" % args.verbose)
-    return opts
+    runner.add_arguments(parser, "patch")
 
 
 def patch_info(path, livepatch):
@@ -55,7 +38,7 @@ def require_patch(args):
 
 def _prepare(args):
     path, load_info = require_patch(args)
-    return mutating_options(args) + [runner.quote(path)], load_info
+    return options.forward("patch", args) + [runner.quote(path)], load_info
 
 
 def run(args):

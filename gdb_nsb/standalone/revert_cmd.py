@@ -1,25 +1,16 @@
-"""Take an applied live patch back (nsb-revert in a gdb -batch session each).
+"""`nsb revert`: take an applied live patch back (nsb-revert in a gdb -batch session each).
 
-The patch is named by its file or by its build-id (-f accepts either; a
-build-id prefix is enough when it is unambiguous in the process).  --all-of
-reverts it in every process on this host that carries it.
-Exit 0: reverted.  2: the patch is not applied there."""
+Options and help: gdb_nsb/options.py."""
 
 import os
 
-from gdb_nsb import errors
+from gdb_nsb import errors, options
 from gdb_nsb.standalone import runner
-from gdb_nsb.standalone.patch_cmd import mutating_options, patch_info
+from gdb_nsb.standalone.patch_cmd import patch_info
 
 
 def add_arguments(parser):
-    runner.add_common(parser, patch_help="live patch file, or its build-id")
-    runner.add_mutating(parser)
-    parser.add_argument("--unmap", action="store_true",
-                        help="also unmap the patch's memory (after a scan finds no pointer into it)")
-    parser.add_argument("--all-of", action="store_true",
-                        help="also revert in every process that carries the patch (found without attaching; "
-                             "with --unmap, inactive records too)")
+    runner.add_arguments(parser, "revert")
 
 
 def identify(ident):
@@ -48,10 +39,7 @@ def _prepare(args):
     if not args.patch:
         raise errors.UsageError("give the live patch with -f PATCH (file or build-id)")
     ident, load_info = identify(args.patch)
-    opts = mutating_options(args)
-    if args.unmap:
-        opts.append("--unmap")
-    return opts + [runner.quote(ident)], load_info
+    return options.forward("revert", args) + [runner.quote(ident)], load_info
 
 
 def run(args):

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 
-from gdb_nsb import errors
+from gdb_nsb import errors, options
 from gdb_nsb.procstate import comm, ensure_running
 from gdb_nsb.standalone import gdbrun, progress
 
@@ -32,11 +32,11 @@ def _exit_code_line(code, meaning, reserved):
     return "  %3d  %s%s" % (code, "reserved: " if reserved else "", meaning.replace("`", ""))
 
 
-EPILOG = "exit codes:\n" + "\n".join(_exit_code_line(*row) for row in errors.exit_codes()) + (
-    "\n\nWith several processes the exit code is that of the first one (in -p order) that failed.")
-
-DEFAULT_TIMEOUT = 60.0
 DEFAULT_GRACE_SECONDS = 15.0
+EPILOG = "exit codes:\n" + "\n".join(_exit_code_line(*row) for row in errors.exit_codes()) + (
+    "\n\nWith several processes the exit code is that of the first one (in -p order) that failed."
+    "\nPast --timeout, GDB itself is killed %g s later (NSB_GRACE_SECONDS)." % DEFAULT_GRACE_SECONDS)
+
 
 
 def grace_seconds():
@@ -53,52 +53,10 @@ def grace_seconds():
     return grace
 
 
-def _positive_seconds(text):
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a number of seconds: %r" % text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds: %r" % text)
-    return value
-
-
-def _positive_int(text):
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a whole number: %r" % text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1: %r" % text)
-    return value
-
-
-def add_common(parser, need_patch=True, patch_help="live patch file"):
-    parser.add_argument("-p", "--pid", action="append", default=[], metavar="PID[,PID...]",
-                        help="target process; repeat or separate with commas for several")
-    if need_patch:
-        parser.add_argument("-f", "--file", dest="patch", metavar="PATCH", help=patch_help)
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON document on stdout (schema: gdb_nsb/data/result.schema.json)")
-    parser.add_argument("--timeout", type=_positive_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                        help="hard bound: roll back and detach when it passes (default %g); GDB itself is "
-                             "killed %g s later (NSB_GRACE_SECONDS)" % (DEFAULT_TIMEOUT, DEFAULT_GRACE_SECONDS))
-    parser.add_argument("--remote", metavar="HOST:PORT",
-                        help="reach the process through a running gdbserver (with -p: extended-remote + attach)")
-    parser.add_argument("-v", dest="verbose", type=int, default=0, metavar="N", help="detail level (0-3)")
+def add_arguments(parser, command):
+    """The runner's options of ``command`` (declared in gdb_nsb/options.py), and the exit-code table."""
+    options.add_arguments(parser, command, options.RUNNER)
     parser.epilog = EPILOG
-
-
-def add_mutating(parser):
-    parser.add_argument("--dry-run", action="store_true", help="compute and check everything, write nothing")
-    parser.add_argument("--retries", type=_positive_int, default=None, metavar="N",
-                        help="safe-point checks before giving up (default 25)")
-    parser.add_argument("--strategy", choices=("retry", "run-out"), default=None,
-                        help="how to reach a safe point: retry with growing delays, or run busy threads out")
-    parser.add_argument("--allow-seccomp", action="store_true",
-                        help="apply even though the process has a seccomp filter")
 
 
 def parse_pids(values):
@@ -215,6 +173,8 @@ class GdbRun:
                 pass_fds, gate = (read_end,), read_end
             argv += ["-ex", "python import gdb_nsb.process.fastattach as _f; _f.prepare(%d, %r, gate=%r)"
                      % (pid, [os.path.abspath(p) for p in files], gate), "-ex", "attach %d" % pid]
+        if args.verbose >= 3:
+            argv += ["-ex", "set nsb debug on"]  # an internal error's traceback lands in gdb_stderr (-v)
         argv += ["-ex", gdb_cmd, "-ex", "detach",
                  "-ex", "python import gdb_nsb.process.fastattach as _f; _f.exit_if_detached()"]
         if args.verbose >= 3:
@@ -506,6 +466,4 @@ def print_human(doc, several, verbose):
         print(doc["gdb_output"], file=sys.stderr)
 
 
-def quote(arg):
-    """Quote one argument for a GDB command line parsed with gdb.string_to_argv."""
-    return '"%s"' % str(arg).replace("\\", "\\\\").replace('"', '\\"')
+quote = options.gdb_quote
