@@ -36,7 +36,7 @@ def _one_line(msg):
 def test_corpus_reading_never_crashes(cases):
     """Reading each file (the patch model and the ELF reader) fails with a typed one-line NsbError or succeeds."""
     outcomes = {}
-    for name, path, _ in cases:
+    for name, path, _, _ in cases:
         for reader in (lambda p: LivePatch.read(p), lambda p: ElfImage(p).segments):
             try:
                 reader(path)
@@ -56,13 +56,15 @@ def test_corpus_refused_by_nsb_patch_target_untouched(cases, running):
     t = running
     base_maps = T.maps(t.pid)
     codes, wrong = {}, []
-    for name, path, expected in cases:
+    for name, path, code, fragment in cases:
         run = nsb("patch", "-p", t.pid, "-f", path, "--json", "--timeout", 60)
         rc, doc, err = run.returncode, run.process, run.stderr
         msg = doc.get("message", "")
         codes[name] = (rc, msg)
-        if rc not in expected or not _one_line(msg):
-            wrong.append((name, rc, msg, err[-300:]))
+        # One exit code and the cause named: a case refused for another reason than the one it
+        # plants (an earlier check catching it by accident) would not test its own check.
+        if rc != code or fragment not in msg or not _one_line(msg):
+            wrong.append((name, "exit %d (want %d)" % (rc, code), msg, "want %r" % fragment, err[-300:]))
         # The target must be untouched whatever the answer; stop at once if it is not.
         assert t.alive(), name
         assert t.values() == (0, 0), (name, rc, msg)

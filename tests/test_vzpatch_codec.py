@@ -10,7 +10,7 @@ import struct
 import subprocess
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import targets as T
@@ -459,6 +459,8 @@ def func_jumps(draw):
 @st.composite
 def patches(draw):
     jumps = draw(st.lists(func_jumps(), max_size=4, unique_by=lambda j: j.func_value))
+    ordered = sorted(jumps, key=lambda j: j.func_value)
+    assume(all(a.func_value + a.func_size <= b.func_value for a, b in zip(ordered, ordered[1:])))  # no overlap
     syms = st.lists(st.builds(MarkedSym, st.integers(1, (1 << 31) - 1), st.integers(-(1 << 63), (1 << 63) - 1)),
                     max_size=4, unique_by=lambda s: s.idx)
     new_bid = draw(bids)
@@ -469,6 +471,27 @@ def patches(draw):
                      draw(st.none() | st.booleans()),
                      draw(st.lists(bids.filter(lambda b: b != new_bid), max_size=3, unique=True)),
                      draw(states), draw(states), draw(st.booleans()))
+
+
+def test_overlapping_functions_are_refused():
+    """A function whose entry lies inside another replaced function: its jump would overwrite the
+    other's body (or jump), so neither version would run intact."""
+    a = FuncJump("a", 0x1000, 0x40, 0x100, 0, [], b"")
+    b = FuncJump("b", 0x1020, 0x10, 0x200, 0, [], b"")
+    c = FuncJump("c", 0x1040, 0x10, 0x300, 0, [], b"")
+    assert LivePatch("aa", "bb", None, [a, c]).problem() is None  # adjacent is fine
+    assert LivePatch("aa", "bb", None, [c, b, a]).problem() == "functions a [0x1000, +0x40) and b at 0x1020 overlap"
+    with pytest.raises(PatchFileError, match="overlap"):
+        LivePatch.from_bytes(_overlapping_bytes(a, b))
+
+
+def _overlapping_bytes(a, b):
+    m = pb.BinPatch(old_bid="aa", new_bid="bb")
+    for j in (a, b):
+        fj = m.func_jumps.add()
+        fj.name, fj.func_value, fj.func_size, fj.patch_value = j.name, j.func_value, j.func_size, j.patch_value
+        fj.shndx = 0
+    return m.SerializeToString()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

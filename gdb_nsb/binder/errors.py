@@ -1,14 +1,15 @@
 """Typed errors of the binder (each one line, each a subclass of NsbError)."""
 
-from gdb_nsb.errors import MismatchError, NsbError, UnsupportedError
+from gdb_nsb.errors import MismatchError, NsbError, PatchFileError, UnsupportedError
 
 
 class UnsupportedRelocation(UnsupportedError):
     """The patch carries a relocation type the binder does not apply."""
 
 
-class BadRelocation(UnsupportedError):
-    """A relocation of the patch writes outside the patch's segments."""
+class BadRelocation(PatchFileError):
+    """A relocation or fix-up of the patch is malformed (writes outside the patch's segments, names a
+    symbol the patch does not have): the patch file is corrupt, not merely beyond what we support."""
 
 
 class UnresolvedSymbol(MismatchError):

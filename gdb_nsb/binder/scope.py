@@ -30,7 +30,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
-from gdb_nsb.binder.errors import IfuncNeedsResolver, UnresolvedSymbol
+from gdb_nsb.binder.errors import BadRelocation, IfuncNeedsResolver, UnresolvedSymbol
 from gdb_nsb.binder.process_view import (LOADED_DLOPEN_GLOBAL, LOADED_PRELOAD, MappedObject, ProcessView)
 from gdb_nsb.errors import NsbError
 
@@ -257,8 +257,8 @@ class SymbolResolver:
         """Resolve symbol ``idx`` of the patch's .dynsym; raises UnresolvedSymbol / IfuncNeedsResolver."""
         syms = self.patch.dynsyms
         if not 0 < idx < len(syms):
-            raise UnresolvedSymbol(str(idx), "%s: relocation names symbol index %d, not in its .dynsym (%d symbols)"
-                                   % (self.patch.path, idx, len(syms)))
+            raise BadRelocation("%s: relocation names symbol index %d, not in its .dynsym (%d symbols)"
+                                % (self.patch.path, idx, len(syms)))
         sym = syms[idx]
         name = sym.name
         bias = self.target.load_bias

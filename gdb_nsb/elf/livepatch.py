@@ -307,6 +307,9 @@ class LivePatch:
             if j.func_value in seen:
                 return "functions %s and %s both redirect the entry at %#x" % (seen[j.func_value], j.name, j.func_value)
             seen[j.func_value] = j.name
+        p = _overlap_problem(self.func_jumps)
+        if p:
+            return p
         for what, syms in (("manual_symbols", self.manual_symbols), ("global_symbols", self.global_symbols)):
             addrs = {}
             for s in syms:
@@ -350,6 +353,17 @@ def _refuse_unknown_features(names):
             raise UnsupportedError("the patch requires feature %r, which this version of gdb-nsb does not "
                                    "understand: use a newer gdb-nsb (known features: %s)"
                                    % (shown, ", ".join(sorted(FEATURES)) or "none"))
+
+
+def _overlap_problem(jumps):
+    """Two replaced functions whose bodies overlap: the second jump would land inside the first
+    function (or its jump), so neither the old nor the new code would run intact."""
+    ordered = sorted(jumps, key=lambda j: j.func_value)
+    for a, b in zip(ordered, ordered[1:]):
+        if a.func_value + a.func_size > b.func_value:
+            return "functions %s [%#x, +%#x) and %s at %#x overlap" % (a.name, a.func_value, a.func_size,
+                                                                      b.name, b.func_value)
+    return None
 
 
 def _jump_problem(j):
