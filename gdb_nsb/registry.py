@@ -3,7 +3,8 @@
 The registry lives in the target's memory so that any later GDB session can
 list, check and revert.  Its records are encoded here (``encode_payload``);
 the mapping that holds them, two slots and a commit word, is
-``gdb_nsb.registry_slots`` (format 2).  Format 1, still read here to migrate
+``gdb_nsb.registry_slots`` (format 3: format 2 plus the patch-series fields at
+the end of each record; a format 2 record reads with them empty).  Format 1, still read here to migrate
 registries written by older versions, was one header and payload rewritten
 in place (little endian):
 
@@ -86,6 +87,11 @@ class PatchRecord:
     patch_path: str = ""
     state: str = STATE_ACTIVE
     functions: List[FunctionRecord] = field(default_factory=list)
+    # Patch series (registry format 3; empty when read from format 2): the build-ids this patch
+    # needs, the states (id, version) it provides, the build-ids of the patches it replaced.
+    needs: List[str] = field(default_factory=list)
+    states: List[Tuple[int, int]] = field(default_factory=list)
+    replaced: List[str] = field(default_factory=list)
 
     def function_at(self, entry: int) -> Optional[FunctionRecord]:
         f = self._entry_index().get(entry)
@@ -218,6 +224,17 @@ def _encode_patch(p: PatchRecord) -> bytes:
         w.blob(f.jump)
         w.blob(f.original)
         w.text(f.below)
+    # Format 3: the series fields, after everything format 2 has.
+    w.u32(len(p.needs))
+    for bid in p.needs:
+        w.text(bid)
+    w.u32(len(p.states))
+    for sid, version in p.states:
+        w.u64(sid)
+        w.u32(version)
+    w.u32(len(p.replaced))
+    for bid in p.replaced:
+        w.text(bid)
     return w.getvalue()
 
 
@@ -233,6 +250,10 @@ def _decode_patch(data: bytes, index: int) -> PatchRecord:
         p.ranges.append(MappedRange(r.u64(), r.u64(), r.u32()))
     for _ in range(r.u32()):
         p.functions.append(FunctionRecord(r.text(), r.u64(), r.blob(), r.blob(), r.text()))
+    if r.pos < len(data):  # format 3 (a format 2 record ends here)
+        p.needs = [r.text() for _ in range(r.u32())]
+        p.states = [(r.u64(), r.u32()) for _ in range(r.u32())]
+        p.replaced = [r.text() for _ in range(r.u32())]
     return p
 
 
@@ -252,7 +273,7 @@ class Registry:
                                      p.patch_load_base, [MappedRange(r.start, r.length, r.prot) for r in p.ranges],
                                      p.patch_path, p.state,
                                      [FunctionRecord(f.name, f.entry, f.jump, f.original, f.below)
-                                      for f in p.functions])
+                                      for f in p.functions], list(p.needs), list(p.states), list(p.replaced))
                          for p in self.patches], self.generation)
 
     # encoding

@@ -1,4 +1,4 @@
-"""The registry mapping, format 2: two slots and one commit word (REFERENCE.md 2.6), pure.
+"""The registry mapping, format 3: two slots and one commit word (REFERENCE.md 2.6), pure.
 
 The tool may die after any single write it makes into the target.  So an
 update never rewrites the record in use: the new record goes into the other
@@ -11,7 +11,7 @@ Layout of the mapping (little endian):
 
     superblock (32 bytes, offset 0)
       magic       8s   b"NSBREG\\0\\0" (as format 1)
-      version     u32  2
+      version     u32  3 (2: the same layout, records without the patch-series fields)
       slot_size   u32  bytes per slot, a multiple of 8
       seq         u64  the commit word: slot ``seq % 2`` is current; 0 = nothing committed yet
       generation  u64  grows with every move to a new mapping; the higher wins
@@ -25,8 +25,12 @@ Layout of the mapping (little endian):
 
 A mapping still all zeros, or with seq 0, was created by a tool that died
 before its first commit: it holds no registry (and is reused).  Format 1
-mappings (``Registry.decode``) are read, and replaced by a format 2 mapping at
-the next write.
+mappings (``Registry.decode``) are read, and replaced by a format 3 mapping at
+the next write; so are format 2 mappings, whose slots read as format 3 records
+without the series fields.  Moving (rather than writing format 3 records into
+a format 2 mapping) keeps an older tool from reading a new record as format 2:
+it would skip the fields it does not know and drop them at its next write; it
+finds a format 3 mapping, which it refuses (read-only) instead.
 """
 
 import struct
@@ -37,7 +41,8 @@ from typing import Callable, List, Optional, Tuple
 from gdb_nsb.errors import RegistryCorrupt
 from gdb_nsb.registry import FORMAT_VERSION as FORMAT_1, HEADER_SIZE as HEADER_1, MAGIC, Registry
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+FORMAT_2 = 2  # read (the records lack the series fields) and moved to format 3 at the next write
 _SUPER = struct.Struct("<8sIIQQ")
 SUPER_SIZE = _SUPER.size  # 32
 SEQ_OFFSET = 16
@@ -172,13 +177,13 @@ def decode(read: Callable[[int, int], bytes], size: int, where: str = "registry"
         length = peeked[1]
         reg = Registry.decode(bytes(read(0, min(size, HEADER_1 + length))), where)
         return Found(reg, FORMAT_1, reg.generation)
-    if version != FORMAT_VERSION:
-        raise RegistryCorrupt("%s has format version %d; this tool reads versions %d and %d: read-only mode"
+    if version not in (FORMAT_2, FORMAT_VERSION):
+        raise RegistryCorrupt("%s has format version %d; this tool reads versions %d to %d: read-only mode"
                               % (where, version, FORMAT_1, FORMAT_VERSION))
     if slot_size < _MIN_SLOT or slot_size % 8 or SUPER_SIZE + 2 * slot_size > size:
         raise RegistryCorrupt("%s has a bad slot size %d for %d bytes: read-only mode" % (where, slot_size, size))
     if seq == 0:
-        return Found(None, FORMAT_VERSION, generation, 0, -1, slot_size)
+        return Found(None, version, generation, 0, -1, slot_size)
     problems = []
     for index, current in ((seq % 2, True), (1 - seq % 2, False)):
         try:
@@ -192,5 +197,5 @@ def decode(read: Callable[[int, int], bytes], size: int, where: str = "registry"
         if not current and got >= seq:
             problems.append("%s slot %d holds commit %d, newer than the commit word %d" % (where, index, got, seq))
             continue
-        return Found(reg, FORMAT_VERSION, generation, seq, index, slot_size, "; ".join(problems))
+        return Found(reg, version, generation, seq, index, slot_size, "; ".join(problems))
     raise RegistryCorrupt("%s has no valid slot (%s): read-only mode" % (where, "; ".join(problems)))

@@ -129,4 +129,50 @@ def test_a_record_too_large_for_a_slot_asks_for_a_new_mapping():
     big = reg(60)
     assert slots.commit_writes(f, big, 4096) is None
     size = slots.mapping_size_for(len(big.encode_payload()))
-    assert slots.commit_writes(slots.Found(None, 2, 2), big, size) is not None
+    assert slots.commit_writes(slots.Found(None, slots.FORMAT_VERSION, 2), big, size) is not None
+
+
+def _format_2_payload(registry):
+    """The payload a format 2 tool wrote: each record without the three series counts at its end."""
+    import struct
+    out = [struct.pack("<I", len(registry.patches))]
+    for p in registry.patches:
+        assert not (p.needs or p.states or p.replaced)
+        rec = Registry(patches=[p]).encode_payload()[8:]  # count, then the one record's length
+        assert rec.endswith(b"\0" * 12)
+        out.append(struct.pack("<I", len(rec) - 12) + rec[:-12])
+    return b"".join(out)
+
+
+def test_format_2_is_read_and_moved_to_format_3_at_the_next_write():
+    old = reg(2, generation=5)
+    mem = bytearray(SIZE)
+    size = slots.slot_size_for(SIZE)
+    mem[:32] = slots._SUPER.pack(slots.MAGIC, 2, size, 1, 5)
+    slot = slots.slot_bytes(_format_2_payload(old), 1, 5)
+    off = slots.slot_offset(1, size)
+    mem[off:off + len(slot)] = slot
+    f = decode(mem)
+    assert f.version == 2 and f.registry == old and f.seq == 1
+    assert all(p.needs == [] and p.states == [] and p.replaced == [] for p in f.registry.patches)
+    # Never a format 3 record in a format 2 mapping: an older tool would drop its series fields.
+    assert slots.commit_writes(f, reg(3), SIZE) is None
+
+
+def test_series_fields_round_trip_in_format_3():
+    r = reg(2)
+    r.patches[0].needs = ["ab" * 20]
+    r.patches[0].states = [(7, 2), (2**64 - 1, 2**32 - 1)]
+    r.patches[1].replaced = ["cd" * 20, "ef" * 20]
+    mem = bytearray(SIZE)
+    apply(mem, slots.commit_writes(decode(mem), r, SIZE))
+    g = decode(mem)
+    assert g.version == 3 and g.registry == r
+
+
+def test_an_older_tool_refuses_format_4():
+    mem = bytearray(SIZE)
+    apply(mem, slots.commit_writes(decode(mem), reg(1), SIZE))
+    mem[8:12] = b"\x04\0\0\0"
+    with pytest.raises(RegistryCorrupt, match="format version 4; this tool reads versions 1 to 3"):
+        decode(mem)

@@ -15,7 +15,10 @@
  * Record layout (version 1), one NUL-terminated string per field:
  *   "VZP1" kind patch_symbol target_name file source_file source_line
  * kind is one of: file, alias, static_var, static_func, hidden_var,
- * hidden_func, protected_var, protected_func, internal_var, internal_func.
+ * hidden_func, protected_var, protected_func, internal_var, internal_func,
+ * and for patch series: needs_patch (target_name: the build-id),
+ * needs_state and provides_state (target_name: the id, file: the version),
+ * cumulative (no fields).
  * A record used inside a function is a local static of that function, which
  * is how the generator knows a function-local static is meant.
  *
@@ -90,5 +93,27 @@
  * different files).  The file comes from the REF macro or from VZP_FILE. */
 #define VZP_STATIC_SYM_ALIAS(patch_name, target_name)                           \
     VZP__RECORD("alias", #patch_name, #target_name, "", __COUNTER__)
+
+/* Patch series (see docs/patch-series.md).  A patch that must be applied on
+ * top of another one names it by build-id (`nsb list` shows it); apply then
+ * refuses while that patch (or a cumulative one that replaced it) is not
+ * applied, and its revert refuses while this one is. */
+#define VZP_NEEDS_PATCH(build_id)                                               \
+    VZP__RECORD("needs_patch", "", build_id, "", __COUNTER__)
+
+/* A system state (the kernel's klp_state): an id and a version, integer
+ * constants.  A patch that changes how the program's data is to be read
+ * provides a state; a later patch that relies on it needs it (at least that
+ * version).  A cumulative patch must provide every state of the patches it
+ * replaces, at the same or a higher version. */
+#define VZP_NEEDS_STATE(id, version)                                            \
+    VZP__RECORD("needs_state", "", VZP__STR(id), VZP__STR(version), __COUNTER__)
+#define VZP_PROVIDES_STATE(id, version)                                         \
+    VZP__RECORD("provides_state", "", VZP__STR(id), VZP__STR(version), __COUNTER__)
+
+/* This patch is cumulative: applying it replaces, in one stop, every patch
+ * applied to the same target object (functions only they changed get their
+ * original code back).  `nsb patch --replace` does the same for any patch. */
+#define VZP_CUMULATIVE VZP__RECORD("cumulative", "", "", "", __COUNTER__)
 
 #endif /* VZP_H */

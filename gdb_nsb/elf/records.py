@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from gdb_nsb.elf import sections
 from gdb_nsb.errors import PatchFileError
 
-__all__ = ["SECTION_NAME", "KINDS", "VzpRecord", "parse_records", "read_records"]
+__all__ = ["SECTION_NAME", "KINDS", "SERIES_KINDS", "VzpRecord", "parse_records", "read_records"]
 
 SECTION_NAME = ".vzp.records"
 MAGIC = b"VZP1"
@@ -34,7 +34,14 @@ KINDS = {
     "protected_func": ("func", "protected"),
     "internal_var": ("var", "internal"),
     "internal_func": ("func", "internal"),
+    # patch series: declarations about the patch itself, never a symbol
+    "needs_patch": (None, None),
+    "needs_state": (None, None),
+    "provides_state": (None, None),
+    "cumulative": (None, None),
 }
+#: The kinds that declare the patch's place in a series (gdb_nsb.generator.series reads them).
+SERIES_KINDS = ("needs_patch", "needs_state", "provides_state", "cumulative")
 
 _FIELDS = ("kind", "patch_symbol", "target_name", "file", "source_file", "source_line")
 
@@ -119,7 +126,10 @@ def parse_records(data):
             _bad(start, "source line %r is not a number" % line)
         rec = VzpRecord(kind, psym, tname, file, source_file, int(line), start)
         where = "(%s %s)" % (kind, rec.where)
-        if kind == "file":
+        if kind in SERIES_KINDS:
+            if psym or (kind == "cumulative" and (tname or file)) or (kind == "needs_patch" and file):
+                _bad(start, "%s record with fields it does not have %s" % (kind, where))
+        elif kind == "file":
             if psym or tname:
                 _bad(start, "file record names a symbol %s" % where)
             if not file:

@@ -135,6 +135,9 @@ class Patch:
         sec = image.section_by_name(records.SECTION_NAME)
         data = image.section_data(records.SECTION_NAME) if sec is not None else None
         recs = records.parse_records(data) if data else []
+        # Series declarations describe the patch itself, not a symbol: they never reach the binding.
+        self.series_records = [r for r in recs if r.kind in records.SERIES_KINDS]
+        recs = [r for r in recs if r.kind not in records.SERIES_KINDS]
         self._dynsym_index = {}
         for s in image.dynsyms:
             if s.index and s.name and not s.defined:

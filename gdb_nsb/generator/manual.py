@@ -25,6 +25,7 @@ from gdb_nsb.elf.image import SHF_WRITE
 from gdb_nsb.elf.livepatch import FORMAT_VERSION, FuncJump, LivePatch, MarkedSym
 from gdb_nsb.errors import GenerateError
 from gdb_nsb.generator import checks, copies, dwarf_types, inputs, ipaclones
+from gdb_nsb.generator import series as series_mod
 from gdb_nsb.generator.paths import display, same_source, where as _where
 from gdb_nsb.generator.references import References
 
@@ -160,6 +161,7 @@ class _Binder:
         if self.warnings and self.strict:
             raise GenerateError("refused with --strict: %s" % "; ".join(self.warnings))
         t = self.t.image
+        series = series_mod.declaration(self.p.series_records, self.p.image.build_id)
         lp = LivePatch(
             old_bid=t.build_id,
             new_bid=self.p.image.build_id,
@@ -171,7 +173,18 @@ class _Binder:
             format_version=FORMAT_VERSION,
             target_name=t.soname or os.path.basename(t.path),
             target_is_executable=t.is_executable,
+            needs_patches=series.needs_patches,
+            needs_states=series.needs_states,
+            provides_states=series.provides_states,
+            cumulative=series.cumulative,
         )
+        for what, items in (("needs patch", lp.needs_patches), ("needs state", lp.needs_states),
+                            ("provides state", lp.provides_states)):
+            for it in items:
+                self.explain.append("series: %s %s" % (what, it if isinstance(it, str) else
+                                                         "%d version %d" % (it.id, it.version)))
+        if lp.cumulative:
+            self.explain.append("series: cumulative (applying it replaces every patch of %s)" % lp.target_name)
         problem = lp.problem()
         if problem:  # a bug of ours, never the user's input
             raise GenerateError("generated an invalid vzpatch section: %s" % problem)
