@@ -342,6 +342,8 @@ def _gdb_failure_message(err, bare=False):
     # GDB's fatal messages may carry NUL bytes ("Recursive internal problem.\n\0").
     lines = [l.replace("\0", "").strip() for l in (err or "").splitlines()]
     lines = [l for l in lines if l and "warning:" not in l]
+    # nsb-gdb.py could not load the extension: its one line says why, whatever GDB said after it.
+    lines = [l for l in lines if l.startswith("gdb-nsb not loaded:")][:1] or lines
     if bare:
         return lines[-1] if lines else "no message"
     if lines:
