@@ -24,7 +24,7 @@ ENGINE_STRATEGY = {"retry": "retry", "run-out": "runout"}
 
 @dataclass(frozen=True)
 class Setting:
-    """`set nsb NAME VALUE`: a GDB parameter.  ``kind``: uint, bool, enum or text."""
+    """`set nsb NAME VALUE`: a GDB parameter.  ``kind``: uint, bool, autobool, enum or text."""
 
     name: str
     kind: str
@@ -61,6 +61,11 @@ _SETTINGS = (
             "Directories (separated by ':') searched for patch files by build-id when the path recorded\n"
             "in the process (or core file) does not hold the patch: DIR/.build-id/xx/rest[.debug],\n"
             "DIR/<recorded file name>, then every file in DIR."),
+    Setting("run-windows", "autobool", None, "Run windows at the prompt",
+            "Whether nsb-* commands may let the process run between safe-point tries (short run windows).\n"
+            "auto (default): not for a command typed at the GDB prompt, where the user stopped the program\n"
+            "(the command then succeeds at the current stop or ends busy); on for scripts, gdb -batch and the\n"
+            "nsb runner."),
     Setting("debug", "bool", False, "Tracebacks of internal errors",
             "Whether an internal error (a bug of gdb-nsb) shows its Python traceback.\n"
             "User errors (no process, bad patch, busy ...) stay one line either way."),

@@ -17,7 +17,8 @@ import traceback
 import gdb
 
 from gdb_nsb import errors, options, patchfiles
-from gdb_nsb.process import autoregister, engine, symbols
+from gdb_nsb.process import autoregister, engine, run_windows, symbols
+from gdb_nsb.process.quiet import quiet_command, report_stop
 
 
 class _ArgumentError(Exception):
@@ -47,7 +48,8 @@ class _Prefix(gdb.Command):
         super().__init__(name, gdb.COMMAND_DATA, gdb.COMPLETE_NONE, True)
 
 
-_KINDS = {"uint": gdb.PARAM_ZUINTEGER, "bool": gdb.PARAM_BOOLEAN, "enum": gdb.PARAM_ENUM, "text": gdb.PARAM_STRING}
+_KINDS = {"uint": gdb.PARAM_ZUINTEGER, "bool": gdb.PARAM_BOOLEAN, "enum": gdb.PARAM_ENUM, "text": gdb.PARAM_STRING,
+          "autobool": gdb.PARAM_AUTO_BOOLEAN}
 
 
 class _Setting(gdb.Parameter):
@@ -135,8 +137,17 @@ class NsbCommand(gdb.Command):
             raise gdb.GdbError(str(e))
         result_file = getattr(args, "result_file", None)
         autoregister.operation_running = True
+        quiet = quiet_command()
         try:
-            outcome = self.operate(args)
+            with quiet, run_windows.policy(_run_windows_allowed(from_tty)):
+                outcome = self.operate(args)
+        except errors.StoppedByUser as e:
+            # The user's breakpoint stopped the process: show that stop as GDB shows one.
+            quiet.keep_selection()
+            _write_result(result_file, {"result": "error", "code": e.exit_code, "message": str(e),
+                                        "error": type(e).__name__})
+            report_stop()
+            raise gdb.GdbError(str(e))
         except errors.NsbError as e:
             _write_result(result_file, {"result": "error", "code": e.exit_code, "message": str(e),
                                         "error": type(e).__name__})
@@ -163,6 +174,12 @@ class NsbCommand(gdb.Command):
 
     # nsb-check answers with its code (2: not applied); that is not a command failure.
     nonzero_is_answer = False
+
+
+def _run_windows_allowed(from_tty):
+    """``set nsb run-windows``: auto lets the process run only for commands not typed at the prompt."""
+    value = SETTINGS["run-windows"].value
+    return (not from_tty) if value is None else bool(value)
 
 
 def _write_result(path, doc):

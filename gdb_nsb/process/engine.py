@@ -38,7 +38,8 @@ from gdb_nsb.process import bpguard, environment, faults, filecache, postmortem,
 from gdb_nsb.process.inferior import Inferior, ProcessAccessError
 from gdb_nsb.process.registry_store import RegistryStore
 from gdb_nsb.process.remote_alarm import shared_alarm
-from gdb_nsb.process.run_windows import ensure_all_stopped, run_window
+from gdb_nsb.process.run_windows import RUN_WINDOWS_HINT, RunWindowsOff, ensure_all_stopped, run_window
+from gdb_nsb.process.run_windows import policy as run_policy
 from gdb_nsb.process.safepoint_wait import DEFAULT_TRIES, wait_for_safe_point
 from gdb_nsb.process.stacks import collect_stacks
 from gdb_nsb.process.sigstop import sigstop_handling
@@ -209,6 +210,8 @@ def apply(path, opts: Options) -> Outcome:
         except SignalsHeld as e:
             # Every thread holds a signal: nothing was written.  The process runs (its signals
             # delivered) and the next safe point tries again; busy (3) when the tries run out.
+            if not run_policy.allowed:
+                raise RunWindowsOff("%s; %s" % (e, RUN_WINDOWS_HINT))
             if attempt >= max(1, opts.retries) or deadline.expired():
                 raise errors.BusyError("%s (%d tr%s)" % (e, attempt, "y" if attempt == 1 else "ies"))
             _let_run(_SIGNAL_WAIT * attempt, deadline)

@@ -34,7 +34,7 @@ import time
 import gdb
 
 from gdb_nsb import procstate
-from gdb_nsb.errors import NsbError, UnsupportedError
+from gdb_nsb.errors import BusyError, NsbError, UnsupportedError
 from gdb_nsb.process.inferior import is_native
 from gdb_nsb.process.remote_alarm import remote_window
 from gdb_nsb.process.sigstop import anchor_thread, drain_sigstop, forget_sigstop
@@ -43,6 +43,34 @@ from gdb_nsb.process.vanished import exited_error, explain_lost_process
 
 SYS_TGKILL = 234  # x86_64
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+class RunWindowsOff(BusyError):
+    """The process may not run between safe-point tries (``set nsb run-windows``): busy now."""
+
+
+class policy:
+    """Whether the command in progress may let the process run (``set nsb run-windows``).
+
+    At the GDB prompt the user stopped the program, and the tool does not
+    resume it unless the setting allows it; scripts and the runner may."""
+
+    allowed = True
+
+    def __init__(self, allowed):
+        self.want = allowed
+
+    def __enter__(self):
+        self.saved, policy.allowed = policy.allowed, self.want
+        return self
+
+    def __exit__(self, *exc):
+        policy.allowed = self.saved
+        return False
+
+
+RUN_WINDOWS_HINT = ("the process stays stopped: at the GDB prompt nsb-* commands do not let it run between "
+                    "safe-point tries unless 'set nsb run-windows on'")
 
 
 def _selected_process():
@@ -93,6 +121,8 @@ def run_window(seconds, ours=()):
     TargetExitedError when the process exited and TargetExecError when it
     executed a new program (GDB then detached: see ``vanished``).
     """
+    if not policy.allowed:
+        raise RunWindowsOff(RUN_WINDOWS_HINT)
     inf = _selected_process()
     _check_mode(inf)
     if not is_native(inf):

@@ -10,7 +10,7 @@ import gdb
 from gdb_nsb.errors import BusyError, NsbError
 from gdb_nsb.process import stacks as stacks_mod
 from gdb_nsb.process.remote_alarm import shared_alarm
-from gdb_nsb.process.run_windows import ensure_all_stopped, run_window
+from gdb_nsb.process.run_windows import RUN_WINDOWS_HINT, RunWindowsOff, ensure_all_stopped, policy, run_window
 from gdb_nsb.process.sigstop import sigstop_handling
 from gdb_nsb.safepoint import DEFAULT_TRIES
 FIRST_DELAY = 0.001
@@ -81,6 +81,8 @@ def wait_for_safe_point(check, strategy="retry", tries=DEFAULT_TRIES, delays=Non
     checks = 1
     if verdict.safe:
         return verdict
+    if not policy.allowed:
+        raise RunWindowsOff("no safe point now: %s; %s" % (verdict.message(), RUN_WINDOWS_HINT))
     with sigstop_handling(), shared_alarm():
         for i in range(tries - 1):
             if deadline is not None and deadline.expired():

@@ -62,6 +62,16 @@ STUB = _assemble_stub()
 SYSCALL_LEN = 2  # the bytes of `syscall`; the stepped thread stops at pc + 2
 
 
+class _StubEnd(gdb.Breakpoint):
+    """Where the stepped thread stops after the injected ``syscall`` (on the stub's int3): internal and
+    silent, so GDB reports no stop of its own there."""
+
+    def __init__(self, addr, thread_num):
+        super().__init__("*%#x" % addr, gdb.BP_BREAKPOINT, internal=True)
+        self.silent = True
+        self.thread = thread_num
+
+
 class InjectionError(NsbError):
     """An injected system call could not be run (no usable thread, odd stop ...)."""
 
@@ -300,6 +310,9 @@ class SyscallInjector:
                 # orig_rax = -1: no syscall restart logic may touch our step.
                 inf.write_registers([("rax", nr)] + list(zip(_ARG_REGISTERS, args)) + [("orig_rax", -1)])
                 gdb.events.stop.connect(on_stop)
+                # GDB's own breakpoint on the int3: a stop GDB knows as its own prints nothing,
+                # where a bare int3 printed 'received signal SIGTRAP' and a frame at the prompt.
+                end = _StubEnd(pc + SYSCALL_LEN, thread.num)
                 try:
                     # Run to the int3 behind the syscall with PTRACE_CONT, not stepi: a single-step
                     # leaves the thread's trap flag armed until GDB next resumes it, so a GDB killed
@@ -307,6 +320,8 @@ class SyscallInjector:
                     gdb.execute("continue", to_string=True)
                 finally:
                     gdb.events.stop.disconnect(on_stop)
+                    if end.is_valid():
+                        end.delete()
                 if not thread.is_valid():
                     raise InjectionError("thread %d vanished during an injected syscall" % saved.thread_num)
                 new_pc = inf.read_register("rip")
