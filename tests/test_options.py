@@ -118,7 +118,7 @@ def test_every_option_backed_by_a_setting_matches_it():
 def test_settings_read_well():
     for s in options.SETTINGS.values():
         assert s.doc and s.label and s.set_doc.startswith("Set ") and s.show_doc.startswith("Show ")
-        assert s.kind in ("uint", "bool", "enum", "text")
+        assert s.kind in ("uint", "bool", "autobool", "enum", "text")
         if s.kind == "enum":
             assert s.default in s.choices
 
