@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import targets as T
 from gdb_nsb.elf import livepatch, sections
 from gdb_nsb.elf import vzpatch_pb2 as pb
-from gdb_nsb.elf.livepatch import FuncJump, LivePatch, MarkedSym, State, StaticSym
+from gdb_nsb.elf.livepatch import Callback, FuncJump, LivePatch, MarkedSym, State, StaticSym
 from gdb_nsb.errors import PatchFileError, UnsupportedError
 
 ROOT = T.ROOT
@@ -228,7 +228,8 @@ def test_generated_module_matches_proto_field_numbers():
         "target_name": (17, "optional", S), "target_is_executable": (18, "optional", BOOL),
         "required_features": (19, "repeated", S), "needs_patches": (20, "repeated", S),
         "needs_states": (21, "repeated", M), "provides_states": (22, "repeated", M),
-        "cumulative": (23, "optional", BOOL)}
+        "cumulative": (23, "optional", BOOL), "callbacks": (24, "repeated", M),
+        "shadow_variables": (25, "optional", BOOL)}
     assert _shape(pb.State) == {"id": (1, "required", U64), "version": (2, "required", U32)}
     assert _shape(pb.FuncJump) == {
         "name": (1, "required", S), "func_value": (2, "required", U64), "func_size": (3, "required", U32),
@@ -238,6 +239,8 @@ def test_generated_module_matches_proto_field_numbers():
     assert _shape(pb.MarkedSym) == {"idx": (1, "required", I32), "addr": (2, "required", I64)}
     assert _shape(pb.StaticSym) == {"patch_size": (1, "required", I32), "patch_address": (2, "required", U64),
                                     "target_value": (3, "required", U64)}
+    assert _shape(pb.Callback) == {"kind": (1, "required", S), "name": (2, "required", S),
+                                   "patch_value": (3, "required", U64)}
 
 
 # ---------------------------------------------------------------- required features (patch series)
@@ -266,6 +269,9 @@ def test_each_feature_is_written_exactly_when_used():
     assert LivePatch(TARGET_BID, PATCH_BID, needs_states=[State(1, 1)]).required_features() == ["dependencies"]
     assert LivePatch(TARGET_BID, PATCH_BID, needs_patches=[OTHER_BID]).required_features() == ["dependencies"]
     assert LivePatch(TARGET_BID, PATCH_BID, provides_states=[State(1, 1)]).required_features() == ["states"]
+    assert LivePatch(TARGET_BID, PATCH_BID, callbacks=[Callback("pre_patch", "f", 16)]).required_features() \
+        == ["callbacks"]
+    assert LivePatch(TARGET_BID, PATCH_BID, shadow_variables=True).required_features() == ["shadow"]
     # A patch using none of them encodes no field 19 (and no 20-23): old readers see the same bytes as before.
     assert b"\x9a\x01" not in full_patch().to_bytes()
 

@@ -18,7 +18,9 @@
  * hidden_func, protected_var, protected_func, internal_var, internal_func,
  * and for patch series: needs_patch (target_name: the build-id),
  * needs_state and provides_state (target_name: the id, file: the version),
- * cumulative (no fields).
+ * cumulative (no fields); and the callbacks pre_patch, post_patch,
+ * pre_unpatch, post_unpatch (patch_symbol and target_name: the callback
+ * function's name).
  * A record used inside a function is a local static of that function, which
  * is how the generator knows a function-local static is meant.
  *
@@ -115,5 +117,29 @@
  * applied to the same target object (functions only they changed get their
  * original code back).  `nsb patch --replace` does the same for any patch. */
 #define VZP_CUMULATIVE VZP__RECORD("cumulative", "", "", "", __COUNTER__)
+
+/* Callbacks (docs/CALLBACKS.md): functions of the patch that gdb-nsb calls in
+ * the target as the patch goes in and out.  Write the macro after the
+ * function's definition; at most one of each kind per patch; give callbacks
+ * names the target does not have (a patch function named like a target
+ * function replaces it).
+ *   VZP_PRE_PATCH(fn)    int fn(void): before the patch goes live; non-zero
+ *                        refuses the apply (nothing written, exit 19).
+ *   VZP_POST_PATCH(fn)   void fn(void): once the patch is live.
+ *   VZP_PRE_UNPATCH(fn)  int fn(void): before the revert; non-zero refuses it.
+ *   VZP_POST_UNPATCH(fn) void fn(void): once the patch is out, and after an
+ *                        apply that failed after its pre-patch callback ran.
+ * Each runs on one thread of the process borrowed where it stopped, while
+ * every other thread runs. */
+#define VZP__CALLBACK(kind, type, fn, n)                                        \
+    _Static_assert(__builtin_types_compatible_p(__typeof__(fn), type),          \
+                   "vzp.h: the " kind " callback " #fn " must be " #type);      \
+    VZP__RECORD(kind, #fn, #fn, "", n)
+#define VZP_PRE_PATCH(fn) VZP__CALLBACK("pre_patch", int(void), fn, __COUNTER__)
+#define VZP_POST_PATCH(fn) VZP__CALLBACK("post_patch", void(void), fn, __COUNTER__)
+#define VZP_PRE_UNPATCH(fn) VZP__CALLBACK("pre_unpatch", int(void), fn, __COUNTER__)
+#define VZP_POST_UNPATCH(fn) VZP__CALLBACK("post_unpatch", void(void), fn, __COUNTER__)
+
+#include "vzp_shadow.h"
 
 #endif /* VZP_H */

@@ -23,7 +23,7 @@ from gdb_nsb.elf import vzpatch_pb2 as pb
 from gdb_nsb.errors import ElfError, PatchFileError, UnsupportedError
 
 __all__ = ["SECTION_NAME", "FORMAT_VERSION", "MAX_SECTION_SIZE", "FEATURES", "FuncJump", "MarkedSym", "StaticSym",
-           "State", "LivePatch"]
+           "State", "Callback", "CALLBACK_KINDS", "LivePatch"]
 
 #: Name of the section holding the serialized BinPatch.
 SECTION_NAME = "vzpatch"
@@ -111,7 +111,22 @@ FEATURES = {
     "cumulative": lambda p: bool(p.cumulative),
     "dependencies": lambda p: bool(p.needs_patches or p.needs_states),
     "states": lambda p: bool(p.provides_states),
+    "callbacks": lambda p: bool(p.callbacks),
+    "shadow": lambda p: bool(p.shadow_variables),
 }
+#: The kinds of callback, in the order an apply and a revert run them.
+CALLBACK_KINDS = ("pre_patch", "post_patch", "pre_unpatch", "post_unpatch")
+
+
+@dataclass
+class Callback:
+    """A function of the patch the tool calls in the target (``vzp.h`` VZP_PRE_PATCH ...).
+
+    ``patch_value`` is its link-time address in the patch; ``name`` is for messages."""
+
+    kind: str
+    name: str
+    patch_value: int
 
 
 @dataclass
@@ -143,11 +158,17 @@ class LivePatch:
     needs_states: List[State] = field(default_factory=list)
     provides_states: List[State] = field(default_factory=list)
     cumulative: bool = False
+    callbacks: List[Callback] = field(default_factory=list)
+    shadow_variables: bool = False
     path: Optional[str] = field(default=None, compare=False)
 
     def required_features(self):
         """The features a reader must understand to apply this patch, sorted."""
         return sorted(name for name, uses in FEATURES.items() if uses(self))
+
+    def callback(self, kind):
+        """The callback of ``kind`` (a CALLBACK_KINDS name), or None."""
+        return next((c for c in self.callbacks if c.kind == kind), None)
 
     # ----------------------------------------------------------- decoding
 
@@ -197,6 +218,9 @@ class LivePatch:
                 needs_states=[State(s.id, s.version) for s in msg.needs_states],
                 provides_states=[State(s.id, s.version) for s in msg.provides_states],
                 cumulative=msg.cumulative,
+                callbacks=[Callback(_text(c.kind, "callbacks.kind"), _text(c.name, "callbacks.name"), c.patch_value)
+                           for c in msg.callbacks],
+                shadow_variables=msg.shadow_variables,
             )
         except UnicodeDecodeError as e:  # other protobuf runtimes raise on access
             _corrupt("a string field is not valid UTF-8 (%s)" % _one_line(e))
@@ -270,6 +294,10 @@ class LivePatch:
             msg.provides_states.add(id=s.id, version=s.version)
         if self.cumulative:
             msg.cumulative = True
+        for c in self.callbacks:
+            msg.callbacks.add(kind=c.kind, name=c.name, patch_value=c.patch_value)
+        if self.shadow_variables:
+            msg.shadow_variables = True
         return msg
 
     def to_bytes(self):
@@ -324,6 +352,17 @@ class LivePatch:
                 return "static_symbols: patch_size %r at %r is not 4 or 8" % (s.patch_size, s.patch_address)
             if not 0 <= s.patch_address < _U64 or not 0 <= s.target_value < _U64:
                 return "static_symbols: address out of range at %r" % (s.patch_address,)
+        kinds = set()
+        for c in self.callbacks:
+            if c.kind not in CALLBACK_KINDS:
+                return "callbacks: unknown kind %r" % (c.kind,)
+            if c.kind in kinds:
+                return "callbacks: two %s callbacks" % c.kind
+            kinds.add(c.kind)
+            if not isinstance(c.name, str) or not c.name or not _is_utf8(c.name):
+                return "callbacks: invalid function name %r" % (c.name,)
+            if not 0 <= c.patch_value < _U64:
+                return "callbacks: %s: address %r out of range" % (c.name, c.patch_value)
         return _series_problem(self)
 
 

@@ -14,10 +14,10 @@ in the section: the array's link-time address minus the section's address.
 
 from dataclasses import dataclass
 
-from gdb_nsb.elf import sections
+from gdb_nsb.elf import livepatch, sections
 from gdb_nsb.errors import PatchFileError
 
-__all__ = ["SECTION_NAME", "KINDS", "SERIES_KINDS", "VzpRecord", "parse_records", "read_records"]
+__all__ = ["SECTION_NAME", "KINDS", "SERIES_KINDS", "CALLBACK_KINDS", "VzpRecord", "parse_records", "read_records"]
 
 SECTION_NAME = ".vzp.records"
 MAGIC = b"VZP1"
@@ -39,9 +39,15 @@ KINDS = {
     "needs_state": (None, None),
     "provides_state": (None, None),
     "cumulative": (None, None),
+    # Callbacks: patch_symbol and target_name are the patch's function (docs/CALLBACKS.md).
+    "pre_patch": ("callback", None),
+    "post_patch": ("callback", None),
+    "pre_unpatch": ("callback", None),
+    "post_unpatch": ("callback", None),
 }
 #: The kinds that declare the patch's place in a series (gdb_nsb.generator.series reads them).
 SERIES_KINDS = ("needs_patch", "needs_state", "provides_state", "cumulative")
+CALLBACK_KINDS = livepatch.CALLBACK_KINDS
 
 _FIELDS = ("kind", "patch_symbol", "target_name", "file", "source_file", "source_line")
 
@@ -79,8 +85,13 @@ class VzpRecord:
         return KINDS[self.kind][0] == "func"
 
     @property
+    def is_callback(self):
+        """True for the callback kinds (``VZP_PRE_PATCH`` ...)."""
+        return KINDS[self.kind][0] == "callback"
+
+    @property
     def scope(self):
-        """'static', 'hidden', 'protected' or 'internal' (None for ``file``)."""
+        """'static', 'hidden', 'protected' or 'internal' (None for ``file`` and callbacks)."""
         return KINDS[self.kind][1]
 
     @property
@@ -141,6 +152,8 @@ def parse_records(data):
                 _bad(start, "missing target name %s" % where)
             if kind == "alias" and file:
                 _bad(start, "alias record names a file %s" % where)
+            if rec.is_callback and (file or psym != tname):
+                _bad(start, "callback record names a file or two functions %s" % where)
         records.append(rec)
     return records
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rvzpatch.proto\x12\x07vzpatch\"\xc9\x03\n\x08\x42inPatch\x12\x0f\n\x07old_bid\x18\x01 \x02(\t\x12\x0f\n\x07new_bid\x18\x02 \x02(\t\x12\x10\n\x08new_path\x18\x03 \x01(\t\x12%\n\nfunc_jumps\x18\x04 \x03(\x0b\x32\x11.vzpatch.FuncJump\x12*\n\x0emanual_symbols\x18\x05 \x03(\x0b\x32\x12.vzpatch.MarkedSym\x12*\n\x0estatic_symbols\x18\x06 \x03(\x0b\x32\x12.vzpatch.StaticSym\x12*\n\x0eglobal_symbols\x18\x07 \x03(\x0b\x32\x12.vzpatch.MarkedSym\x12\x16\n\x0e\x66ormat_version\x18\x10 \x01(\r\x12\x13\n\x0btarget_name\x18\x11 \x01(\t\x12\x1c\n\x14target_is_executable\x18\x12 \x01(\x08\x12\x19\n\x11required_features\x18\x13 \x03(\t\x12\x15\n\rneeds_patches\x18\x14 \x03(\t\x12$\n\x0cneeds_states\x18\x15 \x03(\x0b\x32\x0e.vzpatch.State\x12\'\n\x0fprovides_states\x18\x16 \x03(\x0b\x32\x0e.vzpatch.State\x12\x12\n\ncumulative\x18\x17 \x01(\x08\"$\n\x05State\x12\n\n\x02id\x18\x01 \x02(\x04\x12\x0f\n\x07version\x18\x02 \x02(\r\"\x9b\x01\n\x08\x46uncJump\x12\x0c\n\x04name\x18\x01 \x02(\t\x12\x12\n\nfunc_value\x18\x02 \x02(\x04\x12\x11\n\tfunc_size\x18\x03 \x02(\r\x12\x13\n\x0bpatch_value\x18\x04 \x02(\r\x12\r\n\x05shndx\x18\x05 \x02(\r\x12!\n\tfragments\x18\x10 \x03(\x0b\x32\x0e.vzpatch.Range\x12\x13\n\x0b\x65ntry_bytes\x18\x11 \x01(\x0c\"#\n\x05Range\x12\r\n\x05start\x18\x01 \x02(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x02(\x04\"&\n\tMarkedSym\x12\x0b\n\x03idx\x18\x01 \x02(\x05\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x02(\x03\"L\n\tStaticSym\x12\x12\n\npatch_size\x18\x01 \x02(\x05\x12\x15\n\rpatch_address\x18\x02 \x02(\x04\x12\x14\n\x0ctarget_value\x18\x03 \x02(\x04')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rvzpatch.proto\x12\x07vzpatch\"\x89\x04\n\x08\x42inPatch\x12\x0f\n\x07old_bid\x18\x01 \x02(\t\x12\x0f\n\x07new_bid\x18\x02 \x02(\t\x12\x10\n\x08new_path\x18\x03 \x01(\t\x12%\n\nfunc_jumps\x18\x04 \x03(\x0b\x32\x11.vzpatch.FuncJump\x12*\n\x0emanual_symbols\x18\x05 \x03(\x0b\x32\x12.vzpatch.MarkedSym\x12*\n\x0estatic_symbols\x18\x06 \x03(\x0b\x32\x12.vzpatch.StaticSym\x12*\n\x0eglobal_symbols\x18\x07 \x03(\x0b\x32\x12.vzpatch.MarkedSym\x12\x16\n\x0e\x66ormat_version\x18\x10 \x01(\r\x12\x13\n\x0btarget_name\x18\x11 \x01(\t\x12\x1c\n\x14target_is_executable\x18\x12 \x01(\x08\x12\x19\n\x11required_features\x18\x13 \x03(\t\x12\x15\n\rneeds_patches\x18\x14 \x03(\t\x12$\n\x0cneeds_states\x18\x15 \x03(\x0b\x32\x0e.vzpatch.State\x12\'\n\x0fprovides_states\x18\x16 \x03(\x0b\x32\x0e.vzpatch.State\x12\x12\n\ncumulative\x18\x17 \x01(\x08\x12$\n\tcallbacks\x18\x18 \x03(\x0b\x32\x11.vzpatch.Callback\x12\x18\n\x10shadow_variables\x18\x19 \x01(\x08\";\n\x08\x43\x61llback\x12\x0c\n\x04kind\x18\x01 \x02(\t\x12\x0c\n\x04name\x18\x02 \x02(\t\x12\x13\n\x0bpatch_value\x18\x03 \x02(\x04\"$\n\x05State\x12\n\n\x02id\x18\x01 \x02(\x04\x12\x0f\n\x07version\x18\x02 \x02(\r\"\x9b\x01\n\x08\x46uncJump\x12\x0c\n\x04name\x18\x01 \x02(\t\x12\x12\n\nfunc_value\x18\x02 \x02(\x04\x12\x11\n\tfunc_size\x18\x03 \x02(\r\x12\x13\n\x0bpatch_value\x18\x04 \x02(\r\x12\r\n\x05shndx\x18\x05 \x02(\r\x12!\n\tfragments\x18\x10 \x03(\x0b\x32\x0e.vzpatch.Range\x12\x13\n\x0b\x65ntry_bytes\x18\x11 \x01(\x0c\"#\n\x05Range\x12\r\n\x05start\x18\x01 \x02(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x02(\x04\"&\n\tMarkedSym\x12\x0b\n\x03idx\x18\x01 \x02(\x05\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x02(\x03\"L\n\tStaticSym\x12\x12\n\npatch_size\x18\x01 \x02(\x05\x12\x15\n\rpatch_address\x18\x02 \x02(\x04\x12\x14\n\x0ctarget_value\x18\x03 \x02(\x04')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,15 +32,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vzpatch_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BINPATCH']._serialized_start=27
-  _globals['_BINPATCH']._serialized_end=484
-  _globals['_STATE']._serialized_start=486
-  _globals['_STATE']._serialized_end=522
-  _globals['_FUNCJUMP']._serialized_start=525
-  _globals['_FUNCJUMP']._serialized_end=680
-  _globals['_RANGE']._serialized_start=682
-  _globals['_RANGE']._serialized_end=717
-  _globals['_MARKEDSYM']._serialized_start=719
-  _globals['_MARKEDSYM']._serialized_end=757
-  _globals['_STATICSYM']._serialized_start=759
-  _globals['_STATICSYM']._serialized_end=835
+  _globals['_BINPATCH']._serialized_end=548
+  _globals['_CALLBACK']._serialized_start=550
+  _globals['_CALLBACK']._serialized_end=609
+  _globals['_STATE']._serialized_start=611
+  _globals['_STATE']._serialized_end=647
+  _globals['_FUNCJUMP']._serialized_start=650
+  _globals['_FUNCJUMP']._serialized_end=805
+  _globals['_RANGE']._serialized_start=807
+  _globals['_RANGE']._serialized_end=842
+  _globals['_MARKEDSYM']._serialized_start=844
+  _globals['_MARKEDSYM']._serialized_end=882
+  _globals['_STATICSYM']._serialized_start=884
+  _globals['_STATICSYM']._serialized_end=960
 # @@protoc_insertion_point(module_scope)

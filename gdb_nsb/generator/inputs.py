@@ -126,6 +126,10 @@ class Ref:
     function: object = None
 
 
+#: Record kinds that declare no target entity: binding context, aliases, callbacks.
+_NOT_REFERENCES = ("file", "alias") + records.CALLBACK_KINDS
+
+
 class Patch:
     """The patch .so: image, DWARF, records and their scopes."""
 
@@ -181,7 +185,7 @@ class Patch:
         return self._dynsym_index.get(name)
 
     def is_reference_symbol(self, name):
-        return any(r.patch_symbol == name for r in self.records if r.kind not in ("file", "alias"))
+        return any(r.patch_symbol == name for r in self.records if r.kind not in _NOT_REFERENCES)
 
     # ---- declarations (for type checks) ----
 
@@ -226,7 +230,7 @@ class Patch:
         our own records' naming, __vzp_rec_N)."""
         fn = None
         source_file, source_line = r.source_file, r.source_line
-        if var_name is None and r.kind not in ("file", "alias"):
+        if var_name is None and r.kind not in _NOT_REFERENCES:
             m = _REF_SYMBOL.match(r.patch_symbol)
             var_name = "__vzp_rec_" + m.group(1) if m else None
         if var_name is not None:
@@ -250,7 +254,11 @@ class Patch:
         return cands[0]
 
     def references(self):
-        return [r for r in self.records if r.kind not in ("file", "alias")]
+        return [r for r in self.records if r.kind not in _NOT_REFERENCES]
+
+    def callbacks(self):
+        """The callback records (VZP_PRE_PATCH ...), in source order."""
+        return [r for r in self.records if r.kind in records.CALLBACK_KINDS]
 
     def context_before(self, source_file, line):
         """The VZP_FILE record in force at ``source_file:line`` (the last one before it), or None."""

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from gdb_nsb.elf.image import SHF_WRITE
 from gdb_nsb.elf.livepatch import FORMAT_VERSION, FuncJump, LivePatch, MarkedSym
 from gdb_nsb.errors import GenerateError
-from gdb_nsb.generator import checks, copies, dwarf_types, inputs, ipaclones
+from gdb_nsb.generator import callbacks, checks, copies, dwarf_types, inputs, ipaclones
 from gdb_nsb.generator import series as series_mod
 from gdb_nsb.generator.paths import display, same_source, where as _where
 from gdb_nsb.generator.references import References
+from gdb_nsb.shadow import SHADOW_SYMBOL
 
 ENDBR64 = b"\xf3\x0f\x1e\xfa"
 JMP_REL32_SIZE = 5  # E9 rel32
@@ -158,6 +159,11 @@ class _Binder:
         manual = refs.bind()
         globals_ = self._bind_globals({m.idx for m in manual})
         refs.check_extern_variables()
+        cbs = callbacks.bind_callbacks(self.p, {j.patch_value for j, _tf in self.jumps.values()}, self.explain)
+        shadow = callbacks.uses_shadow(self.p.image)
+        if shadow:
+            self.explain.append("shadow variables: the patch reaches the process's shadow region through %s"
+                                % SHADOW_SYMBOL)
         if self.warnings and self.strict:
             raise GenerateError("refused with --strict: %s" % "; ".join(self.warnings))
         t = self.t.image
@@ -177,6 +183,8 @@ class _Binder:
             needs_states=series.needs_states,
             provides_states=series.provides_states,
             cumulative=series.cumulative,
+            callbacks=cbs,
+            shadow_variables=shadow,
         )
         for what, items in (("needs patch", lp.needs_patches), ("needs state", lp.needs_states),
                             ("provides state", lp.provides_states)):
