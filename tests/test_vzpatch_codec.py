@@ -284,8 +284,8 @@ def test_unknown_feature_is_refused_as_unsupported():
     assert "'teleport'" in msg and "\n" not in msg and "newer gdb-nsb" in msg
     # The fields carrying an unknown feature would be skipped silently: the refusal comes first, even when the
     # rest of the section is well formed and only the feature list is new.
-    with pytest.raises(UnsupportedError, match="callbacks"):
-        LivePatch.from_bytes(hand_original_patch() + f_bytes(19, "callbacks"))
+    with pytest.raises(UnsupportedError, match="hotswap"):
+        LivePatch.from_bytes(hand_original_patch() + f_bytes(19, "hotswap"))
 
 
 def test_known_feature_without_its_fields_is_accepted():
