@@ -1,6 +1,6 @@
 """Fleets through Ansible (issue 16, item 7): the example playbook and its nsb_patch module, run by a
 real ansible-playbook against localhost on real processes: apply, apply again, check mode, revert,
-a wrong checksum.  ansible-core is installed once, pinned, into a venv cached under ~/.cache."""
+a wrong checksum, a process the runner fails on.  ansible-core is installed once, pinned, into a venv cached under ~/.cache."""
 
 import fcntl
 import json
@@ -100,3 +100,27 @@ def test_playbook_apply_idempotent_check_revert(tmp_path):
         rc, res = _play(tmp_path, patch, extra=["-e", "patch_sha256=%s" % ("0" * 64)])
         assert rc != 0 and res.get("failed") and "checksum mismatch" in res["msg"], res
         assert a.ask("v") == b.ask("v") == rt.ORIGINAL
+
+
+def test_runner_failure_fails_the_task_with_its_message(tmp_path):
+    """A process the runner cannot patch (a thread parked inside compute): the task fails with the
+    runner's own message for that pid; the other process is patched and reported changed."""
+    target = rt.build_target("\nint ansible_build;\n")
+    patch = rt.make_patch(target, tmp_path)
+    with rt.start(target) as a, rt.start(target) as b:
+        assert a.ask("park") == "parked"
+        rc, res = _play(tmp_path, patch, extra=["-e", "nsb_retries=2"])
+        assert rc != 0 and res.get("failed"), res
+        assert res["msg"].startswith("pid %d: " % a.pid) and "no safe point" in res["msg"] and "compute" in res["msg"], res
+        procs = _by_pid(res)
+        assert procs[a.pid]["code"] == 3 and procs[a.pid]["message"] in res["msg"], procs
+        assert procs[b.pid]["code"] == 0 and procs[b.pid]["after"] == "applied" and res["changed"] is True, procs
+        assert b.ask("v") == rt.PATCHED
+        assert a.ask("unpark") == "unparked" and a.ask("v") == rt.ORIGINAL
+
+        # A patch for another build of the target runs in no process here: nothing to do, not a failure
+        # (a fleet's hosts need not all run the target).
+        (tmp_path / "other").mkdir()
+        other = rt.make_patch(rt.build_target("\nint ansible_other_build;\n"), tmp_path / "other")
+        rc, res = _play(tmp_path, other)
+        assert rc == 0 and not res.get("failed") and res["changed"] is False and res["processes"] == [], res
