@@ -1,6 +1,7 @@
 """Fleets through Ansible (issue 16, item 7): the example playbook and its nsb_patch module, run by a
 real ansible-playbook against localhost on real processes: apply, apply again, check mode, revert,
-a wrong checksum, a process the runner fails on.  ansible-core is installed once, pinned, into a venv cached under ~/.cache."""
+a wrong checksum, a process the runner fails on.  ansible-core is installed once, pinned, into a venv
+cached under ~/.cache."""
 
 import fcntl
 import json
@@ -111,7 +112,8 @@ def test_runner_failure_fails_the_task_with_its_message(tmp_path):
         assert a.ask("park") == "parked"
         rc, res = _play(tmp_path, patch, extra=["-e", "nsb_retries=2"])
         assert rc != 0 and res.get("failed"), res
-        assert res["msg"].startswith("pid %d: " % a.pid) and "no safe point" in res["msg"] and "compute" in res["msg"], res
+        msg = res["msg"]
+        assert msg.startswith("pid %d: " % a.pid) and "no safe point" in msg and "compute" in msg, res
         procs = _by_pid(res)
         assert procs[a.pid]["code"] == 3 and procs[a.pid]["message"] in res["msg"], procs
         assert procs[b.pid]["code"] == 0 and procs[b.pid]["after"] == "applied" and res["changed"] is True, procs
