@@ -101,12 +101,15 @@ def live_threads(pid):
     return sorted(t for t, s in thread_states(pid).items() if s not in "ZX")
 
 
+# x86_64 Linux's SIGSTKFLT (the signal module names it from Python 3.11 on).
+SIGSTKFLT = getattr(signal, "SIGSTKFLT", 16)
+
 # Signals never used to end a remote run window even when ignored: stop/continue signals act when
 # sent, whatever the disposition; SIGTRAP and SIGINT mean something to GDB itself; the kernel forces
 # the fault signals through an ignore; 32 and 33 are the C library's.
 _NOT_FOR_WINDOWS = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCONT, signal.SIGTSTP, signal.SIGTTIN,
                     signal.SIGTTOU, signal.SIGTRAP, signal.SIGINT, signal.SIGSEGV, signal.SIGBUS,
-                    signal.SIGILL, signal.SIGFPE, signal.SIGSYS, signal.SIGSTKFLT, 32, 33}
+                    signal.SIGILL, signal.SIGFPE, signal.SIGSYS, SIGSTKFLT, 32, 33}
 
 
 def ignored_unblocked_signal(status_text):

@@ -3,7 +3,6 @@ field numbers, our extensions, validation of corrupt input, and the
 LivePatch file API on real patch files."""
 
 import filecmp
-import importlib.util
 import os
 import shutil
 import struct
@@ -512,8 +511,7 @@ def test_round_trip_property(p):
 
 
 def test_generated_module_is_reproducible(tmp_path):
-    if importlib.util.find_spec("grpc_tools") is None:
-        pytest.skip("grpc_tools not installed (the `gen` extra): cannot regenerate vzpatch_pb2.py")
+    """tools/gen-proto (its own cached venv with the pinned protoc) gives the checked-in bytes."""
     import sys
 
     env = dict(os.environ, NSB_PYTHON=sys.executable)
@@ -524,6 +522,25 @@ def test_generated_module_is_reproducible(tmp_path):
     assert filecmp.cmp(tmp_path / "one" / "vzpatch_pb2.py", tmp_path / "two" / "vzpatch_pb2.py", shallow=False)
     assert filecmp.cmp(tmp_path / "one" / "vzpatch_pb2.py", checked_in, shallow=False), \
         "vzpatch_pb2.py is stale: run tools/gen-proto"
+
+
+def test_generated_module_suits_every_pinned_protobuf_runtime():
+    """The gencode checks at import that its runtime is not older than it (and, runtime 6, of its major): it
+    must suit the protobuf pinned for the oldest and for the newest Python alike."""
+    import re
+
+    from gdb_nsb import loadcheck
+
+    with open(os.path.join(ROOT, "gdb_nsb", "elf", "vzpatch_pb2.py")) as f:
+        gen = tuple(int(x) for x in re.search(r"Protobuf Python Version: (\d+)\.(\d+)\.(\d+)", f.read()).groups())
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        reqs = loadcheck.pyproject_requirements(f.read())
+    runtimes = {tuple(int(x) for x in dict(loadcheck.pins(reqs, (3, minor)))["protobuf"].split("."))
+                for minor in range(9, 14)}
+    assert len(runtimes) == 2  # one pin for 3.9, one for 3.10+
+    for runtime in runtimes:
+        assert gen <= runtime and gen[0] in (runtime[0], runtime[0] - 1), (gen, runtime)
+    assert gen[0] == min(runtimes)[0]
 
 
 # ---------------------------------------------------------------- patch files

@@ -3,6 +3,7 @@ apply and revert fill it once their plan was executed or, with ``--dry-run``, on
 
 import os
 from dataclasses import dataclass, field
+from typing import Optional
 
 from gdb_nsb import errors
 
@@ -20,7 +21,7 @@ class Outcome:
     timings: dict = field(default_factory=dict)
     reasons: list = field(default_factory=list)
     state: str = ""
-    patches: list | None = None  # set by list (also when empty, so --json always has the key)
+    patches: Optional[list] = None  # set by list (also when empty, so --json always has the key)
 
     def as_dict(self):
         d = {"result": "ok" if self.code == 0 else "error", "code": self.code, "message": self.message,
