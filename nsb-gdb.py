@@ -16,6 +16,9 @@ _here = os.path.dirname(os.path.realpath(__file__))
 if _here not in sys.path:
     sys.path.insert(0, _here)
 
+from gdb_nsb import timeline  # noqa: E402  (standard library only)
+
+timeline.mark("gdb_python")
 from gdb_nsb import loadcheck  # noqa: E402  (standard library only)
 
 _venv = os.environ.get("NSB_VENV") or os.path.join(_here, ".venv")

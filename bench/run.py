@@ -8,6 +8,8 @@ with ``-flive-patching=inline-clone``, and its patch generated with the
 project's generator (the generation time is reported too).  Then, on the
 running target, several rounds of:
 
+* bare:   the bare-ptrace floor (bench/bare_floor.c: seize and interrupt every
+          thread, rewrite 8 bytes, detach; what any live patcher pays);
 * floor:  ``gdb -batch -nx -p PID -ex detach`` (what any GDB-based tool pays);
 * patch:  ``./nsb patch -p PID -f PATCH --json``;
 * revert: ``./nsb revert -p PID -f PATCH --json``.
@@ -20,19 +22,22 @@ the target ran again (the end of that largest gap), both CLOCK_MONOTONIC.
 Each figure: median over the rounds, with min and max.  Noise = the same
 pause measure over a quiet interval of the same length, no command run.
 
+Every patch and revert also writes its timeline (gdb_nsb/timeline.py): the
+per-step profile of latency and pause (bench/steps.py).
+
 Scenarios (``--only``): main (1 function, 4 threads; plus the call
 microbenchmark), funcs (1, 10, 100, 1000 replaced functions), threads
-(1, 8, 64, 256 target threads), size (10,000 extra functions, full debug info).
+(1, 8, 64, 256 target threads), size (10,000 extra functions, full debug info),
+fleet (10 and 100 processes, bench/fleet.py).  ``--check`` exits 1 naming every
+goal of issue 15 missed (bench/goals.py).
 """
 
 import argparse
 import json
-import mmap
 import os
 import platform
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -41,8 +46,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
+import bare  # noqa: E402
 import cgen  # noqa: E402
+import fleet  # noqa: E402
+import goals  # noqa: E402
+import steps  # noqa: E402
+from gdb_nsb import timeline  # noqa: E402
 from gdb_nsb.generator.manual import generate_file  # noqa: E402
+from target import Target  # noqa: E402
 
 NSB = os.path.join(ROOT, "nsb")
 INCLUDE = os.path.join(ROOT, "gdb_nsb", "data")
@@ -77,108 +88,35 @@ def build(workdir, name, nfuncs, nthreads, filler=0, patched=1):
 
 # ----------------------------------------------------------------------------- the running target
 
-def sleep_us(nthreads):
-    """Each thread's sleep per loop: 200 us, longer with many threads so that the target wakes up at
-    most ~20,000 times a second in all (256 threads at 200 us saturated both cores by themselves:
-    even the floor then took 43 s).  The gap resolution (and the noise row) grows with it."""
-    return max(200, 50 * nthreads)
-
-
-class Target:
-    """The benchmark target, running, with its stats file mapped here."""
-
-    def __init__(self, exe, nthreads, workdir):
-        self.exe, self.nthreads = exe, nthreads
-        self.stats_path = os.path.join(workdir, "stats-%d" % os.getpid())
-        self.proc = None
-
-    def __enter__(self):
-        size = cgen.HEADER + cgen.SLOT * self.nthreads
-        with open(self.stats_path, "wb") as f:
-            f.write(b"\0" * size)
-        self.proc = subprocess.Popen([self.exe, self.stats_path, str(self.nthreads), str(sleep_us(self.nthreads))],
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        fd = os.open(self.stats_path, os.O_RDWR)
-        try:
-            self.mem = mmap.mmap(fd, size)
-        finally:
-            os.close(fd)
-        try:
-            self._wait(lambda: self._u64(0) == cgen.MAGIC, 60, "target start")
-            self.reset()
-        except BaseException:
-            self.__exit__(None, None, None)  # never leave the target running
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.mem.close()
-        os.unlink(self.stats_path)
-        return False
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def _u64(self, off):
-        return struct.unpack_from("<Q", self.mem, off)[0]
-
-    def _set(self, off, v):
-        struct.pack_into("<Q", self.mem, off, v)
-
-    def _wait(self, cond, timeout, what):
-        end = time.monotonic() + timeout
-        while not cond():
-            if self.proc.poll() is not None:
-                raise RuntimeError("target exited (%s) during %s" % (self.proc.returncode, what))
-            if time.monotonic() > end:
-                raise RuntimeError("target did not answer: %s" % what)
-            time.sleep(0.001)
-
-    def slot(self, i):
-        return struct.unpack_from("<5Q", self.mem, cgen.HEADER + cgen.SLOT * i)
-
-    def reset(self):
-        """Every thread forgets its largest gap (each acknowledges the new generation)."""
-        gen = self._u64(8) + 1
-        self._set(8, gen)
-        self._wait(lambda: all(self.slot(i)[0] == gen for i in range(self.nthreads)), 120, "reset")
-
-    def worst(self, settle=0.05):
-        """(largest gap in s, its start, its end) over all threads, after letting every thread run again."""
-        time.sleep(settle)
-        best = max((self.slot(i) for i in range(self.nthreads)), key=lambda s: s[1])
-        return best[1] / 1e9, best[2] / 1e9, best[3] / 1e9
-
-    def micro(self):
-        """Run the call microbenchmark in the target; picoseconds per call {unpatched|patched, direct}."""
-        req = self._u64(16) + 1
-        self._set(16, req)
-        self._wait(lambda: self._u64(24) == req, 60, "microbenchmark")
-        return {"unpatched_ps": self._u64(32), "patched_ps": self._u64(40), "direct_ps": self._u64(48)}
-
-    def alive(self):
-        return self.proc.poll() is None
-
-
 # ----------------------------------------------------------------------------- measuring
 
-def timed(argv, timeout=300):
+def timed(argv, timeout=300, env=None, clock=None):
+    """(wall seconds, CompletedProcess); ``clock`` (a list) receives the start and end reads."""
     t = time.monotonic()
     r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, timeout=timeout)
-    return time.monotonic() - t, r
+                       text=True, timeout=timeout, env=env)
+    end = time.monotonic()
+    if clock is not None:
+        clock[:] = [t, end]
+    return end - t, r
 
 
 def measure(target, argv, kind):
     target.reset()
-    latency, r = timed(argv)
+    env = clock = None
+    if kind not in ("floor", "bare"):
+        fd, tl = tempfile.mkstemp(prefix="nsb-timeline-")
+        os.close(fd)
+        env, clock = dict(os.environ, NSB_TIMELINE=tl), []
+    try:
+        latency, r = timed(argv, env=env, clock=clock)
+        marks = timeline.read(env["NSB_TIMELINE"]) if env else None
+    finally:
+        if env:
+            os.unlink(env["NSB_TIMELINE"])
     pause, gap_start, gap_end = target.worst()
     row = {"kind": kind, "pause_s": pause, "latency_s": latency}
-    if kind != "floor":
+    if kind not in ("floor", "bare"):
         if r.returncode != 0:
             raise RuntimeError("%s failed (%d): %s %s" % (" ".join(argv), r.returncode, r.stdout[-2000:],
                                                           r.stderr[-2000:]))
@@ -188,8 +126,9 @@ def measure(target, argv, kind):
         done = timings.get("safe_point_done_at")
         if done is not None and gap_start <= done <= gap_end:
             row["ours_s"] = gap_end - done
+        row["steps"] = steps.durations(marks, clock[0], clock[1], timings)
     elif r.returncode != 0:
-        raise RuntimeError("floor command failed: %s" % r.stderr[-2000:])
+        raise RuntimeError("%s command failed: %s" % (kind, r.stderr[-2000:]))
     if not target.alive():
         raise RuntimeError("target died during %s" % kind)
     return row
@@ -208,16 +147,18 @@ def summary(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-def run_scenario(name, built, nthreads, runs, with_micro=False):
-    """Rounds of floor / patch / revert on one running target."""
-    rows = {"floor": [], "patch": [], "revert": [], "noise": []}
+def run_scenario(name, built, nthreads, runs, probe, with_micro=False):
+    """Rounds of bare / floor / patch / revert on one running target."""
+    rows = {"bare": [], "floor": [], "patch": [], "revert": [], "noise": []}
     micro = {}
     patch = built["patch"]
     with Target(built["exe"], nthreads, os.path.dirname(built["exe"])) as t:
         time.sleep(0.2)
         if with_micro:
             micro.update(t.micro())
+        bare_argv = bare.argv(probe, built["exe"], t.pid)
         for i in range(runs):
+            rows["bare"].append(measure(t, bare_argv, "bare"))
             rows["floor"].append(measure(t, ["gdb", "-batch", "-nx", "-p", str(t.pid), "-ex", "detach"], "floor"))
             rows["patch"].append(measure(t, [NSB, "patch", "-p", str(t.pid), "-f", patch, "--json"], "patch"))
             if with_micro and i == 0:
@@ -227,13 +168,14 @@ def run_scenario(name, built, nthreads, runs, with_micro=False):
             rows["noise"].append(noise(t, rows["floor"][-1]["latency_s"]))
     out = {"name": name, "threads": nthreads, "runs": runs, "rows": rows, "micro": micro,
            "generate_s": built["generate_s"], "exe_bytes": built["exe_bytes"]}
-    for kind in ("floor", "patch", "revert"):
+    for kind in ("bare", "floor", "patch", "revert"):
         out[kind] = {"pause": summary([r["pause_s"] for r in rows[kind]]),
                      "latency": summary([r["latency_s"] for r in rows[kind]])}
-        if kind != "floor":
+        if kind in ("patch", "revert"):
             out[kind]["ours"] = summary([r.get("ours_s") for r in rows[kind]])
             for key in ("plan_s", "safe_point_s", "write_s", "command_s"):
                 out[kind][key] = summary([r["timings"].get(key) for r in rows[kind]])
+            out[kind]["steps"] = steps.summarize([r["steps"] for r in rows[kind]])
     out["noise"] = summary(rows["noise"])
     return out
 
@@ -252,18 +194,31 @@ def span(s):
     return "%s [%s-%s]" % (ms(s), ms(s, "min"), ms(s, "max"))
 
 
-def table(results):
-    head = ("scenario", "floor pause", "patch pause", "x", "revert pause", "x", "floor lat", "patch lat", "x",
-            "revert lat", "ours patch", "ours revert", "noise", "gen s")
+def _ratio(a, b):
+    return "%.2f" % (a["median"] / b["median"]) if a and b and b["median"] > 0 else "-"
+
+
+def pause_table(results):
+    """Pause, ms median [min-max] (the max is the slowest round); x = ours / floor of the same rounds."""
+    head = ("scenario", "bare floor", "GDB floor", "patch", "/GDB", "/bare", "revert", "/GDB", "/bare",
+            "ours patch", "ours revert", "noise")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        fp, pp, rp = r["floor"]["pause"], r["patch"]["pause"], r["revert"]["pause"]
-        fl, pl, rl = r["floor"]["latency"], r["patch"]["latency"], r["revert"]["latency"]
-        ratio = (lambda a, b: "%.2f" % (a["median"] / b["median"]) if a and b else "-")
+        b, f, p, v = (r[k]["pause"] for k in ("bare", "floor", "patch", "revert"))
         lines.append("| " + " | ".join([
-            r["name"], span(fp), span(pp), ratio(pp, fp), span(rp), ratio(rp, fp), span(fl), span(pl),
-            ratio(pl, fl), span(rl), span(r["patch"].get("ours")), span(r["revert"].get("ours")),
-            ms(r["noise"]), "%.2f" % r["generate_s"]]) + " |")
+            r["name"], span(b), span(f), span(p), _ratio(p, f), _ratio(p, b), span(v), _ratio(v, f), _ratio(v, b),
+            span(r["patch"].get("ours")), span(r["revert"].get("ours")), ms(r["noise"])]) + " |")
+    return "\n".join(lines)
+
+
+def latency_table(results):
+    """Latency (wall time of the command), ms median [min-max]."""
+    head = ("scenario", "bare floor", "GDB floor", "patch", "/GDB", "revert", "/GDB", "gen s")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        b, f, p, v = (r[k]["latency"] for k in ("bare", "floor", "patch", "revert"))
+        lines.append("| " + " | ".join([r["name"], span(b), span(f), span(p), _ratio(p, f), span(v), _ratio(v, f),
+                                        "%.2f" % r["generate_s"]]) + " |")
     return "\n".join(lines)
 
 
@@ -334,26 +289,34 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer rounds and smaller scaling sets")
     ap.add_argument("--runs", type=int, default=None, help="rounds per scenario (default 7, quick 3)")
     ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results.json"), help="where to write JSON")
-    ap.add_argument("--only", nargs="*", choices=("main", "funcs", "threads", "size", "realprog"), default=None,
+    ap.add_argument("--check", action="store_true", help="exit 1 naming every goal of issue 15 missed")
+    ap.add_argument("--fleet", type=int, nargs="*", default=None, help="process counts of the fleet scenario "
+                    "(default 10 100; quick 10)")
+    ap.add_argument("--only", nargs="*", choices=("main", "funcs", "threads", "size", "fleet", "realprog"),
+                    default=None,
                     help="scenarios (default: all but realprog, which builds Debian's sqlite3 and memcached "
                     "once, cached, and needs root)")
     ap.add_argument("--keep", action="store_true", help="keep the build directory")
     args = ap.parse_args(argv)
     runs = args.runs or (3 if args.quick else 7)
-    only = set(args.only or ("main", "funcs", "threads", "size"))
+    only = set(args.only or ("main", "funcs", "threads", "size", "fleet"))
+    fleet_sizes = args.fleet or ((10,) if args.quick else (10, 100))
     funcs = (1, 10, 100, 1000)
     threads = (1, 8, 64) if args.quick else (1, 8, 64, 256)
     filler = 10000
     workdir = tempfile.mkdtemp(prefix="nsb-bench-")
-    results = []
+    results, fleets = [], []
+    load_before = os.getloadavg()
     try:
+        probe = bare.build(workdir)
+
         def scenario(name, nfuncs, nthreads, patched=1, fill=0, micro=False):
             built = build(workdir, name, nfuncs, nthreads, filler=fill, patched=patched)
-            r = run_scenario(name, built, nthreads, runs, with_micro=micro)
+            r = run_scenario(name, built, nthreads, runs, probe, with_micro=micro)
             results.append(r)
-            print(table([r]).splitlines()[-1], flush=True)
+            print(pause_table([r]).splitlines()[-1], flush=True)
 
-        print(table([]), flush=True)
+        print(pause_table([]), flush=True)
         if "main" in only:
             scenario("1 func, 4 threads", 1, 4, micro=True)
         if "funcs" in only:
@@ -364,6 +327,11 @@ def main(argv=None):
                 scenario("%d threads" % n, 1, n)
         if "size" in only:
             scenario("10k+ funcs program", 1, 4, fill=filler)
+        if "fleet" in only:
+            built = build(workdir, "fleet", 1, 1)
+            for n in fleet_sizes:
+                fleets.append(fleet.run_fleet(built, n, min(runs, 3), probe, NSB, timed, workdir))
+                print(fleet.table(fleets[-1:]).splitlines()[-1], flush=True)
         if "realprog" in only:
             real = realprog_generation(runs)
             print(realprog_table(real), flush=True)
@@ -372,13 +340,23 @@ def main(argv=None):
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print("build directory kept: %s" % workdir)
-    doc = {"machine": machine(), "runs": runs, "results": results}
+    verdicts = goals.evaluate(results, fleets)
+    doc = {"machine": machine(), "runs": runs, "load_before": load_before, "load_after": os.getloadavg(),
+           "results": results, "fleets": fleets, "goals": verdicts}
     if "realprog" in only:
         doc["realprog_generation"] = real
     with open(args.json, "w") as f:
         json.dump(doc, f, indent=1)
-    print()
-    print(table(results))
+    print("\nload average before %s, after %s" % (
+        " ".join("%.2f" % x for x in load_before), " ".join("%.2f" % x for x in doc["load_after"])))
+    print("\npause (ms):\n" + pause_table(results))
+    print("\nlatency (ms):\n" + latency_table(results))
+    if fleets:
+        print("\nmany processes (%s rounds):\n" % min(runs, 3) + fleet.table(fleets))
+    for r in results[:1]:
+        for kind in ("patch", "revert"):
+            print("\n" + steps.table(r[kind]["steps"], "%s, %s" % (r["name"], kind)))
+    print("\ngoals (issue 15):\n" + goals.report(verdicts))
     for r in results:
         if r["micro"]:
             m = r["micro"]
@@ -390,6 +368,9 @@ def main(argv=None):
         print("\ngenerator on real programs (issue 13 item 6):\n" + realprog_table(real))
     print("JSON: %s" % args.json)
     if "realprog" in only and not all(r["ok"] for r in real):
+        return 1
+    if args.check and goals.missed(verdicts):
+        print("missed: %s" % "; ".join(goals.missed(verdicts)), file=sys.stderr)
         return 1
     return 0
 

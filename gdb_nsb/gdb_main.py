@@ -2,6 +2,7 @@
 
 import gdb  # noqa: F401  (fails clearly outside GDB)
 
-from gdb_nsb import commands
+from gdb_nsb import commands, timeline
 
 commands.register_all()
+timeline.mark("extension_loaded")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import gdb
 
-from gdb_nsb import errors
+from gdb_nsb import errors, timeline
 from gdb_nsb.binder import plan as planmod
 from gdb_nsb.lifecycle import outcome, verdicts
 from gdb_nsb.lifecycle.busy import busy_for_apply, busy_for_revert
@@ -65,6 +65,7 @@ class Options:
 
 class _Clock:
     def __init__(self):
+        timeline.mark("command_start")
         self.t0 = time.monotonic()
         self.last = self.t0
         self.marks = {}
@@ -78,6 +79,7 @@ class _Clock:
         self.last = now
 
     def total(self):
+        timeline.mark("command_done")
         self.marks["command_s"] = round(time.monotonic() - self.t0, 6)
         return self.marks
 

@@ -26,7 +26,7 @@ import os
 
 import gdb
 
-from gdb_nsb import errors
+from gdb_nsb import errors, timeline
 from gdb_nsb.elf.headers import is_elf_file
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.process import filecache
@@ -129,8 +129,10 @@ def prepare(pid, patches=(), gate=None):
                 gdb.execute("file %s" % _quote(decided["exe"]), to_string=True)
         except gdb.error as e:
             decided["error"] = str(e)
+    timeline.mark("prefetch_done")
     if gate is not None:
         _wait_at_gate(gate)
+    timeline.mark("gate_open")
     return decided
 
 
@@ -155,6 +157,7 @@ def exit_if_detached():
     import sys
     if any(inf.pid for inf in gdb.inferiors()):
         return
+    timeline.mark("detached")
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -5,7 +5,7 @@ import importlib
 import json
 import sys
 
-from gdb_nsb import options
+from gdb_nsb import options, timeline
 from gdb_nsb.errors import NsbError
 
 # subcommand -> (module, one-line help).  Each module has add_arguments(parser) and run(args) -> int.
@@ -57,6 +57,7 @@ def build_parser(only=None):
 
 
 def main(argv=None):
+    timeline.mark("runner_start")
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     if chosen == "gdb" and argv[1:2] not in (["-h"], ["--help"]):

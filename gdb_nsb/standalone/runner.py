@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 
-from gdb_nsb import errors, options
+from gdb_nsb import errors, options, timeline
 from gdb_nsb.procstate import comm, ensure_running
 from gdb_nsb.standalone import gdbrun, progress
 
@@ -179,6 +179,7 @@ class GdbRun:
                  "-ex", "python import gdb_nsb.process.fastattach as _f; _f.exit_if_detached()"]
         if args.verbose >= 3:
             print("nsb: running %s" % " ".join(argv), file=sys.stderr)
+        timeline.mark("gdb_spawn")
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -228,6 +229,7 @@ class GdbRun:
             killed = False
             try:
                 out, err = proc.communicate(timeout=args.timeout + grace)
+                timeline.mark("gdb_exited")
             except subprocess.TimeoutExpired:
                 killed = True
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -407,6 +409,7 @@ def run(command, args, prepare):
             early = GdbRun(command, pids[0], args, extra).start(gated=True)
         try:
             patch_info = load_info() if load_info is not None else None
+            timeline.mark("patch_read")
         except BaseException:
             if early is not None:
                 early.cancel()
@@ -430,6 +433,7 @@ def run(command, args, prepare):
 
 
 def _report(command, args, docs):
+    timeline.mark("runner_done")
     code = next((d["code"] for d in docs if d["code"] != 0), 0)
     if args.json:
         print_json(command, code, docs)
