@@ -105,7 +105,9 @@ static void micro(void)
 static void loop(int idx)
 {
     struct slot *s = &slots[idx];
-    uint64_t gen = hdr->generation, last = now_ns();
+    /* ~0: the first iteration acknowledges whatever generation it finds (a reset written before this
+       thread got here would otherwise never be acknowledged: seen under load, reset waited forever) */
+    uint64_t gen = ~0ull, last = now_ns();
     long acc = idx;
     struct timespec ts = {0, sleep_ns};
     for (unsigned long i = 0;; i++) {
