@@ -55,7 +55,8 @@ _SETTINGS = (
     Setting("allow-seccomp", "bool", False, "Patching under a seccomp filter",
             "Whether nsb-patch may inject system calls into a process with a seccomp filter."),
     Setting("breakpoints", "enum", "refuse", "Breakpoint policy",
-            "What to do with a breakpoint inside the bytes a jump overwrites: refuse, or disable it.",
+            "What to do with a breakpoint inside the bytes a jump overwrites: refuse, or disable that location (the\n"
+            "breakpoint and its other locations stay enabled).",
             ("refuse", "disable")),
     Setting("patch-dir", "text", "", "Patch directories",
             "Directories (separated by ':') searched for patch files by build-id when the path recorded\n"
@@ -154,7 +155,8 @@ OPTIONS: Dict[str, Option] = {o.key: o for o in (
     _opt("allow-seccomp", ["--allow-seccomp"], "apply even though the process has a seccomp filter "
          "(set nsb allow-seccomp)", setting="allow-seccomp"),
     _opt("breakpoints", ["--breakpoints"], "a breakpoint inside the bytes a jump overwrites: refuse (default), "
-         "or disable it (set nsb breakpoints)", kind="value", faces=frozenset((GDB,)), choices=("refuse", "disable"),
+         "or disable that location (set nsb breakpoints)",
+         kind="value", faces=frozenset((GDB,)), choices=("refuse", "disable"),
          setting="breakpoints"),
     _opt("unmap", ["--unmap"], "also unmap the patch's memory (after a scan finds no pointer into it)"),
     _opt("all-of", ["--all-of"], "also work on every process that maps an object with the patch's target build-id",

@@ -43,7 +43,8 @@ original = bytes(inf.read_memory(entry, 5))
 refused = attempt("nsb-patch %(patch)s")
 untouched = bytes(inf.read_memory(entry, 5)) == original
 applied = attempt("nsb-patch --breakpoints disable %(patch)s")
-result(entry=entry, loc=loc, refused=refused, untouched=untouched, applied=applied, b1_enabled=b.enabled)
+result(entry=entry, loc=loc, refused=refused, untouched=untouched, applied=applied, b1_enabled=b.enabled,
+       b1_locations=[(l.address, l.enabled) for l in b.locations])
 
 # `break compute` after patching: only the patch's copy keeps an enabled location.
 b2 = gdb.Breakpoint("compute")
@@ -60,14 +61,14 @@ dis = gdb.execute("disassemble", to_string=True)
 result(enabled=enabled, where=where, pc=pc, frames=frames, hit=pc in enabled,
        info_symbol=objfile_at(pc), dis="=>" in dis and "compute" in dis.splitlines()[0])
 b2.delete()
+b.delete()  # still enabled, live in the patch's copy: it would stop the revert's run windows
 reverted = attempt("nsb-revert %(patch)s")
 
 # The setting does what the option does (on a breakpoint inside the jump's bytes again).
-b.delete()
 b3 = gdb.Breakpoint("*%%d" %% (entry + 4))
 gdb.execute("set nsb breakpoints disable")
 setting = attempt("nsb-patch %(patch)s")
-result(reverted=reverted, setting=setting, b3_after_setting=b3.enabled)
+result(reverted=reverted, setting=setting, b3_after_setting=b3.enabled, b3_location=b3.locations[0].enabled)
 b3.delete()
 result(final=attempt("nsb-revert %(patch)s"))
 ''' % {"patch": patch})
@@ -77,14 +78,21 @@ result(final=attempt("nsb-revert %(patch)s"))
         assert first["refused"].startswith("error:") and "breakpoint" in first["refused"] \
             and "compute" in first["refused"], first
         assert first["untouched"], first
-        assert first["applied"] == "ok" and first["b1_enabled"] is False, (first, r)
+        # Only the location inside the jump is disabled, never the user's whole breakpoint.
+        assert first["applied"] == "ok" and first["b1_enabled"] is True, (first, r)
+        # Its location in the old body is disabled; GDB re-set it on the patch's symbols: that copy is live.
+        old_body = [en for a, en in first["b1_locations"] if first["entry"] <= a < first["entry"] + 5]
+        assert old_body and not any(old_body), (first, r)
+        assert any(en for a, en in first["b1_locations"] if a not in range(first["entry"], first["entry"] + 5)), \
+            (first, r)
         assert second["enabled"] and all("plus100-O0.so" in w for w in second["where"]), (second, r)
         assert second["hit"], (second, r)
         assert second["frames"][:2] == ["compute", "worker"], second
         assert "compute" in second["info_symbol"] and "plus100-O0.so" in second["info_symbol"], second
         assert second["dis"], second
         assert third["reverted"] == "ok", (third, r)
-        assert third["setting"] == "ok" and third["b3_after_setting"] is False, (third, r)
+        assert third["setting"] == "ok" and third["b3_after_setting"] is True and third["b3_location"] is False, \
+            (third, r)
         assert final["final"] == "ok", (final, r)
         assert wait_running(t.pid)
         assert t.value() == t.expect(0)

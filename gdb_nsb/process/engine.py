@@ -285,8 +285,8 @@ def _execute_apply(inf, injector, store, plan, deadline, view):
             if failed:
                 gdb.write("nsb: warning: %s\n" % "; ".join(failed))
     except BaseException:
-        for b in disabled:
-            b.enabled = True
+        for loc in disabled:
+            loc.enabled = True
         raise
 
 
@@ -323,13 +323,15 @@ def _exec_abort():
 
 
 def _disable_breakpoints_at(addr):
+    """Disable each breakpoint location at ``addr`` (not its breakpoint: its other locations stay)."""
     out = []
     for b in gdb.breakpoints() or ():
-        locs = getattr(b, "locations", None) or []
-        if b.enabled and any(loc.address == addr for loc in locs):
-            b.enabled = False
-            gdb.write("nsb: disabled breakpoint %d at %#x: it lies inside a jump being written\n" % (b.number, addr))
-            out.append(b)
+        for i, loc in enumerate(getattr(b, "locations", None) or [], 1):
+            if b.enabled and loc.enabled and loc.address == addr:
+                loc.enabled = False
+                gdb.write("nsb: disabled breakpoint location %d.%d at %#x: it lies inside a jump being written\n"
+                          % (b.number, i, addr))
+                out.append(loc)
     return out
 
 
