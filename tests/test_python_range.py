@@ -6,6 +6,7 @@ dataclass is evaluated when the class is made).  The Pythons come from pyenv; th
 ~/.cache/nsb-pyrange, one per Python and set of pins (first run: about half a minute each)."""
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +15,9 @@ import tempfile
 
 import pytest
 
+import gen_oracle as G
 import pythons
+import targets as T
 from gdb_nsb import loadcheck
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,13 +91,17 @@ def cached_venv(python, version):
     return venv, pins
 
 
-@pytest.mark.parametrize("version", [OLDEST, NEWEST])
-def test_pins_install_and_every_module_imports(version):
+def range_python(version):
     python = pythons.pyenv_pythons().get(version)
     if python is None:
         pytest.skip("Python %s is not installed under %s (pyenv install %s)"
                     % (version, pythons.pyenv_root(), version))
-    venv, pins = cached_venv(python, version)
+    return python
+
+
+@pytest.mark.parametrize("version", [OLDEST, NEWEST])
+def test_pins_install_and_every_module_imports(version):
+    venv, pins = cached_venv(range_python(version), version)
     venv_python = os.path.join(venv, "bin", "python")
     freeze = subprocess.run([venv_python, "-m", "pip", "freeze", "--disable-pip-version-check"],
                             capture_output=True, text=True, timeout=120).stdout.split()
@@ -108,6 +115,46 @@ def test_pins_install_and_every_module_imports(version):
     assert lines[0] == "python %s" % version
     assert [l for l in lines if l.startswith("FAILED")] == []
     assert sorted(l.split()[1] for l in lines if l.startswith("module ")) == every_module()
+
+
+GENERATE = r'''
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from gdb_nsb.generator import generate_file
+generate_file(sys.argv[2], sys.argv[3], **json.loads(sys.argv[4]))
+'''
+
+
+@pytest.mark.parametrize("version", [OLDEST, NEWEST])
+def test_generator_writes_the_same_patch_under_every_python(version, tmp_path):
+    """`nsb generate` (ELF and DWARF reading, protobuf encoding, auto mode's code scan with capstone) under the
+    range's Python and its pins writes the very bytes it writes under the test's own Python."""
+    from gdb_nsb.generator import generate_file
+
+    venv, _pins = cached_venv(range_python(version), version)
+    target = G.build_target("pie")
+    alpha = open(G.fixture("alpha.c")).read()
+    patched = alpha.replace("return ++calls + counter;", "return ++calls + counter + 1000;")
+    assert patched != alpha
+    flags = ["-O0", "-g", "-fPIC", "-ffunction-sections", "-fdata-sections", "-c"]
+    new_obj = T.build([("alpha.c", patched)], flags + ["-DNSB_RANGE_NEW"], "alpha.o")
+    old_obj = T.build([("alpha.c", alpha)], flags + ["-DNSB_RANGE_OLD"], "alpha.o")
+    cases = [(G.build_patch(["patch_all.c", "patch_statics.c"], "patch-all.so"), {}),
+             (T.build([], ["-shared"], "alpha-fix.so", extra_inputs=[new_obj]),
+              {"mode": "auto", "objects": [new_obj], "originals": [old_obj]})]
+    for unbound, kw in cases:
+        patch = str(tmp_path / os.path.basename(unbound))
+        shutil.copyfile(unbound, patch)
+        generate_file(target, patch, **kw)
+        with open(patch, "rb") as f:
+            here = f.read()
+        shutil.copyfile(unbound, patch)  # the same path: the section records it
+        r = subprocess.run([os.path.join(venv, "bin", "python"), "-c", GENERATE, ROOT, target, patch, json.dumps(kw)],
+                           capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+        assert r.returncode == 0, r.stderr
+        with open(patch, "rb") as f:
+            assert f.read() == here, (version, kw)
 
 
 def every_module():

@@ -20,9 +20,9 @@ nsb_ensure_venv() {
     want=$(sha256sum < "$nsb_root/pyproject.toml" | cut -d' ' -f1)
     stamp="$nsb_venv/.nsb-stamp"
     # The stamp holds the pyproject hash and the extras installed with it; a
-    # venv set up for the tests also serves ./nsb (no extras needed).
+    # venv set up for the tests also serves ./nsb (no extras needed).  -F: "[test]" is no bracket pattern.
     if [ -x "$nsb_venv/bin/python" ] && [ -f "$stamp" ] \
-        && { grep -qx "$want $extras" "$stamp" || { [ -z "$extras" ] && grep -q "^$want " "$stamp"; }; }; then
+        && { grep -qxF "$want $extras" "$stamp" || { [ -z "$extras" ] && grep -q "^$want " "$stamp"; }; }; then
         nsb_ensure_bytecode
         return 0
     fi
