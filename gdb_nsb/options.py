@@ -124,6 +124,7 @@ class Option:
     setting: Optional[str] = None   # in GDB, a value not given comes from `set nsb SETTING`
     dest: Optional[str] = None
     hidden: bool = False            # the runner's private channel to the GDB command
+    runner_needs: bool = False      # the runner uses the value itself: it defaults to the setting's default
 
     @property
     def attr(self):
@@ -147,7 +148,8 @@ OPTIONS: Dict[str, Option] = {o.key: o for o in (
     _opt("strategy", ["--strategy"], "how to reach a safe point: retry with growing delays, or run busy threads "
          "out (default retry; set nsb strategy)", kind="value", choices=STRATEGIES, setting="strategy"),
     _opt("timeout", ["--timeout"], "hard bound: roll back and detach when it passes (default %d; set nsb timeout)"
-         % SETTINGS["timeout"].default, kind="value", metavar="SECONDS", type=positive_seconds, setting="timeout"),
+         % SETTINGS["timeout"].default, kind="value", metavar="SECONDS", type=positive_seconds, setting="timeout",
+         runner_needs=True),  # the runner kills GDB past the deadline
     _opt("remote", ["--remote"], "reach the process through a running gdbserver (with -p: extended-remote + attach)",
          kind="value", faces=frozenset((RUNNER,)), metavar="HOST:PORT"),
     _opt("verbose", ["-v"], "detail level (0-3)", kind="value", metavar="N", type=detail_level, default=0,
@@ -304,8 +306,9 @@ def add_arguments(parser, command, face):
 
 
 def runner_default(opt):
-    """The runner has no settings: an option backed by one defaults to the setting's default."""
-    if opt.setting is not None and opt.key in ("timeout",):
+    """The runner has no settings: GDB applies the setting's default to what it does not forward, unless the
+    runner needs the value itself."""
+    if opt.runner_needs:
         return float(SETTINGS[opt.setting].default)
     return opt.default
 

@@ -5,6 +5,7 @@ Static checkers alone miss what fails only when Python runs the code (a `list | 
 dataclass is evaluated when the class is made).  The Pythons come from pyenv; the venvs are cached under
 ~/.cache/nsb-pyrange, one per Python and set of pins (first run: about half a minute each)."""
 
+import fcntl
 import hashlib
 import json
 import os
@@ -75,6 +76,14 @@ def cached_venv(python, version):
     if os.path.exists(os.path.join(venv, ".complete")):
         return venv, pins
     os.makedirs(CACHE, exist_ok=True)
+    with open(venv + ".lock", "w") as lock:  # one maker per venv; the others wait for it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(os.path.join(venv, ".complete")):
+            _make_venv(python, version, pins, venv)
+    return venv, pins
+
+
+def _make_venv(python, version, pins, venv):
     tmp = tempfile.mkdtemp(prefix="py%s-" % version, dir=CACHE)
     try:
         subprocess.run([python, "-m", "venv", tmp], check=True, timeout=120, capture_output=True)
@@ -82,13 +91,10 @@ def cached_venv(python, version):
                             "--disable-pip-version-check"] + pins, capture_output=True, text=True, timeout=500)
         assert r.returncode == 0, "the pins do not install under Python %s:\n%s" % (version, r.stderr[-3000:])
         open(os.path.join(tmp, ".complete"), "w").close()
-        try:
-            os.rename(tmp, venv)
-        except OSError:  # another run made it meanwhile
-            pass
+        shutil.rmtree(venv, ignore_errors=True)  # a half-made one from a killed run
+        os.rename(tmp, venv)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return venv, pins
 
 
 def range_python(version):
