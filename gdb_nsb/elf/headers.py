@@ -13,22 +13,18 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from elftools.elf.descriptions import describe_e_machine
-from elftools.elf.enums import ENUM_E_MACHINE, ENUM_SH_TYPE_AMD64
-
+from gdb_nsb.elf.names import EM_X86_64, SECTION_TYPES
 from gdb_nsb.errors import ElfError
 
 ELF_MAGIC = b"\x7fELF"
 EHDR = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr
 PHDR = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
 SHDR = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr
-EM_X86_64 = ENUM_E_MACHINE["EM_X86_64"]
 SHN_XINDEX = 0xFFFF
 PAGE_SIZE = 0x1000
 
 _ET_NAMES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
-# pyelftools' names for x86_64 section types (the last name of a value wins, as in its decoder).
-_SHT_NAMES = {v: k for k, v in ENUM_SH_TYPE_AMD64.items() if k != "_default_"}
+_SHT_NAMES = SECTION_TYPES  # pyelftools' names (gdb_nsb/elf/names.py)
 
 
 @dataclass(frozen=True)
@@ -130,6 +126,9 @@ def parse_file_header(data: bytes, where: str) -> FileHeader:
 
 def require_x86_64(header: FileHeader, where: str) -> None:
     if header.machine != EM_X86_64:
+        # pyelftools names the machine: imported on this refusal path only (gdb_nsb/elf/names.py).
+        from elftools.elf.descriptions import describe_e_machine
+        from elftools.elf.enums import ENUM_E_MACHINE
         name = next((k for k, v in ENUM_E_MACHINE.items() if v == header.machine and k != "_default_"),
                     "machine %d" % header.machine)
         raise ElfError("%s: wrong machine %s (%s), need EM_X86_64"

@@ -19,20 +19,20 @@ import functools
 import io
 import os
 import struct
+import sys
 import weakref
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from elftools.common.exceptions import ELFError as _PyElfError
-from elftools.common.exceptions import ELFParseError as _PyElfParseError
-from elftools.construct.core import ConstructError as _ConstructError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.enums import ENUM_RELOC_TYPE_x64
-
-from gdb_nsb.elf import headers
+from gdb_nsb.elf import headers, versions
+from gdb_nsb.elf.names import RELOCATION_TYPES
 from gdb_nsb.elf.headers import PAGE_SIZE, Section, Segment
 from gdb_nsb.elf.notes import gnu_build_id
 from gdb_nsb.errors import ElfError
+
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
 
 # Segment flags.
 PF_X, PF_W, PF_R = 1, 2, 4
@@ -54,16 +54,26 @@ _STT = {0: "STT_NOTYPE", 1: "STT_OBJECT", 2: "STT_FUNC", 3: "STT_SECTION", 4: "S
         5: "STT_COMMON", 6: "STT_TLS", 10: "STT_GNU_IFUNC"}
 _STB = {0: "STB_LOCAL", 1: "STB_GLOBAL", 2: "STB_WEAK", 10: "STB_GNU_UNIQUE"}
 _STV = {0: "STV_DEFAULT", 1: "STV_INTERNAL", 2: "STV_HIDDEN", 3: "STV_PROTECTED"}
-_RELOC_NAMES = {v: k for k, v in ENUM_RELOC_TYPE_x64.items() if not k.startswith("_")}
-R_X86_64_RELATIVE = ENUM_RELOC_TYPE_x64["R_X86_64_RELATIVE"]
+_RELOC_NAMES = RELOCATION_TYPES
+R_X86_64_RELATIVE = 8
 
 _SYM = struct.Struct("<IBBHQQ")
 _RELA = struct.Struct("<QQq")
 _DYN = struct.Struct("<qQ")
 
-# pyelftools and struct raise these on malformed input.
-_PARSE_ERRORS = (_PyElfError, _PyElfParseError, _ConstructError, struct.error, ValueError,
-                 IndexError, KeyError, UnicodeDecodeError, AssertionError, TypeError, OverflowError)
+# struct and our decoders raise these on malformed input; pyelftools' own (below) once it is imported.
+_BASE_PARSE_ERRORS = (struct.error, ValueError, IndexError, KeyError, UnicodeDecodeError, AssertionError,
+                      TypeError, OverflowError)
+
+
+def _parse_errors():
+    """The exceptions that mean a malformed file.  pyelftools is imported only where its parser runs
+    (``elffile``: DWARF, the generator); until then none of its exceptions can be raised."""
+    if "elftools" not in sys.modules:
+        return _BASE_PARSE_ERRORS
+    from elftools.common.exceptions import ELFError, ELFParseError
+    from elftools.construct.core import ConstructError
+    return _BASE_PARSE_ERRORS + (ELFError, ELFParseError, ConstructError)
 
 
 @dataclass
@@ -113,7 +123,7 @@ def _guarded(fn):
             return fn(self, *a, **kw)
         except ElfError:
             raise
-        except _PARSE_ERRORS as e:
+        except _parse_errors() as e:
             raise ElfError("%s: corrupt ELF file (%s: %s)" % (self.path, fn.__name__, e)) from e
 
     return wrapper
@@ -193,7 +203,8 @@ class ElfImage:
 
     @_guarded_property
     def elffile(self) -> ELFFile:
-        """pyelftools' view of the file (reads it whole)."""
+        """pyelftools' view of the file (reads it whole; imported here, off the hot path)."""
+        from elftools.elf.elffile import ELFFile
         return ELFFile(io.BytesIO(self.data))
 
     def __repr__(self):
@@ -467,30 +478,26 @@ class ElfImage:
                     sym.version_hidden = bool(v & 0x8000)
         return syms
 
-    @cached_property
+    def _version_sections(self, type_name):
+        """(section bytes, entry count, linked string table) of each section of ``type_name``."""
+        for sec in self.sections:
+            if sec.type == type_name and 0 < sec.link < len(self.sections):
+                yield self.section_bytes(sec), sec.info, self.section_bytes(self.sections[sec.link])
+
+    @_guarded_property
     def _version_index_names(self) -> dict[int, str]:
         """Version index -> name, from .gnu.version_d and .gnu.version_r."""
-        names = {}
-        for sec in self.elffile.iter_sections():
-            if sec.header["sh_type"] == "SHT_GNU_verdef":
-                for ver, auxs in sec.iter_versions():
-                    aux = next(iter(auxs), None)
-                    if aux is not None and not ver["vd_flags"] & 1:  # skip VER_FLG_BASE
-                        names[ver["vd_ndx"]] = aux.name
-            elif sec.header["sh_type"] == "SHT_GNU_verneed":
-                for _ver, auxs in sec.iter_versions():
-                    for aux in auxs:
-                        names[aux["vna_other"]] = aux.name
-        return names
+        defs = [d for args in self._version_sections("SHT_GNU_verdef") for d in versions.definitions(*args)]
+        reqs = [r for args in self._version_sections("SHT_GNU_verneed") for r in versions.needs(*args)]
+        return versions.index_names(defs, reqs)
 
     @_guarded_property
     def version_needs(self) -> dict[str, list[str]]:
         """.gnu.version_r: needed file -> version names it must provide."""
         out: dict[str, list[str]] = {}
-        for sec in self.elffile.iter_sections():
-            if sec.header["sh_type"] == "SHT_GNU_verneed":
-                for ver, auxs in sec.iter_versions():
-                    out.setdefault(ver.name, []).extend(a.name for a in auxs)
+        for args in self._version_sections("SHT_GNU_verneed"):
+            for file, auxs in versions.needs(*args):
+                out.setdefault(file, []).extend(name for _other, name in auxs)
         return out
 
     @cached_property

@@ -19,6 +19,7 @@ thread, a bounded number of times.
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import time
@@ -49,7 +50,10 @@ _MASK64 = (1 << 64) - 1
 _ARG_REGISTERS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 
 
-def _assemble_stub() -> bytes:
+@functools.lru_cache(maxsize=None)
+def stub() -> bytes:
+    """``syscall; int3``, assembled at the first injection (not at import: keystone costs ~25 ms of CPU
+    in every GDB session, and most sessions inject nothing)."""
     import keystone
     ks = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64)
     # int3 behind the syscall: should the step ever run on, the thread traps
@@ -58,7 +62,6 @@ def _assemble_stub() -> bytes:
     return bytes(code)
 
 
-STUB = _assemble_stub()
 SYSCALL_LEN = 2  # the bytes of `syscall`; the stepped thread stops at pc + 2
 
 
@@ -297,14 +300,14 @@ class SyscallInjector:
         inf = self.inferior
         saved = inf.save_registers(thread)
         pc = saved["rip"]
-        original = inf.read(pc, len(STUB))
+        original = inf.read(pc, len(stub()))
         stops = []
 
         def on_stop(event):
             stops.append(getattr(event, "stop_signal", None))
 
         self.attempts += 1
-        inf.write(pc, STUB)
+        inf.write(pc, stub())
         try:
             with inf.selected(thread):
                 # orig_rax = -1: no syscall restart logic may touch our step.
@@ -331,7 +334,7 @@ class SyscallInjector:
             if thread.is_valid():
                 inf.restore_registers(thread, saved)
         signal = next((s for s in stops if s), None)
-        if new_pc in (pc + SYSCALL_LEN, pc + len(STUB)) and rax not in _RESTART_CODES:
+        if new_pc in (pc + SYSCALL_LEN, pc + len(stub())) and rax not in _RESTART_CODES:
             # The syscall ran.  A signal reported with it stays with GDB for the
             # thread and is delivered on the restored registers at the next resume.
             return True, rax
