@@ -1,10 +1,16 @@
-"""Nothing of ours stops the process after GDB and gdbserver die (issue 14, item 3).
+"""Nothing of ours stops or breaks the process after GDB and gdbserver die (issue 14, item 3).
 
 GDB is killed (by itself at each write or injected system call, ``NSB_FAULT=kill@step:K``, or from
 outside while the process runs in a run window), then gdbserver: the process must run again within
-2 s.  Remote run windows end by a timer inside the process that sends a signal the process ignores
-(here SIGPIPE, as servers do): untraced, the kernel discards it, where the SIGSTOP used before
-stopped the process for good.
+2 s and stay alive.  Remote run windows end by a timer inside the process that sends a signal the
+process ignores (here SIGPIPE, as servers do): untraced, the kernel discards it, where the SIGSTOP
+used before stopped the process for good.
+
+gdbserver keeps the registers GDB writes in a cache that reaches the thread only when gdbserver
+resumes or detaches it: after an injected call the restored registers of the thread are there.  A
+gdbserver SIGKILLed while GDB is gone left the thread on the stub's registers and the process died
+(SIGTRAP, SIGILL).  So the runner, when its GDB dies, connects a fresh GDB and detaches; and when the
+runner dies too, ``gdbserver --once`` detaches by itself as the connection drops.
 """
 
 import os
@@ -17,13 +23,10 @@ import targets as T
 from targets import live as lt
 
 
-# Found by these tests, cause not yet known: once GDB died, a SIGKILL of gdbserver leaves a target that
-# dies of SIGTRAP (exit -5) soon after, also when GDB was killed right after an injected call had been
-# undone.  Per step: every run so far (strict: fails once fixed).  Inside a window: 1 run of 2 (not strict).
 pytestmark = [pytest.mark.timeout(1200),
               pytest.mark.skipif(shutil.which("gdbserver") is None, reason="gdbserver not installed"),
               ]
-_SIGTRAP = "the target dies of SIGTRAP after GDB, then gdbserver, are killed (issue 14 item 3, open)"
+RELEASED = "released from gdbserver"
 
 SECONDS = 240
 
@@ -39,7 +42,10 @@ def _runner(args, env):
 def _assert_runs_again(tg, gs, what):
     """Kill gdbserver; the process must be running (no thread stopped) within 2 s and answer."""
     t0 = time.monotonic()
-    os.killpg(gs.proc.pid, signal.SIGKILL)
+    try:
+        os.killpg(gs.proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # it had detached and exited already (released by the runner, or --once)
     gs.proc.wait(10)
     assert T.wait_running(tg.pid, 2.0), "%s: %s %.2fs after gdbserver died" % (
         what, T.thread_states(tg.pid), time.monotonic() - t0)
@@ -48,14 +54,16 @@ def _assert_runs_again(tg, gs, what):
     assert lt.value(tg) in (1002, 1502), what
 
 
-def _kill_at_each_step(tg, patch, op_args, log, what):
+def _kill_at_each_step(tg, patch, op_args, log, what, once=False):
     """Run ``nsb OP --remote`` once per kill point K = 1, 2 ... until K is beyond the last step.
 
+    With ``once``, gdbserver runs with ``--once`` and detaches by itself when GDB's connection
+    drops, before the runner's release comes (which then finds no gdbserver and says so).
     Returns the steps killed at (the log's lines) and the last (unkilled) run."""
     steps = []
     k = 1
     while True:
-        with T.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)]) as gs:
+        with T.GdbServer((["--once"] if once else []) + ["--attach", "127.0.0.1:{port}", str(tg.pid)]) as gs:
             env = _env(NSB_FAULT="kill@step:%d" % k, NSB_FAULT_LOG=log)
             p = _runner(list(op_args[:1]) + ["--remote", gs.address, "-f", patch] + list(op_args[1:]), env)
             try:
@@ -69,14 +77,15 @@ def _kill_at_each_step(tg, patch, op_args, log, what):
             if len(lines) == len(steps):  # not killed: K is past the last step
                 return steps, p.returncode, out, err
             steps.append(lines[-1])
-            assert gs.alive(), "gdbserver died with GDB"
+            expected = "may still be stopped under gdbserver" if once else RELEASED
+            assert expected in out + err, (lines[-1], out + err)
             _assert_runs_again(tg, gs, "%s, killed after step %d (%s)" % (what, k, lines[-1]))
         k += 1
         assert k < 80, steps
 
 
-@pytest.mark.xfail(strict=True, reason=_SIGTRAP)
-def test_gdb_then_gdbserver_killed_at_each_step_of_busy_run_windows(tmp_path):
+@pytest.mark.parametrize("once", [False, True], ids=["runner-releases", "gdbserver-once"])
+def test_gdb_then_gdbserver_killed_at_each_step_of_busy_run_windows(tmp_path, once):
     """A parked thread keeps the patch from a safe point: every injected call of the windows' timer
     (scratch page, timer_create, timer_settime, ...) is a kill point."""
     target = lt.build_target()
@@ -87,9 +96,9 @@ def test_gdb_then_gdbserver_killed_at_each_step_of_busy_run_windows(tmp_path):
         assert tg.ask("ignore 13") == "ignored 13"
         assert tg.ask("park") == "parked"
         steps, rc, out, err = _kill_at_each_step(tg, patch, ["patch", "--retries", "2", "--timeout", SECONDS], log,
-                                                 "busy patch")
+                                                 "busy patch", once=once)
         assert rc == 3 and "no safe point" in err, out + err
-        assert [s.split()[0] for s in steps][:3] == ["after-syscall"] * 3, steps
+        assert [s.split()[2] for s in steps][:3] == ["after-syscall"] * 3, steps  # "step K after-syscall ..."
         assert len(steps) >= 5, steps  # the page, timer_create, one timer_settime per window, its disarm
         assert lt.value(tg) == 1002
         with open("/proc/%d/timers" % tg.pid) as f:
@@ -100,17 +109,21 @@ def test_gdb_then_gdbserver_killed_at_each_step_of_busy_run_windows(tmp_path):
                 assert line.split()[1].startswith("13/"), timers
 
 
-@pytest.mark.xfail(strict=False, reason=_SIGTRAP)
 def test_gdb_then_gdbserver_killed_from_outside_during_a_run_window(tmp_path):
-    """GDB killed while the process runs in a window with the timer armed: before, its SIGSTOP then
-    stopped the untraced process for good."""
+    """GDB killed while the process runs in a window with the timer armed (before: its SIGSTOP then
+    stopped the untraced process for good); the runner survives and releases the process.
+
+    Not tested: the runner killed too, with ``gdbserver --once`` detaching by itself.  gdbserver then
+    stops the running threads with SIGSTOP to detach, and one of them can stay pending: seen once in
+    6 tries at load 29, the process group-stopped (docs/TRUST.md)."""
     target = lt.build_target()
     patch = lt.make_patch(target, tmp_path)
+    server_args = ["--attach", "127.0.0.1:{port}"]
     with lt.start_target(target) as tg:
         assert tg.ask("ignore 13") == "ignored 13"
         assert tg.ask("park") == "parked"
         for attempt in range(3):
-            with T.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)]) as gs:
+            with T.GdbServer(server_args + [str(tg.pid)]) as gs:
                 p = _runner(["patch", "--remote", gs.address, "-f", patch, "--retries", "1000",
                              "--timeout", SECONDS], _env())
                 try:
@@ -127,7 +140,8 @@ def test_gdb_then_gdbserver_killed_from_outside_during_a_run_window(tmp_path):
                                 break
                         time.sleep(0.005)
                     assert gdb_pid is not None, "no run window seen"
-                    p.communicate(timeout=SECONDS)
+                    out, err = p.communicate(timeout=SECONDS)
+                    assert RELEASED in out + err, out + err
                 finally:
                     if p.poll() is None:
                         os.killpg(p.pid, signal.SIGKILL)

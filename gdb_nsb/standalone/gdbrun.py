@@ -1,6 +1,7 @@
 """How the standalone tools start GDB with the extension loaded."""
 
 import os
+import subprocess
 
 import gdb_nsb
 
@@ -27,3 +28,36 @@ def gdb_base_args(batch=True):
     for c in loader_commands():
         args += ["-iex", c]
     return args
+
+
+RELEASE_SECONDS = 30.0
+
+
+def release_remote(address, pid=None, timeout=RELEASE_SECONDS):
+    """Detach gdbserver at ``address`` from the process after our GDB died in a remote operation.
+
+    gdbserver (without ``--once``) keeps the process stopped for the next connection, and the
+    registers our GDB put back after an injected call live only in gdbserver's register cache until
+    it resumes or detaches that thread: a gdbserver killed before then leaves the thread on the
+    stub's registers, and the process crashes (found by tests/test_remote_kills.py).  A fresh GDB
+    that connects and detaches makes gdbserver write them and let every thread run, with no signal.
+    Returns None when released, else the reason in one line.
+    """
+    mode = "extended-remote" if pid is not None else "remote"
+    # No local sysroot lookups: connecting must not fetch the program's files over the link.
+    argv = ["gdb", "-nx", "-batch", "-iex", "set debuginfod enabled off", "-iex", "set sysroot /nonexistent-nsb",
+            "-ex", "set confirm off", "-ex", "target %s %s" % (mode, address), "-ex", "detach"]
+    try:
+        run = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                             start_new_session=True)
+    except subprocess.TimeoutExpired:
+        return "no answer from gdbserver at %s within %g s" % (address, timeout)
+    except OSError as e:
+        return "cannot run gdb: %s" % e
+    detached = [l for l in run.stdout.splitlines() if l.startswith("[Inferior ") and l.endswith(" detached]")]
+    if not detached:
+        last = (run.stderr.strip().splitlines() or ["gdb exited %d" % run.returncode])[-1]
+        return "gdbserver at %s did not detach: %s" % (address, last)
+    if pid is not None and not any("(process %d)" % pid in l for l in detached):
+        return "gdbserver at %s detached another process: %s" % (address, detached[0])
+    return None

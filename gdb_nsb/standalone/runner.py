@@ -243,7 +243,17 @@ class GdbRun:
                     os.killpg(proc.pid, signal.SIGKILL)
                 if pid is not None and not args.remote:
                     ensure_running(pid, was_stopped)
+                elif args.remote and proc.returncode is not None and proc.returncode < 0:
+                    gdbrun.release_remote(args.remote, pid)
                 raise
+            # A GDB that died (or that we killed) never ran its detach: gdbserver still holds the
+            # process stopped, with our last register restore only in its cache.
+            release_note = None
+            if args.remote and (killed or proc.returncode < 0):
+                why = gdbrun.release_remote(args.remote, pid)
+                release_note = ("the process was released from gdbserver at %s (a fresh GDB detached it)"
+                                % args.remote if why is None else
+                                "the process may still be stopped under gdbserver: %s" % why)
             states = {}
             if pid is not None and not args.remote:
                 states = ensure_running(pid, was_stopped,
@@ -278,6 +288,8 @@ class GdbRun:
                                           " to the new program" if cls is errors.TargetExecError else ""))
                 else:
                     doc.update(code=errors.NsbError.exit_code, message=_gdb_failure_message(err), error="GdbFailure")
+            if release_note is not None:
+                doc["message"] = "%s; %s" % (doc.get("message") or "GDB died", release_note)
             if doc["code"] != 0:
                 doc["result"] = "error"
             if states and any(s in "Tt" for s in states.values()) and not was_stopped:
