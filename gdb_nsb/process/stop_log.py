@@ -65,10 +65,11 @@ def window_result(elapsed, log, ours):
 
     Raises StoppedByUser when any other breakpoint stopped the process.
     """
-    user = [e for e in log.events if e[0] == "breakpoint" and not set(e[2]) <= ours]
+    # Internal breakpoints (numbers below 1) are the tool's own: an injected call's end, run-out breakpoints.
+    user = [e for e in log.events if e[0] == "breakpoint" and any(n > 0 and n not in ours for n in e[2])]
     if user:
         _, lwp, nums = user[0]
         raise StoppedByUser("breakpoint %s stopped LWP %d during a run window; the process stays stopped there"
-                            % (",".join(str(n) for n in nums if n not in ours), lwp))
+                            % (",".join(str(n) for n in nums if n > 0 and n not in ours), lwp))
     ours_hit = sorted({n for k, _, nums in log.events if k == "breakpoint" for n in nums if n in ours})
     return WindowResult(elapsed, log.events, ours_hit)
