@@ -152,8 +152,13 @@ class CallbackRefused(NsbError):
     """The patch's own pre-patch or pre-unpatch callback refused the operation (nothing written)."""
 
     exit_code = 19
-    meaning = "refused by the patch's own callback (nothing written)"
-    reserved = True
+    meaning = ("a callback of the patch refused (non-zero pre-patch/pre-unpatch return: nothing written) or failed "
+               "(timed out or crashed: the process runs on, `list` shows \"callback failed\")")
+
+
+class CallbackFailed(CallbackRefused):
+    """A callback of the patch timed out or crashed: the process runs on, in the state the message names
+    (``list`` shows "callback failed"); nothing was rolled back silently."""
 
 
 class DependencyError(NsbError):

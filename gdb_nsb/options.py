@@ -49,6 +49,9 @@ _SETTINGS = (
             "Safe-point checks before nsb-patch/nsb-revert give up (default %d)." % DEFAULT_TRIES),
     Setting("timeout", "uint", 60, "Deadline (seconds)",
             "Seconds an operation may take before it is rolled back (0: no limit)."),
+    Setting("callback-timeout", "uint", 10, "Time limit of a patch callback (seconds)",
+            "Seconds a callback of a patch (VZP_PRE_PATCH ...) may run before it is stopped and fails\n"
+            "(docs/CALLBACKS.md); never more than what is left of the operation's deadline."),
     Setting("strategy", "enum", "retry", "Safe-point strategy",
             "How to reach a safe point: retry (let the process run with growing delays) or run-out\n"
             "(temporary breakpoints at the return addresses of busy frames).", STRATEGIES),
@@ -150,6 +153,9 @@ OPTIONS: Dict[str, Option] = {o.key: o for o in (
     _opt("timeout", ["--timeout"], "hard bound: roll back and detach when it passes (default %d; set nsb timeout)"
          % SETTINGS["timeout"].default, kind="value", metavar="SECONDS", type=positive_seconds, setting="timeout",
          runner_needs=True),  # the runner kills GDB past the deadline
+    _opt("callback-timeout", ["--callback-timeout"], "seconds a callback of the patch may run before it fails "
+         "(default %d; set nsb callback-timeout)" % SETTINGS["callback-timeout"].default, kind="value",
+         metavar="SECONDS", type=positive_seconds, setting="callback-timeout"),
     _opt("remote", ["--remote"], "reach the process through a running gdbserver (with -p: extended-remote + attach)",
          kind="value", faces=frozenset((RUNNER,)), metavar="HOST:PORT"),
     _opt("verbose", ["-v"], "detail level (0-3)", kind="value", metavar="N", type=detail_level, default=0,
@@ -217,7 +223,8 @@ COMMANDS: Dict[str, Command] = {c.name: c for c in (
         "stopped while the patch is mapped, bound and the replaced functions' entries are redirected;\n"
         "it happens only at a safe point (no thread inside a replaced function).  On any failure\n"
         "everything is rolled back.",
-        _RUNNER_COMMON + ("file", "dry-run", "retries", "strategy", "timeout", "verbose", "allow-seccomp",
+        _RUNNER_COMMON + ("file", "dry-run", "retries", "strategy", "timeout", "callback-timeout", "verbose",
+                          "allow-seccomp",
                           "breakpoints", ("all-of", "also patch every process that maps an object with the "
                                                     "patch's target build-id"))),
     Command(
@@ -229,7 +236,7 @@ COMMANDS: Dict[str, Command] = {c.name: c for c in (
         "checking that no register or writable memory points into it.  The patch is named by its file\n"
         "or by its build-id (a prefix is enough when it is unambiguous in the process).",
         _RUNNER_COMMON + (("file", "live patch file, or its build-id"), "dry-run", "retries", "strategy", "timeout",
-                          "verbose", "allow-seccomp", "breakpoints", "unmap",
+                          "callback-timeout", "verbose", "allow-seccomp", "breakpoints", "unmap",
                           ("all-of", "also revert in every process that carries the patch (found without "
                                      "attaching; with --unmap, inactive records too)")),
         patch=("PATCH|BUILD-ID", "live patch file, or its build-id"),

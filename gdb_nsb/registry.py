@@ -92,6 +92,10 @@ class PatchRecord:
     needs: List[str] = field(default_factory=list)
     states: List[Tuple[int, int]] = field(default_factory=list)
     replaced: List[str] = field(default_factory=list)
+    # Its callbacks as (kind, run-time address, function name), and "" or "failed: WHY" once one failed
+    # (docs/CALLBACKS.md: nothing is rolled back silently; ``list`` shows it).
+    callbacks: List[Tuple[str, int, str]] = field(default_factory=list)
+    callback_state: str = ""
 
     def function_at(self, entry: int) -> Optional[FunctionRecord]:
         f = self._entry_index().get(entry)
@@ -235,6 +239,13 @@ def _encode_patch(p: PatchRecord) -> bytes:
     w.u32(len(p.replaced))
     for bid in p.replaced:
         w.text(bid)
+    # Format 3, callbacks (issue 19): after the series fields.
+    w.u32(len(p.callbacks))
+    for kind, addr, name in p.callbacks:
+        w.text(kind)
+        w.u64(addr)
+        w.text(name)
+    w.text(p.callback_state)
     return w.getvalue()
 
 
@@ -254,6 +265,9 @@ def _decode_patch(data: bytes, index: int) -> PatchRecord:
         p.needs = [r.text() for _ in range(r.u32())]
         p.states = [(r.u64(), r.u32()) for _ in range(r.u32())]
         p.replaced = [r.text() for _ in range(r.u32())]
+    if r.pos < len(data):  # a format 3 record written before callbacks ends here
+        p.callbacks = [(r.text(), r.u64(), r.text()) for _ in range(r.u32())]
+        p.callback_state = r.text()
     return p
 
 
@@ -273,7 +287,8 @@ class Registry:
                                      p.patch_load_base, [MappedRange(r.start, r.length, r.prot) for r in p.ranges],
                                      p.patch_path, p.state,
                                      [FunctionRecord(f.name, f.entry, f.jump, f.original, f.below)
-                                      for f in p.functions], list(p.needs), list(p.states), list(p.replaced))
+                                      for f in p.functions], list(p.needs), list(p.states), list(p.replaced),
+                                     list(p.callbacks), p.callback_state)
                          for p in self.patches], self.generation)
 
     # encoding

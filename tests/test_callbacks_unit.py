@@ -10,9 +10,11 @@ from gdb_nsb import shadow
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.elf.livepatch import Callback, LivePatch
 from gdb_nsb.elf.records import parse_records, read_records
-from gdb_nsb.errors import GenerateError, PatchFileError
+from gdb_nsb.errors import CallbackFailed, CallbackRefused, GenerateError, PatchFileError
 from gdb_nsb.generator import generate
+from gdb_nsb.lifecycle import callbacks as cbl
 from gdb_nsb.mappings import Mapping
+from gdb_nsb.registry import PatchRecord
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -136,3 +138,48 @@ def test_shadow_variables_are_read_back_from_the_table():
     struct.pack_into("<Q", mem, b2, 8)  # a chain leaving the heap
     with pytest.raises(ValueError, match="leaves the heap"):
         shadow.variables(read, base)
+
+
+# ---------------------------------------------------------------- lifecycle.callbacks: the verdicts
+
+
+
+def _record():
+    rec = PatchRecord("ab" * 20, "cd" * 20, "t", 0, 0x7000)
+    rec.callbacks = [("pre_patch", 0x7100, "fix_pre"), ("post_unpatch", 0x7200, "fix_bye")]
+    return rec
+
+
+def test_recorded_callbacks_by_kind():
+    rec = _record()
+    assert cbl.recorded(rec, "pre_patch") == cbl.Call("pre_patch", 0x7100, "fix_pre")
+    assert cbl.recorded(rec, "post_patch") is None
+    assert cbl.recorded(rec, "pre_patch").returns_value and not cbl.recorded(rec, "post_unpatch").returns_value
+
+
+def test_a_non_zero_pre_return_refuses_naming_callback_and_value():
+    c = cbl.Call("pre_unpatch", 1, "guard")
+    with pytest.raises(CallbackRefused) as e:
+        cbl.judge(c, cbl.Result(returned=-22), 5, "revert of patch abc")
+    assert type(e.value) is CallbackRefused and e.value.exit_code == 19
+    assert str(e.value) == "pre-unpatch callback guard returned -22: revert of patch abc refused, nothing written"
+    cbl.judge(c, cbl.Result(returned=0), 5, "revert")  # zero: go on
+    cbl.judge(cbl.Call("post_patch", 1, "p"), cbl.Result(returned=None), 5, "apply")
+
+
+@pytest.mark.parametrize("result, words", [
+    (cbl.Result(timed_out=True), "timed out after 2 s"),
+    (cbl.Result(signal="SIGSEGV"), "crashed (SIGSEGV"),
+])
+def test_timeout_and_crash_fail_with_their_own_message_and_state(result, words):
+    c = cbl.Call("post_patch", 1, "fix_post")
+    with pytest.raises(CallbackFailed) as e:
+        cbl.judge(c, result, 2, "apply of patch abc")
+    msg = str(e.value)
+    assert e.value.exit_code == 19 and "\n" not in msg
+    assert "post-patch callback fix_post " + words in msg and "the patch stays applied" in msg
+    state = cbl.failed_state(c, result, 2)
+    assert state.startswith("failed: post-patch callback fix_post " + words)
+    rec = _record()
+    rec.callback_state = state
+    assert cbl.has_failed(rec) and not cbl.has_failed(_record())

@@ -133,15 +133,35 @@ def test_a_record_too_large_for_a_slot_asks_for_a_new_mapping():
 
 
 def _format_2_payload(registry):
-    """The payload a format 2 tool wrote: each record without the three series counts at its end."""
+    """The payload a format 2 tool wrote: each record without the three series counts at its end (and without
+    the callbacks' count and state after them)."""
+    return _cut_records(registry, 12 + 8)
+
+
+def _cut_records(registry, tail):
     import struct
     out = [struct.pack("<I", len(registry.patches))]
     for p in registry.patches:
-        assert not (p.needs or p.states or p.replaced)
+        assert not (p.needs or p.states or p.replaced or p.callbacks or p.callback_state)
         rec = Registry(patches=[p]).encode_payload()[8:]  # count, then the one record's length
-        assert rec.endswith(b"\0" * 12)
-        out.append(struct.pack("<I", len(rec) - 12) + rec[:-12])
+        assert rec.endswith(b"\0" * tail)
+        out.append(struct.pack("<I", len(rec) - tail) + rec[:-tail])
     return b"".join(out)
+
+
+def test_format_3_records_written_before_callbacks_read_without_them():
+    r = reg(2)
+    got = Registry.decode_payload(_cut_records(r, 8), 1)
+    assert got == r and all(p.callbacks == [] and p.callback_state == "" for p in got.patches)
+
+
+def test_callbacks_and_their_state_round_trip_in_format_3():
+    r = reg(2)
+    r.patches[0].callbacks = [("pre_patch", 0x7f0000001000, "fix_pre"), ("post_unpatch", 2**64 - 1, "bye")]
+    r.patches[1].callback_state = "failed: post-patch callback fix_post timed out after 2 s"
+    mem = bytearray(SIZE)
+    apply(mem, slots.commit_writes(decode(mem), r, SIZE))
+    assert decode(mem).registry == r
 
 
 def test_format_2_is_read_and_moved_to_format_3_at_the_next_write():

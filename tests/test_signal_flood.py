@@ -105,7 +105,7 @@ if QUEUE:
     for t in inf.threads():
         for sig in (signal.SIGUSR1, signal.SIGUSR2):
             libc.syscall(234, inf.pid, Inferior.tid(t), int(sig))
-held = sum(1 for t in inf.threads() if not inj._clean(t))
+held = sum(1 for t in inf.threads() if not inj.clean(t))
 out = {"threads": len(inf.threads()), "held": held}
 for op, call in (("apply", lambda: engine.apply(PATCH, engine.Options(retries=RETRIES))),
                  ("revert", lambda: engine.revert(PATCH, engine.Options(retries=6)))):

@@ -313,6 +313,10 @@ def plan_load(view: ProcessView, livepatch, patch_image, registry: Registry, bre
         rec = old
         rec.state = STATE_ACTIVE
         rec.functions = []
+    # Callbacks at their run-time addresses: a revert needs no patch file to run them.  A re-apply
+    # is a fresh start for them.
+    rec.callbacks = [(c.kind, placement.bias + c.patch_value, c.name) for c in livepatch.callbacks]
+    rec.callback_state = ""
     jump_writes, encodings, conflicts = [], [], []
     bps = sorted(set(breakpoints))
     for fj in livepatch.func_jumps:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from gdb_nsb import shadow
 from gdb_nsb.errors import ElfError
 from gdb_nsb.mappings import Mapping
 
@@ -85,6 +86,12 @@ class ProcessView:
 
     def __post_init__(self):
         self.mappings = sorted(self.mappings, key=lambda m: m.start)
+
+    @property
+    def shadow_region(self) -> int | None:
+        """Start of the process's shadow region (gdb_nsb.shadow), None while it has none."""
+        found = shadow.region_in(self.mappings)
+        return found[0] if found else None
 
     @property
     def main_executable(self) -> MappedObject | None:

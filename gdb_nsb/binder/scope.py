@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from gdb_nsb.binder.errors import BadRelocation, IfuncNeedsResolver, UnresolvedSymbol
 from gdb_nsb.binder.process_view import (LOADED_DLOPEN_GLOBAL, LOADED_PRELOAD, MappedObject, ProcessView)
 from gdb_nsb.errors import NsbError
+from gdb_nsb.shadow import SHADOW_OBJFILE, SHADOW_SYMBOL
 
 SHN_UNDEF, SHN_ABS = 0, 0xFFF1
 R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT, R_X86_64_IRELATIVE = 6, 7, 37
@@ -48,6 +49,7 @@ BY_SCOPE = "lookup scope"
 BY_TARGET_SYMTAB = "executable's symbol table"
 BY_PATCH = "patch's own copy"
 BY_WEAK_ZERO = "unresolved weak (0)"
+BY_SHADOW = "process's shadow region"
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,13 @@ class SymbolResolver:
             if tdef is not None:
                 return self._bind_definition(idx, name, self.target, tdef, BY_TARGET_EXPORT)
             return Resolution(idx, name, sym.value, BY_PATCH, None, patch_relative=True)
+
+        if name == SHADOW_SYMBOL:
+            if self.view.shadow_region is None:
+                raise UnresolvedSymbol(name, "%s uses shadow variables but the process has no shadow region (%s): "
+                                       "the apply maps one first" % (os.path.basename(self.patch.path),
+                                                                     SHADOW_OBJFILE))
+            return Resolution(idx, name, self.view.shadow_region, BY_SHADOW, SHADOW_OBJFILE)
 
         for o in self.scope:
             img = self.target_image if o is self.target else None

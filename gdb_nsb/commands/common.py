@@ -105,7 +105,8 @@ def options_from(args):
         allow_seccomp=getattr(args, "allow_seccomp", False) or bool(SETTINGS["allow-seccomp"].value),
         breakpoints=given_or_setting("breakpoints", "breakpoints"),
         unmap=getattr(args, "unmap", False),
-        verbose=args.verbose)
+        verbose=args.verbose,
+        callback_timeout=float(given_or_setting("callback_timeout", "callback-timeout") or 10))
 
 
 class NsbCommand(gdb.Command):

@@ -79,8 +79,13 @@ def listing(out, registry, view, broken, missing, pid):
         patches.append({"build_id": rec.patch_build_id, "file": rec.patch_path, "target": rec.target_name,
                         "target_build_id": rec.target_build_id, "load_base": rec.patch_load_base,
                         "range": [lo, hi], "state": state, "functions": funcs,
-                        "symbols": rec.patch_build_id not in missing})
-        out.lines.append("%s  %s  %s" % (rec.patch_build_id, state, rec.patch_path))
+                        "symbols": rec.patch_build_id not in missing,
+                        "callbacks": [{"kind": k, "address": a, "name": n} for k, a, n in rec.callbacks],
+                        "callback_state": rec.callback_state or "ok"})
+        failed = ", callback failed" if rec.callback_state else ""
+        out.lines.append("%s  %s%s  %s" % (rec.patch_build_id, state, failed, rec.patch_path))
+        if rec.callback_state:
+            out.lines.append("    callback failed: %s" % rec.callback_state.split(": ", 1)[-1])
         out.lines.append("    target %s (build-id %s), mapped at %#x-%#x" % (rec.target_name, rec.target_build_id,
                                                                            lo, hi))
         if rec.patch_build_id in missing:

@@ -34,7 +34,8 @@ from gdb_nsb.lifecycle.mapping import (mapping_to_restore, pending_registry, pla
 from gdb_nsb.lifecycle.outcome import Outcome, patch_dict, record_dict, target_dict
 from gdb_nsb.lifecycle.patch_file import check_patch, resolve_patch_id
 from gdb_nsb.lifecycle.pointers import find_pointer_into
-from gdb_nsb.process import bpguard, environment, faults, filecache, postmortem, snapshot as snap, symbols
+from gdb_nsb.process import (bpguard, callbacks, environment, faults, filecache, postmortem, shadow_store,
+                             snapshot as snap, symbols)
 from gdb_nsb.process.inferior import Inferior, ProcessAccessError
 from gdb_nsb.process.registry_store import RegistryStore
 from gdb_nsb.process.remote_alarm import shared_alarm
@@ -61,6 +62,7 @@ class Options:
     breakpoints: str = planmod.BREAKPOINTS_REFUSE
     unmap: bool = False
     verbose: int = 0
+    callback_timeout: float = 10.0
 
 
 class _Clock:
@@ -181,6 +183,8 @@ def apply(path, opts: Options) -> Outcome:
     files_by_bid = _patch_images(registry, [path])
     symbols.register_all(registry, [path])
     verdicts.refuse_environment(environment.collect(inf), opts.allow_seccomp)
+    if lp.shadow_variables and not opts.dry_run:
+        shadow_store.ensure(inf, injector, deadline)  # the plan binds the patch to it
     view = snap.snapshot(inf)
     out.target = target_dict(view, lp.old_bid)
     if view.object_by_build_id(lp.old_bid) is None:
@@ -195,10 +199,42 @@ def apply(path, opts: Options) -> Outcome:
         return out
     target_bias = plan.target_bias
     busy, entries = busy_for_apply(lp, target_bias, registry, files_by_bid)
+    cbs = callbacks.Runner(inf, injector, store, opts.callback_timeout, deadline,
+                           "apply of patch %s" % lp.new_bid[:12]) if lp.callbacks else None
+    loaded = None
+    if cbs is not None and lp.callback("pre_patch") is not None:
+        # Pre-patch runs with the patch's code loaded and bound but nothing redirected (the process
+        # running); refused or failed, the load is rolled back (refused) or kept inactive (failed).
+        loaded = _execute_apply(inf, injector, store, plan, deadline, view, load_only=True)
+        loaded.deadline = Deadline(None)  # committed after the apply's own commit: never refused then
+        cbs.pre_patch(plan.registry_after.patch(lp.new_bid), loaded)
+    try:
+        plan, settled = _apply_at_safe_point(inf, injector, store, lp, image, view, plan, settled, busy, entries,
+                                             opts, deadline, clock, replan=loaded is not None)
+    except BaseException as e:
+        if loaded is not None:
+            cbs.after_failed_apply(plan.registry_after.patch(lp.new_bid), loaded, e)
+        raise
+    if loaded is not None:
+        loaded.commit()
+    clock.mark("write")
+    out.timings = clock.total()
+    rec = plan.registry_after.patch(lp.new_bid)
+    symbols.register(rec, [path])
+    bpguard.track(plan.registry_after)
+    if cbs is not None:
+        cbs.post_patch(rec)
+    return outcome.applied(out, plan, settled)
+
+
+def _apply_at_safe_point(inf, injector, store, lp, image, view, plan, settled, busy, entries, opts, deadline, clock,
+                         replan=False):
+    """Wait for a safe point and execute the apply there (planned again when the process ran, or when
+    ``replan``: a pre-patch callback ran); (the plan executed, settled lines)."""
     for attempt in range(1, max(1, opts.retries) + 1):
         checks = _safe_point(busy, opts, deadline, entries)
         clock.mark("safe_point")
-        if checks > 1 or attempt > 1:
+        if checks > 1 or attempt > 1 or replan:
             # The process ran between tries: take a fresh look before writing.
             before, view = view, snap.snapshot(inf)
             abort_if_exec(before, view, inf.pid)
@@ -217,12 +253,7 @@ def apply(path, opts: Options) -> Outcome:
             if attempt >= max(1, opts.retries) or deadline.expired():
                 raise errors.BusyError("%s (%d tr%s)" % (e, attempt, "y" if attempt == 1 else "ies"))
             _let_run(_SIGNAL_WAIT * attempt, deadline)
-    clock.mark("write")
-    out.timings = clock.total()
-    rec = plan.registry_after.patch(lp.new_bid)
-    symbols.register(rec, [path])
-    bpguard.track(plan.registry_after)
-    return outcome.applied(out, plan, settled)
+    return plan, settled
 
 
 _SIGNAL_WAIT = 0.005  # seconds the process runs before a try after every thread held a signal (grows)
@@ -235,7 +266,10 @@ def _let_run(seconds, deadline):
         run_window(seconds if remaining is None else min(seconds, remaining))
 
 
-def _execute_apply(inf, injector, store, plan, deadline, view):
+def _execute_apply(inf, injector, store, plan, deadline, view, load_only=False):
+    """Execute ``plan`` in this stop.  ``load_only`` (a pre-patch callback runs next): the mapping, the
+    segments and the inactive record only, and the UndoLog is returned open, for the caller to commit
+    or roll back once the callback has run."""
     guard_apply_writes(plan, view)
     m = plan.mapping if plan.mapping is not None else mapping_to_restore(plan, view.mappings)
     restore = [] if m is not None else protections_to_restore(
@@ -244,8 +278,9 @@ def _execute_apply(inf, injector, store, plan, deadline, view):
         # Give up before the first change when no thread could run the first injected call.
         injector.require_clean_thread()
     disabled = []
+    undo = UndoLog(inf, injector, deadline)
     try:
-        with injector.session(), UndoLog(inf, injector, deadline) as undo:
+        with injector.session():
             if m is not None:
                 # Reserve the planned range before anything else is mapped: the registry and its
                 # scratch page are mmap(0) and the kernel puts them in the same kind of gap near
@@ -275,6 +310,10 @@ def _execute_apply(inf, injector, store, plan, deadline, view):
             for w in plan.segment_writes:
                 undo.write(w.addr, w.data, w.expected, w.what)
                 faults.point("after-segment-write", "%#x" % w.addr)
+            if load_only:
+                if m is None:
+                    store.save(pending_registry(plan), undo)
+                return undo
             store.save(plan.registry_after, undo)
             faults.point("registry-save")
             for c in plan.breakpoints_to_disable:
@@ -285,6 +324,8 @@ def _execute_apply(inf, injector, store, plan, deadline, view):
             if failed:
                 gdb.write("nsb: warning: %s\n" % "; ".join(failed))
     except BaseException:
+        if not undo.closed:
+            undo.rollback()
         for loc in disabled:
             loc.enabled = True
         raise
@@ -369,7 +410,16 @@ def revert(ident, opts: Options) -> Outcome:
         outcome.revert_dry_run(out, plan, planmod.evaluate(plan, inf))
         out.timings = clock.total()
         return out
-    if _safe_point(busy_for_revert(rec), opts, deadline) > 1:
+    cbs = None
+    if was_active and rec.callbacks and not unloaded:
+        cbs = callbacks.Runner(inf, injector, store, opts.callback_timeout, deadline,
+                               "revert of patch %s" % bid[:12])
+        cbs.pre_unpatch(rec)
+    # Post-unpatch is code in the memory --unmap takes away: revert, run it, then unmap.
+    unmap_after = cbs is not None and plan.unmap is not None and any(k == "post_unpatch" for k, _a, _n in rec.callbacks)
+    if unmap_after:
+        plan = planmod.plan_revert(registry, bid, unmap=False)
+    if _safe_point(busy_for_revert(rec), opts, deadline) > 1 or cbs is not None:
         before, view = view, snap.snapshot(inf)
         abort_if_exec(before, view, inf.pid)
         if _load_registry(store) != registry:
@@ -403,6 +453,11 @@ def revert(ident, opts: Options) -> Outcome:
     if plan.unmap is not None:
         symbols.unregister(rec)
     bpguard.track(plan.registry_after)
+    if cbs is not None:
+        cbs.post_unpatch(rec)
+    if unmap_after:
+        plan.unmap = plan_unmap_inactive(plan.registry_after, plan.registry_after.patch(bid)).unmap
+        revert(bid, opts)  # the record is inactive now: this pass unmaps it (no callback runs again)
     out.timings = clock.total()
     return outcome.reverted(out, rec, plan, was_active, unloaded)
 

@@ -134,13 +134,19 @@ class RegistryStore:
 
     def _create(self, size, undo):
         """A fresh, zeroed, read-only private memfd mapping named nsb-registry."""
-        # memfd_create needs its name in target memory: a scratch page, gone afterwards.
-        scratch = undo.mmap(0, PAGE, _sys.PROT_READ, _sys.MAP_PRIVATE | _sys.MAP_ANONYMOUS)
-        undo.write(scratch, REGISTRY_NAME.encode() + b"\0", what="name of the registry memfd")
-        fd = self.injector.memfd_create(scratch, _sys.MFD_CLOEXEC)
-        undo.record_fd(fd)
-        self.injector.ftruncate(fd, size)
-        addr = undo.mmap(0, size, _sys.PROT_READ, _sys.MAP_PRIVATE, fd, 0)
-        undo.close_fd(fd)
-        undo.release_mapping(scratch)
-        return addr
+        return create_memfd_mapping(self.injector, undo, REGISTRY_NAME, size, _sys.PROT_READ)
+
+
+def create_memfd_mapping(injector, undo, name, size, prot):
+    """A fresh, zeroed, private mapping of a memfd called ``name`` (its fd closed again), through ``undo``:
+    every map of the process shows it as ``/memfd:NAME (deleted)``, and a forked child gets a copy."""
+    # memfd_create needs its name in target memory: a scratch page, gone afterwards.
+    scratch = undo.mmap(0, PAGE, _sys.PROT_READ, _sys.MAP_PRIVATE | _sys.MAP_ANONYMOUS)
+    undo.write(scratch, name.encode() + b"\0", what="name of the %s memfd" % name)
+    fd = injector.memfd_create(scratch, _sys.MFD_CLOEXEC)
+    undo.record_fd(fd)
+    injector.ftruncate(fd, size)
+    addr = undo.mmap(0, size, prot, _sys.MAP_PRIVATE, fd, 0)
+    undo.close_fd(fd)
+    undo.release_mapping(scratch)
+    return addr

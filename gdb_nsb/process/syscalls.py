@@ -103,7 +103,7 @@ def _signed(v: int) -> int:
 _SIGNAL_LINE = re.compile(r"^(SIG\w+|EXC_\w+)\s+(Yes|No)\s+(Yes|No)\s+(Yes|No)\s")
 
 
-def _signal_table():
+def signal_table():
     """{name: (stop, print, pass)} from ``info signals``."""
     table = {}
     for line in gdb.execute("info signals", to_string=True).splitlines():
@@ -116,7 +116,7 @@ def _signal_table():
 @contextlib.contextmanager
 def _all_signals_stop():
     """Every signal stops the inferior in GDB for the block (print/stop restored after)."""
-    table = _signal_table()
+    table = signal_table()
     nostop = [s for s, (stop, _, _) in table.items() if not stop]
     noprint = [s for s, (_, prt, _) in table.items() if not prt]
     if nostop:
@@ -233,7 +233,8 @@ class SyscallInjector:
         # GDB's own SIGSTOP (sent to stop threads) is absorbed by GDB, never delivered.
         return pending & ~_sigmask(text, "SigBlk") & ~(1 << (SIGSTOP - 1))
 
-    def _clean(self, thread):
+    def clean(self, thread):
+        """Whether ``thread`` could run code now without taking a signal first (held by GDB or queued)."""
         if thread.num in self._dirty or not thread.is_valid() or not thread.is_stopped():
             return False
         sig = self._held_signal(thread)
@@ -246,7 +247,7 @@ class SyscallInjector:
         threads = [t for t in self.inferior.threads() if t.num not in self._dirty]
         threads.sort(key=lambda t: (t.num != self._preferred, t.num))
         for t in threads:
-            if self._clean(t):
+            if self.clean(t):
                 return t
         # Only threads with a kernel-queued signal are left: stepping one makes it
         # stop on that signal, which then stays with GDB for delivery later.
@@ -284,7 +285,7 @@ class SyscallInjector:
 
         Reads only ($_siginfo, /proc): lets an operation give up before its first change, rather
         than roll back changes whose undoing needs an injected call too."""
-        if not any(self._clean(t) for t in self.inferior.threads()):
+        if not any(self.clean(t) for t in self.inferior.threads()):
             raise SignalsHeld("no thread of process %d can run an injected system call now: every thread "
                               "holds or has queued a signal" % self.inferior.pid)
 
