@@ -175,3 +175,17 @@ def test_load_bias_from_mappings_not_first_executable_mapping(libs):
     assert compute_load_bias(img, [m for m in maps if m.offset != 0]) == bias
     exe = load(T.build([("e.c", "int main(void){return 0;}")], ["-O0", "-no-pie", "-fno-pie"], "e"))
     assert compute_load_bias(exe, fake_object(exe, 0).ranges) == 0
+
+
+def test_the_shadow_region_symbol_binds_to_the_region_in_the_memory_map(libs):
+    view, objs = view_of(libs, ["main", "one", "two", "three"])
+    patch = patch_using([], src='#include "vzp.h"\nint patch_fn(void *o) { return vzp_shadow_get(o, 1) != 0; }\n')
+    idx = next(s.index for s in patch.dynsyms if s.name == "__vzp_shadow_region")
+    with pytest.raises(UnresolvedSymbol, match="no shadow region"):
+        resolver(view, objs["main"], patch).resolve_index(idx)
+    view.shadow_planned = True  # dry run, check: the apply maps it first
+    assert resolver(view, objs["main"], patch).resolve_index(idx).value == 0
+    view.mappings = sorted(view.mappings + [Mapping(0x7E0000000000, 0x7E0001000000, 0, "rw-p",
+                                                    "/memfd:nsb-shadow (deleted)")], key=lambda m: m.start)
+    res = resolver(view, objs["main"], patch).resolve_index(idx)
+    assert (res.value, res.how) == (0x7E0000000000, "process's shadow region")

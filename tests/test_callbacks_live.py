@@ -220,6 +220,12 @@ def test_shadow_variables_from_16_threads_survive_stacked_apply_and_revert(flavo
 def test_shadow_variables_are_freed_when_a_post_unpatch_callback_asks(pie):
     freeing = C.patch_for(pie, "shadowfree")
     with C.Running(pie) as tg:
+        # Before the process has a shadow region: check and dry run take it as mapped by the apply.
+        r = _nsb("check", "-p", tg.pid, "-f", freeing)
+        assert r.returncode == 2, r.stdout + r.stderr
+        r = _nsb("patch", "-p", tg.pid, "-f", freeing, "--dry-run")
+        assert r.returncode == 0 and "nsb-shadow" in r.stdout, r.stdout + r.stderr
+        assert shadow.region_in(T.mappings(tg.pid)) is None
         assert _nsb("patch", "-p", tg.pid, "-f", freeing).returncode == 0
         assert tg.grows("p1")
         _check_tallies(tg, expect_variables=True)

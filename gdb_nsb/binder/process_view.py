@@ -82,6 +82,9 @@ class ProcessView:
     memory: MemoryReader | None = None
     program_break: int | None = None
     open_image: Callable[[MappedObject], object] | None = None
+    # True for a plan that only describes (dry run, check): the shadow region an apply would map first
+    # is then taken as mapped (at 0) instead of refusing the patch.
+    shadow_planned: bool = False
     _images: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):

@@ -284,6 +284,8 @@ class SymbolResolver:
             return Resolution(idx, name, sym.value, BY_PATCH, None, patch_relative=True)
 
         if name == SHADOW_SYMBOL:
+            if self.view.shadow_region is None and self.view.shadow_planned:
+                return Resolution(idx, name, 0, BY_SHADOW, SHADOW_OBJFILE + " (mapped by the apply)")
             if self.view.shadow_region is None:
                 raise UnresolvedSymbol(name, "%s uses shadow variables but the process has no shadow region (%s): "
                                        "the apply maps one first" % (os.path.basename(self.patch.path),

@@ -186,6 +186,7 @@ def apply(path, opts: Options) -> Outcome:
     if lp.shadow_variables and not opts.dry_run:
         shadow_store.ensure(inf, injector, deadline)  # the plan binds the patch to it
     view = snap.snapshot(inf)
+    view.shadow_planned = opts.dry_run
     out.target = target_dict(view, lp.old_bid)
     if view.object_by_build_id(lp.old_bid) is None:
         raise errors.MismatchError(absent_target_reason(view, lp, inf.pid))
@@ -497,6 +498,7 @@ def check(path, opts: Options) -> Outcome:
         return out.fail(e)
     symbols.register_all(registry, [path])
     view = snap.snapshot(inf)
+    view.shadow_planned = True  # an apply maps the shadow region before it binds the patch
     out.target = target_dict(view, lp.old_bid)
     rec = registry.patch(lp.new_bid)
     if verdicts.check_recorded(out, lp, rec, consistency(registry, inf, view)):
