@@ -231,3 +231,20 @@ def test_shadow_variables_are_freed_when_a_post_unpatch_callback_asks(pie):
         _check_tallies(tg, expect_variables=True)
         assert _nsb("revert", "-p", tg.pid, "-f", freeing).returncode == 0
         _check_tallies(tg, expect_variables=False)
+
+
+def test_callbacks_through_the_gdb_commands(pie):
+    """nsb-patch / nsb-list / nsb-revert in a GDB batch session: the same callbacks, the same refusals."""
+    patch = C.patch_for(pie, "cb")
+    with C.Running(pie) as tg:
+        tg.mode(PRE_UN, REFUSE)
+        r = T.run_gdb(tg.pid, commands=["set nsb callback-timeout 5", "show nsb callback-timeout",
+                                        "nsb-patch %s" % patch, "nsb-list", "nsb-revert %s" % patch],
+                      timeout=SECONDS + 60)
+        out = r.stdout + r.stderr
+        assert "Time limit of a patch callback (seconds) is 5." in out, out
+        assert "applied to" in out and "callback failed" not in out, out
+        assert "pre-unpatch callback cb_pre_unpatch returned 7" in out, out
+        assert tg.stat()["ran"] == [1, 1, 1, 0]
+        assert tg.grows("p1")
+        _no_signal_of_ours(tg)
