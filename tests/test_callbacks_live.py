@@ -238,6 +238,10 @@ def test_callbacks_through_the_gdb_commands(pie):
     patch = C.patch_for(pie, "cb")
     with C.Running(pie) as tg:
         tg.mode(PRE_UN, REFUSE)
+        before = T.maps(tg.pid)
+        r = T.run_gdb(tg.pid, commands=["set nsb run-windows off", "nsb-patch %s" % patch], timeout=SECONDS + 60)
+        assert "runs with the process's threads running" in r.stdout + r.stderr, r.stdout + r.stderr
+        assert T.maps(tg.pid) == before and tg.stat()["ran"] == [0, 0, 0, 0]  # refused before any write
         r = T.run_gdb(tg.pid, commands=["set nsb callback-timeout 5", "show nsb callback-timeout",
                                         "nsb-patch %s" % patch, "nsb-list", "nsb-revert %s" % patch],
                       timeout=SECONDS + 60)
