@@ -44,9 +44,13 @@ def release_remote(address, pid=None, timeout=RELEASE_SECONDS):
     Returns None when released, else the reason in one line.
     """
     mode = "extended-remote" if pid is not None else "remote"
-    # No local sysroot lookups: connecting must not fetch the program's files over the link.
+    # No local sysroot lookups: connecting must not fetch the program's files over the link.  SIGSTOP
+    # not passed: gdbserver would hand each thread the SIGSTOP its own stop left as the thread's last
+    # signal at detach, and the process would group-stop (seen on every kill point of a busy target);
+    # the program's own signals GDB intercepted are passed on.
     argv = ["gdb", "-nx", "-batch", "-iex", "set debuginfod enabled off", "-iex", "set sysroot /nonexistent-nsb",
-            "-ex", "set confirm off", "-ex", "target %s %s" % (mode, address), "-ex", "detach"]
+            "-ex", "set confirm off", "-ex", "handle SIGSTOP nostop noprint nopass",
+            "-ex", "target %s %s" % (mode, address), "-ex", "detach"]
     try:
         run = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
                              start_new_session=True)
