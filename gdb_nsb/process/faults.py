@@ -24,8 +24,10 @@ jumps, the registry memfd's name) and ``after-syscall`` after each injected
 system call (its thread's registers and bytes restored); ``step`` is
 either of them, counted together.  With
 ``NSB_FAULT_LOG=FILE`` a kill first appends "POINT K DETAIL" to FILE, so that
-a test knows which write it stopped after.  Unset, every check is one
-dictionary lookup.
+a test knows which write it stopped after.  With ``NSB_FAULT_PID=PID`` the
+faults act only while the current inferior is process PID (one process of
+several served by one session, gdb_nsb/process/many.py).  Unset, every check
+is one dictionary lookup.
 """
 
 import os
@@ -44,6 +46,7 @@ WRITE_POINTS = ("after-write", "after-syscall")
 STEP = "step"  # either of WRITE_POINTS, counted together: kill@step:K stops after the K-th write or call
 POINTS = APPLY_POINTS + REVERT_POINTS + WRITE_POINTS + (STEP,)
 LOG_ENV = "NSB_FAULT_LOG"
+PID_ENV = "NSB_FAULT_PID"
 
 
 class InjectedFault(NsbError):
@@ -96,6 +99,11 @@ def point(name, detail=""):
     text = os.environ.get(ENV)
     if not text:
         return
+    only = os.environ.get(PID_ENV)
+    if only:
+        import gdb
+        if str(gdb.selected_inferior().pid) != only.strip():
+            return
     for action, where, k, seconds in parse(text):
         if where == STEP and name in WRITE_POINTS:
             n = _hits[STEP]

@@ -254,55 +254,64 @@ class GdbRun:
                 release_note = ("the process was released from gdbserver at %s (a fresh GDB detached it)"
                                 % args.remote if why is None else
                                 "the process may still be stopped under gdbserver: %s" % why)
-            states = {}
-            if pid is not None and not args.remote:
-                states = ensure_running(pid, was_stopped,
-                                        clean_exit=not killed and proc.returncode == 0 and os.path.exists(result_file))
-            doc["timings"]["total_s"] = round(time.monotonic() - self.started, 4)
-            attach_failure = _attach_failure(err) if pid is not None else None
-            if attach_failure is not None:
-                code, message = attach_failure
-                doc.update(code=code, message="process %d: %s" % (pid, message), error="AttachFailed")
-            elif os.path.exists(result_file):
-                with open(result_file) as f:
-                    inner = json.load(f)
-                timings = inner.pop("timings", {}) or {}
-                doc.update(inner)
-                doc["timings"] = dict(timings, total_s=round(time.monotonic() - self.started, 4))
-            elif killed:
-                doc.update(code=errors.TimeoutExpired.exit_code,
-                           message="GDB did not finish within --timeout %g s + %g s grace: it was killed and the "
-                                   "process left running; its patch state is unknown (see `nsb check`)"
-                                   % (args.timeout, grace),
-                           error="TimeoutExpired")
-            else:
-                vanished = _vanished_during(pid, self.image) if pid is not None and not args.remote else None
-                if vanished is not None:
-                    # GDB 13 can die of an internal error when the process exits or execs under it
-                    # (threads vanishing mid-window); what the process did is the cause to report.
-                    cls, what = vanished
-                    doc.update(code=cls.exit_code, error=cls.__name__,
-                               message="process %d %s during the operation and GDB failed on it (%s); "
-                                       "operation aborted, nothing written%s"
-                                       % (pid, what, _gdb_failure_message(err, bare=True),
-                                          " to the new program" if cls is errors.TargetExecError else ""))
-                else:
-                    doc.update(code=errors.NsbError.exit_code, message=_gdb_failure_message(err), error="GdbFailure")
-            if release_note is not None:
-                doc["message"] = "%s; %s" % (doc.get("message") or "GDB died", release_note)
-            if doc["code"] != 0:
-                doc["result"] = "error"
-            if states and any(s in "Tt" for s in states.values()) and not was_stopped:
-                doc["warning"] = "process %d is still stopped after GDB left (thread states %s)" % (
-                    pid, "".join(sorted(states.values())))
-            if args.verbose >= 2:
-                doc["gdb_output"] = out
-            if args.verbose >= 1 and err.strip():
-                doc["gdb_stderr"] = err
+            settle(doc, pid, args, self.started, result_file, killed,
+                   not killed and proc.returncode == 0 and os.path.exists(result_file), out, err, was_stopped,
+                   self.image, release_note)
         finally:
             if os.path.exists(result_file):
                 os.unlink(result_file)
         return doc
+
+
+def settle(doc, pid, args, started, result_file, killed, clean, out, err, was_stopped, image, release_note=None):
+    """Fill ``doc`` once GDB is done with process ``pid`` (the session ended, or moved on to the next
+    process): the process left running, then its result, or why there is none (attach failure in ``err``,
+    GDB killed, the process exited or executed, GDB failed).  ``clean``: GDB detached and wrote a result."""
+    states = {}
+    if pid is not None and not args.remote:
+        states = ensure_running(pid, was_stopped, clean_exit=clean)
+    doc["timings"]["total_s"] = round(time.monotonic() - started, 4)
+    attach_failure = _attach_failure(err) if pid is not None else None
+    if attach_failure is not None:
+        code, message = attach_failure
+        doc.update(code=code, message="process %d: %s" % (pid, message), error="AttachFailed")
+    elif os.path.exists(result_file):
+        with open(result_file) as f:
+            inner = json.load(f)
+        timings = inner.pop("timings", {}) or {}
+        doc.update(inner)
+        doc["timings"] = dict(timings, total_s=round(time.monotonic() - started, 4))
+    elif killed:
+        doc.update(code=errors.TimeoutExpired.exit_code,
+                   message="GDB did not finish within --timeout %g s + %g s grace: it was killed and the "
+                           "process left running; its patch state is unknown (see `nsb check`)"
+                           % (args.timeout, grace_seconds()),
+                   error="TimeoutExpired")
+    else:
+        vanished = _vanished_during(pid, image) if pid is not None and not args.remote else None
+        if vanished is not None:
+            # GDB 13 can die of an internal error when the process exits or execs under it
+            # (threads vanishing mid-window); what the process did is the cause to report.
+            cls, what = vanished
+            doc.update(code=cls.exit_code, error=cls.__name__,
+                       message="process %d %s during the operation and GDB failed on it (%s); "
+                               "operation aborted, nothing written%s"
+                               % (pid, what, _gdb_failure_message(err, bare=True),
+                                  " to the new program" if cls is errors.TargetExecError else ""))
+        else:
+            doc.update(code=errors.NsbError.exit_code, message=_gdb_failure_message(err), error="GdbFailure")
+    if release_note is not None:
+        doc["message"] = "%s; %s" % (doc.get("message") or "GDB died", release_note)
+    if doc["code"] != 0:
+        doc["result"] = "error"
+    if states and any(s in "Tt" for s in states.values()) and not was_stopped:
+        doc["warning"] = "process %d is still stopped after GDB left (thread states %s)" % (
+            pid, "".join(sorted(states.values())))
+    if args.verbose >= 2:
+        doc["gdb_output"] = out
+    if args.verbose >= 1 and err.strip():
+        doc["gdb_stderr"] = err
+    return doc
 
 
 def _attach_failure(err):
@@ -368,6 +377,12 @@ def _gdb_failure_message(err, bare=False):
 def _run_all(command, targets, args, extra, patch_info):
     if len(targets) == 1:
         return [run_one(command, targets[0], args, extra, patch_info)]
+    if not args.remote and os.environ.get("NSB_SESSION_PER_PROCESS") != "1":
+        # Local processes: a few GDB sessions serve them all, one process after the other (many.py).
+        import sys
+
+        from gdb_nsb.standalone import many
+        return many.run_many(command, targets, args, extra, patch_info, sys.modules[__name__])
     # Independent GDB sessions, a few at a time; results keep the -p order.
     shown = progress.Progress(len(targets), show=progress.wanted(args.json))
     docs = [None] * len(targets)
