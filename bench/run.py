@@ -147,9 +147,14 @@ def summary(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
+# The GDB floor without libc's separate debug file (libc6-dbg stays installed): GDB looks for no debug file.
+FLOOR_NO_DEBUG = ["gdb", "-batch", "-nx", "-iex", "set debug-file-directory"]
+
+
 def run_scenario(name, built, nthreads, runs, probe, with_micro=False):
-    """Rounds of bare / floor / patch / revert on one running target."""
-    rows = {"bare": [], "floor": [], "patch": [], "revert": [], "noise": []}
+    """Rounds of bare / floor / patch / revert on one running target (main: also the floor without
+    separate debug files)."""
+    rows = {"bare": [], "floor": [], "floor_nodebug": [], "patch": [], "revert": [], "noise": []}
     micro = {}
     patch = built["patch"]
     with Target(built["exe"], nthreads, os.path.dirname(built["exe"])) as t:
@@ -160,6 +165,9 @@ def run_scenario(name, built, nthreads, runs, probe, with_micro=False):
         for i in range(runs):
             rows["bare"].append(measure(t, bare_argv, "bare"))
             rows["floor"].append(measure(t, ["gdb", "-batch", "-nx", "-p", str(t.pid), "-ex", "detach"], "floor"))
+            if with_micro:
+                rows["floor_nodebug"].append(measure(t, FLOOR_NO_DEBUG + ["-p", str(t.pid), "-ex", "detach"],
+                                                     "floor"))
             rows["patch"].append(measure(t, [NSB, "patch", "-p", str(t.pid), "-f", patch, "--json"], "patch"))
             if with_micro and i == 0:
                 m = t.micro()
@@ -168,7 +176,7 @@ def run_scenario(name, built, nthreads, runs, probe, with_micro=False):
             rows["noise"].append(noise(t, rows["floor"][-1]["latency_s"]))
     out = {"name": name, "threads": nthreads, "runs": runs, "rows": rows, "micro": micro,
            "generate_s": built["generate_s"], "exe_bytes": built["exe_bytes"]}
-    for kind in ("bare", "floor", "patch", "revert"):
+    for kind in ("bare", "floor", "floor_nodebug", "patch", "revert"):
         out[kind] = {"pause": summary([r["pause_s"] for r in rows[kind]]),
                      "latency": summary([r["latency_s"] for r in rows[kind]])}
         if kind in ("patch", "revert"):
@@ -289,6 +297,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer rounds and smaller scaling sets")
     ap.add_argument("--runs", type=int, default=None, help="rounds per scenario (default 7, quick 3)")
     ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results.json"), help="where to write JSON")
+    ap.add_argument("--funcs", type=int, nargs="*", default=None, help="replaced functions (default 1 10 100 1000)")
+    ap.add_argument("--threads", type=int, nargs="*", default=None, help="thread counts (default 1 8 64 256)")
     ap.add_argument("--check", action="store_true", help="exit 1 naming every goal of issue 15 missed")
     ap.add_argument("--fleet", type=int, nargs="*", default=None, help="process counts of the fleet scenario "
                     "(default 10 100; quick 10)")
@@ -301,8 +311,8 @@ def main(argv=None):
     runs = args.runs or (3 if args.quick else 7)
     only = set(args.only or ("main", "funcs", "threads", "size", "fleet"))
     fleet_sizes = args.fleet or ((10,) if args.quick else (10, 100))
-    funcs = (1, 10, 100, 1000)
-    threads = (1, 8, 64) if args.quick else (1, 8, 64, 256)
+    funcs = args.funcs or (1, 10, 100, 1000)
+    threads = args.threads or ((1, 8, 64) if args.quick else (1, 8, 64, 256))
     filler = 10000
     workdir = tempfile.mkdtemp(prefix="nsb-bench-")
     results, fleets = [], []
@@ -353,6 +363,12 @@ def main(argv=None):
     print("\nlatency (ms):\n" + latency_table(results))
     if fleets:
         print("\nmany processes (%s rounds):\n" % min(runs, 3) + fleet.table(fleets))
+    for r in results:
+        if r["floor_nodebug"]["pause"]:
+            print("\nGDB floor of %s with libc's separate debug file: pause %s, latency %s ms; without it "
+                  "(`set debug-file-directory` empty): pause %s, latency %s ms" % (
+                      r["name"], span(r["floor"]["pause"]), span(r["floor"]["latency"]),
+                      span(r["floor_nodebug"]["pause"]), span(r["floor_nodebug"]["latency"])))
     for r in results[:1]:
         for kind in ("patch", "revert"):
             print("\n" + steps.table(r[kind]["steps"], "%s, %s" % (r["name"], kind)))
