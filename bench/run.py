@@ -340,7 +340,8 @@ def main(argv=None):
         if "fleet" in only:
             built = build(workdir, "fleet", 1, 1)
             for n in fleet_sizes:
-                fleets.append(fleet.run_fleet(built, n, min(runs, 3), probe, NSB, timed, workdir))
+                # 100 serial GDB runs take minutes per round: 3 rounds up to 10 processes, 1 beyond
+                fleets.append(fleet.run_fleet(built, n, min(runs, 3 if n <= 10 else 1), probe, NSB, timed, workdir))
                 print(fleet.table(fleets[-1:]).splitlines()[-1], flush=True)
         if "realprog" in only:
             real = realprog_generation(runs)
@@ -362,7 +363,8 @@ def main(argv=None):
     print("\npause (ms):\n" + pause_table(results))
     print("\nlatency (ms):\n" + latency_table(results))
     if fleets:
-        print("\nmany processes (%s rounds):\n" % min(runs, 3) + fleet.table(fleets))
+        print("\nmany processes (rounds: %s):\n" % ", ".join("%d for %d" % (f["runs"], f["processes"])
+                                                            for f in fleets) + fleet.table(fleets))
     for r in results:
         if r["floor_nodebug"]["pause"]:
             print("\nGDB floor of %s with libc's separate debug file: pause %s, latency %s ms; without it "
