@@ -46,7 +46,8 @@ SETTINGS_PREFIX_DOC = "Settings of the gdb-nsb live-patching commands."
 
 _SETTINGS = (
     Setting("retries", "uint", DEFAULT_TRIES, "Safe-point checks",
-            "Safe-point checks before nsb-patch/nsb-revert give up (default %d)." % DEFAULT_TRIES),
+            "Safe-point checks before nsb-patch/nsb-revert give up, and nsb-check's looks (default %d)."
+            % DEFAULT_TRIES),
     Setting("timeout", "uint", 60, "Deadline (seconds)",
             "Seconds an operation may take before it is rolled back (0: no limit)."),
     Setting("callback-timeout", "uint", 10, "Time limit of a patch callback (seconds)",
@@ -266,8 +267,14 @@ COMMANDS: Dict[str, Command] = {c.name: c for c in (
         "Says whether PATCH is applied (or partially applied), and if not, whether it could be applied\n"
         "right now, with every reason it could not: target not mapped, build-id mismatch, entry bytes\n"
         "not as expected, unresolvable symbol, jump does not fit, threads inside functions it replaces,\n"
-        "a seccomp filter, another tracer, ptrace_scope.",
+        "a seccomp filter, another tracer, ptrace_scope.  When a thread inside a replaced function is all\n"
+        "that stands in the way, it looks again at later moments, as an apply retries: locally the process\n"
+        "runs untraced in between (GDB detaches and attaches again: nothing of the tool is in it, not even\n"
+        "GDB's breakpoints).  Remotely, and at the GDB prompt unless `set nsb run-windows on`, the\n"
+        "answer is one look and says \"busy at this instant\".",
         _RUNNER_COMMON + ("file", "timeout", "verbose",
+                          ("retries", "looks at the threads before answering busy (default %d; set nsb retries)"
+                           % DEFAULT_TRIES),
                           ("allow-seccomp", "do not count a seccomp filter as a reason it cannot apply"),
                           ("all-of", "also check every process that maps an object with the patch's target "
                                      "build-id")),

@@ -160,10 +160,20 @@ def test_dlopened_library_patch_dlclose_revert_and_repatch(tmp_path):
         patches, r = _list(tg.pid)
         assert [p["state"] for p in patches] == ["active"], r.stdout
 
-        # dlclose + dlopen with the record never reverted: it does not block a new apply.
+        # dlclose + dlopen with the record never reverted: the new instance does not have the patch (it
+        # was shown "partial" until re-patched), and the record does not block a new apply.
         assert tg.ask("close") == "closed 0"
         assert tg.ask("open").startswith("opened 0x")
         assert _value(tg) == 1006
+        assert _lib_mapped(tg.pid, lib)
+        patches, r = _list(tg.pid)
+        assert [p["state"] for p in patches] == ["not applied"], r.stdout
+        r = T.nsb("list", "-p", tg.pid, timeout=SECONDS + 60)
+        assert r.returncode == 0 and "not applied" in r.stdout and "partial" not in r.stdout, r.stdout + r.stderr
+        r = T.nsb("check", "-p", tg.pid, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60)
+        assert r.returncode == 2 and "could be applied now" in r.stdout, r.stdout + r.stderr
+        hostwide = json.loads(T.nsb("list", "--json", "-f", patch, timeout=SECONDS + 60).stdout)
+        assert [p["patches"][0]["state"] for p in hostwide["processes"] if p["pid"] == tg.pid] == ["not applied"]
         r = _ok(T.nsb("patch", "-p", tg.pid, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60))
         assert _value(tg) == 1514
         patches, r = _list(tg.pid)

@@ -136,6 +136,10 @@ def test_busy_at_the_prompt_does_not_resume(target):
         assert g2.value("calls[0]+calls[1]+calls[2]+calls[3]") == calls  # never resumed
         assert not NOISE.search(out), out
         assert _view(g2) == view and g2.value("$hooks") == 0
+        # check at the prompt: one look, which says so.
+        out = g2.run("nsb-check " + patch)
+        assert "busy at this instant" in out and "parked" in out, out
+        assert g2.value("calls[0]+calls[1]+calls[2]+calls[3]") == calls
         # With the setting, a user breakpoint hit in a run window ends the command, shown as a stop.
         g2.run("set nsb run-windows on")
         g2.run("break compute")

@@ -105,6 +105,12 @@ def test_gdbserver_busy_target_windows_send_no_signal(tmp_path):
     with lt.start_target(target) as tg:
         assert tg.ask("ignore 13") == "ignored 13"
         assert tg.ask("park") == "parked"
+        # check through gdbserver: one look, which says so (no run window: check writes nothing, and a
+        # remote window needs a timer inside the process).
+        with T.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)]) as gs:
+            r = T.nsb("check", "--remote", gs.address, "-f", patch, "--timeout", SECONDS, timeout=SECONDS + 60)
+            assert r.returncode == 3 and "busy at this instant" in r.stdout + r.stderr, r.stdout + r.stderr
+        tg.check_running()
         with T.GdbServer(["--attach", "127.0.0.1:{port}", str(tg.pid)]) as gs:
             r = T.nsb("patch", "--remote", gs.address, "-f", patch, "--retries", "5", "--timeout", SECONDS,
                        timeout=SECONDS + 60)

@@ -10,18 +10,23 @@ damaged or forged registry.
 import copy
 
 from gdb_nsb import errors
-from gdb_nsb.lifecycle.instances import target_unloaded
+from gdb_nsb.lifecycle.instances import not_in_effect, target_unloaded
 from gdb_nsb.registry import STATE_ACTIVE
 
 
 def consistency(registry, memory, view=None):
     """Problems between registry and memory: entries whose bytes are not the top layer's jump.
 
-    Records whose target is unloaded are left out: their addresses no longer hold the code they patched."""
+    Records whose target is unloaded are left out: their addresses no longer hold the code they patched.
+    So are records none of whose jumps is in place (``not_in_effect``): the target was loaded again at
+    the same address, or an apply was cut short before its first jump; the code is the target's own."""
     problems = []
-    if view is not None and any(target_unloaded(rec, view) for rec in registry.patches):
+    stale = [rec for rec in registry.patches
+             if (view is not None and target_unloaded(rec, view)) or not_in_effect(rec, memory)]
+    if stale:
         registry = copy.deepcopy(registry)
-        registry.patches = [rec for rec in registry.patches if not target_unloaded(rec, view)]
+        gone = {rec.patch_build_id for rec in stale}
+        registry.patches = [rec for rec in registry.patches if rec.patch_build_id not in gone]
     for entry in registry.entries():
         stack = registry.stack(entry)
         jump = stack[-1][1].jump

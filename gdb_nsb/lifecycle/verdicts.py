@@ -1,7 +1,8 @@
 """What ``nsb-list`` and ``nsb-check`` conclude from what they observed, and what refuses an apply outright.
 
-List: the state of each record (its own, "target unloaded", or "partial" when
-memory disagrees with the registry) and the layer of each function.  Check:
+List: the state of each record (its own, "target unloaded", "not applied" when
+none of its jumps is in place, or "partial" when memory disagrees with the
+registry) and the layer of each function.  Check:
 applied, partial, or not applied with every reason it could not be applied
 now, each reason with the exit code of its cause.
 """
@@ -10,9 +11,11 @@ from gdb_nsb import errors
 from gdb_nsb.binder import plan as planmod
 from gdb_nsb.binder.errors import IfuncNeedsResolver
 from gdb_nsb.lifecycle.busy import busy_for_apply
-from gdb_nsb.lifecycle.instances import absent_target_reason, target_unloaded
+from gdb_nsb.lifecycle.instances import absent_target_reason, not_in_effect, target_unloaded
 from gdb_nsb.registry import STATE_ACTIVE
 from gdb_nsb.safepoint import SafePointCheck
+
+NOT_IN_EFFECT = "not applied"  # list's state of an active record none of whose jumps is in place
 
 
 def _seccomp_refused(finding, allow_seccomp):
@@ -44,10 +47,13 @@ def no_patches(out, pid):
     return out
 
 
-def record_state(record, view, broken):
-    """The state ``nsb-list`` shows: the record's own, unless its target is gone or memory disagrees."""
+def record_state(record, view, broken, memory=None):
+    """The state ``nsb-list`` shows: the record's own, unless its target is gone, none of its jumps is in
+    place (``not applied``: the target was loaded again, or an apply was cut short), or memory disagrees."""
     if target_unloaded(record, view):
         return "target unloaded"
+    if memory is not None and not_in_effect(record, memory):
+        return NOT_IN_EFFECT
     if any(record.patch_build_id[:16] in p for p in broken) or any(
             f.name in p and ("%#x" % f.entry) in p for f in record.functions for p in broken):
         return "partial"
@@ -67,12 +73,12 @@ def _functions(registry, record):
     return funcs
 
 
-def listing(out, registry, view, broken, missing, pid):
+def listing(out, registry, view, broken, missing, pid, memory=None):
     """``nsb-list`` of a non-empty registry; ``broken`` is ``consistency``'s answer, ``missing`` the
-    build-ids whose symbols could not be registered."""
+    build-ids whose symbols could not be registered, ``memory`` reads the process (entries)."""
     patches = []
     for rec in registry.patches:
-        state = record_state(rec, view, broken)
+        state = record_state(rec, view, broken, memory)
         lo = min((r.start for r in rec.ranges), default=rec.patch_load_base)
         hi = max((r.start + r.length for r in rec.ranges), default=rec.patch_load_base)
         funcs = _functions(registry, rec)
@@ -91,8 +97,11 @@ def listing(out, registry, view, broken, missing, pid):
         if rec.patch_build_id in missing:
             out.lines.append("    patch file not found (recorded %s, build-id %s): no symbols for its frames; "
                              "set nsb patch-dir DIR" % (rec.patch_path or "no path", rec.patch_build_id[:16]))
+        if state == NOT_IN_EFFECT:
+            out.lines.append("    none of its jumps is in place (the target was loaded again, or an apply was cut "
+                             "short): the code is the target's own; nsb-patch applies it afresh")
         for f in funcs:
-            if rec.state == STATE_ACTIVE:
+            if state == STATE_ACTIVE:
                 out.lines.append("    %-24s %#x  layer %d of %d%s" % (f["name"], f["entry"], f["layer"], f["layers"],
                                                                      " (top)" if f["top"] else ""))
             else:
@@ -151,6 +160,11 @@ def environment_reasons(findings, allow_seccomp):
     return reasons, warnings
 
 
+def only_busy(reasons):
+    """Whether a thread inside the code is all that keeps the patch from being applied (a later look may pass)."""
+    return bool(reasons) and all(c == errors.BusyError.exit_code for _, c in reasons)
+
+
 def check_not_applied(out, lp, reasons, warnings):
     """The patch is not applied: could it be now?  ``reasons`` are (reason, exit code), in the order found.
 
@@ -170,13 +184,14 @@ def check_not_applied(out, lp, reasons, warnings):
 
 
 def reasons_against_apply(view, lp, image, registry, memory, breakpoints, breakpoint_policy, patch_images, stacks,
-                          pid):
+                          pid, busy_label="busy now"):
     """(reason, exit code) of everything in the process that keeps ``lp`` from being applied now.
 
     The target not mapped, a refusal of planning, a plan whose expected bytes
     are not there, a thread inside the code.  ``patch_images()`` gives the
     registered patches' ElfImages by build-id and ``stacks()`` the threads'
-    stacks; both are asked for only once a plan exists."""
+    stacks; both are asked for only once a plan exists.  ``busy_label`` starts the reason of a thread
+    inside the code (it says how often the stacks were looked at)."""
     target = view.object_by_build_id(lp.old_bid)
     if target is None:
         return [(absent_target_reason(view, lp, pid), errors.MismatchError.exit_code)]
@@ -188,5 +203,5 @@ def reasons_against_apply(view, lp, image, registry, memory, breakpoints, breakp
     busy, entries = busy_for_apply(lp, target.load_bias, registry, patch_images())
     verdict = SafePointCheck(busy, entries).check(stacks())
     if not verdict.safe:
-        reasons.append(("busy now: " + verdict.message(), errors.BusyError.exit_code))
+        reasons.append(("%s: %s" % (busy_label, verdict.message()), errors.BusyError.exit_code))
     return reasons

@@ -12,7 +12,9 @@ passing, restores bytes, mappings and registry and leaves the process as it was.
 Write order of an apply (the visible switch last): patch segments, then the
 registry record, then the jumps.  A revert restores the jumps first, then
 stores the registry.  A tool killed in between leaves a state that
-``nsb-check`` reports as partial and ``nsb-revert`` repairs.
+``nsb-check`` reports as partial and ``nsb-revert`` repairs; killed before
+the first jump, nothing of the patch is in effect: not applied, and the next
+apply settles the record (``settle_gone_instances``).
 """
 
 import os
@@ -41,7 +43,8 @@ from gdb_nsb.process.registry_store import RegistryStore
 from gdb_nsb.process.remote_alarm import shared_alarm
 from gdb_nsb.process.run_windows import RUN_WINDOWS_HINT, RunWindowsOff, ensure_all_stopped, run_window
 from gdb_nsb.process.run_windows import policy as run_policy
-from gdb_nsb.process.safepoint_wait import DEFAULT_TRIES, wait_for_safe_point
+from gdb_nsb.process.reattach import can_reattach, reattach_window
+from gdb_nsb.process.safepoint_wait import DEFAULT_TRIES, default_delays, wait_for_safe_point
 from gdb_nsb.process.stacks import collect_stacks
 from gdb_nsb.process.sigstop import sigstop_handling
 from gdb_nsb.process.syscalls import MAP_ANONYMOUS, MAP_PRIVATE, SignalsHeld, SyscallInjector
@@ -480,14 +483,41 @@ def list_patches(opts: Options) -> Outcome:
         return verdicts.no_patches(out, inf.pid)
     missing = symbols.register_all(registry)
     view = snap.snapshot(inf)
-    return verdicts.listing(out, registry, view, consistency(registry, inf, view), missing, inf.pid)
+    return verdicts.listing(out, registry, view, consistency(registry, inf, view), missing, inf.pid, inf)
 
 
 def check(path, opts: Options) -> Outcome:
-    """Is the patch applied; could it be applied now; every reason it could not. Changes nothing."""
+    """Is the patch applied; could it be applied now; every reason it could not. Changes nothing.
+
+    When a thread inside the code is all that stands in the way, later looks
+    follow (locally, the process runs untraced in between: ``reattach``), as
+    an apply would retry, so "not applicable now" (3) means the apply would
+    fail now.  Remotely, or at the GDB prompt without ``set nsb run-windows``,
+    the answer is one look and says "busy at this instant"."""
     clock = _Clock()
+    deadline = Deadline(opts.timeout)
     path = os.path.abspath(path)
     lp, image = _read_patch(path)
+    tries = max(1, opts.retries)
+    delays = default_delays(tries)
+    looks, t0 = 1, time.monotonic()
+    while True:
+        later = looks < tries and run_policy.allowed and can_reattach() and not deadline.expired()
+        label = "busy at this instant" if looks == 1 else "busy at each of %d looks over %.1f s" % (
+            looks, time.monotonic() - t0)
+        out, reasons = _check_once(path, lp, image, opts, label)
+        if reasons is None or not verdicts.only_busy(reasons) or not later:
+            break
+        window = delays[min(looks - 1, len(delays) - 1)]
+        remaining = deadline.remaining()
+        reattach_window(window if remaining is None else min(window, remaining))
+        looks += 1
+    out.timings = clock.total()
+    return out
+
+
+def _check_once(path, lp, image, opts, busy_label):
+    """One look: (Outcome, the reasons against applying, or None when the registry answered)."""
     out = Outcome(patch=patch_dict(lp, path))
     inf = _context()
     ensure_all_stopped()
@@ -495,20 +525,20 @@ def check(path, opts: Options) -> Outcome:
     try:
         registry = _load_registry(store)
     except errors.RegistryCorrupt as e:
-        return out.fail(e)
+        return out.fail(e), None
     symbols.register_all(registry, [path])
     view = snap.snapshot(inf)
     view.shadow_planned = True  # an apply maps the shadow region before it binds the patch
     out.target = target_dict(view, lp.old_bid)
+    # As an apply sees it: records of an earlier instance of the target (unloaded, or none of their jumps
+    # in place) do not count as applied; nothing is written.
+    registry, _ = settle_gone_instances(registry, view, inf, lp.old_bid)
     rec = registry.patch(lp.new_bid)
     if verdicts.check_recorded(out, lp, rec, consistency(registry, inf, view)):
-        if rec is not None and rec.state == STATE_ACTIVE:
-            out.timings = clock.total()
-        return out
+        return out, None
     reasons, warnings = verdicts.environment_reasons(environment.collect(inf), opts.allow_seccomp)
     reasons += verdicts.reasons_against_apply(view, lp, image, registry, inf, snap.breakpoint_locations(),
                                               opts.breakpoints, lambda: _patch_images(registry, [path]),
-                                              collect_stacks, inf.pid)
+                                              collect_stacks, inf.pid, busy_label)
     verdicts.check_not_applied(out, lp, reasons, warnings)
-    out.timings = clock.total()
-    return out
+    return out, reasons

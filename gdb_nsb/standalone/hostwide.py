@@ -142,7 +142,7 @@ def describe(pid, images, patch_dirs=(), maps=None):
             view = process_view(pid, maps, images, memory)
             missing = [rec.patch_build_id for rec in registry.patches
                        if patchfiles.find(rec.patch_build_id, rec.patch_path, (), patch_dirs) is None]
-            listing(out, registry, view, consistency(registry, memory, view), missing, pid)
+            listing(out, registry, view, consistency(registry, memory, view), missing, pid, memory)
     except errors.NsbError as e:
         out.fail(e)
     except OSError as e:
