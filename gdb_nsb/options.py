@@ -100,6 +100,21 @@ def positive_int(text):
     return value
 
 
+# The runner's default priority.  Every CPU-second of GDB (start-up, attach, the stop) is stretched by
+# the runnable tasks it competes with: at load 40 a revert took 22-48 s, most of it before the attach.
+DEFAULT_NICE = -10
+
+
+def niceness(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a whole number: %r" % text)
+    if not -20 <= value <= 19:
+        raise argparse.ArgumentTypeError("must be -20 to 19: %r" % text)
+    return value
+
+
 def detail_level(text):
     try:
         value = int(text)
@@ -157,6 +172,9 @@ OPTIONS: Dict[str, Option] = {o.key: o for o in (
     _opt("callback-timeout", ["--callback-timeout"], "seconds a callback of the patch may run before it fails "
          "(default %d; set nsb callback-timeout)" % SETTINGS["callback-timeout"].default, kind="value",
          metavar="SECONDS", type=positive_seconds, setting="callback-timeout"),
+    _opt("nice", ["--nice"], "scheduling niceness of the runner and its GDB (default %d when permitted, as root: "
+         "under CPU load the pause then lasts what it lasts on a quiet machine; 0 keeps normal priority)"
+         % DEFAULT_NICE, kind="value", metavar="N", type=niceness, default=DEFAULT_NICE, faces=frozenset((RUNNER,))),
     _opt("remote", ["--remote"], "reach the process through a running gdbserver (with -p: extended-remote + attach)",
          kind="value", faces=frozenset((RUNNER,)), metavar="HOST:PORT"),
     _opt("verbose", ["-v"], "detail level (0-3)", kind="value", metavar="N", type=detail_level, default=0,
@@ -215,7 +233,7 @@ class Command:
         return self.about + ("\n\n" + extra if extra else "")
 
 
-_RUNNER_COMMON = ("pid", "json", "remote")
+_RUNNER_COMMON = ("pid", "json", "remote", "nice")
 
 COMMANDS: Dict[str, Command] = {c.name: c for c in (
     Command(

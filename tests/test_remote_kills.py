@@ -134,7 +134,7 @@ def test_gdb_then_gdbserver_killed_from_outside_during_a_run_window(tmp_path):
                         with open("/proc/%d/timers" % tg.pid) as f:
                             armed = "signal: 13/" in f.read()
                         if armed and T.wait_running(tg.pid, 0.001):
-                            gdb_pid = _child_named(p.pid, "gdb")
+                            gdb_pid = T.child_named(p.pid, "gdb")
                             if gdb_pid is not None:
                                 os.kill(gdb_pid, signal.SIGKILL)
                                 break
@@ -149,18 +149,3 @@ def test_gdb_then_gdbserver_killed_from_outside_during_a_run_window(tmp_path):
                 _assert_runs_again(tg, gs, "GDB killed in a run window (attempt %d)" % attempt)
         assert lt.value(tg) == 1002
 
-
-def _child_named(ppid, name):
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % pid) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        if comm == name and int(fields[1]) == ppid:
-            return int(pid)
-    return None

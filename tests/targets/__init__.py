@@ -21,12 +21,13 @@ workers counting the values unit_value() gives).
 from .cbuild import CACHE, FIXTURES, FLAVOR_FLAGS, INCLUDE, PATCH_FLAGS, ROOT, bind_patch, build, build_patch, key, tool
 from .cli import SCHEMA, Run, finish, nsb, only_process, start_nsb, validate
 from .gdbsession import INFERIOR_PRELUDE, PROC_PRELUDE, GdbResult, GdbServer, free_port, run_gdb, without_gdb
-from .process import (Target, entry_state, file_bytes, function_bytes, function_symbol, is_mapped, load_bias,
-                      make_fifo, mappings, maps, memory_and_file, memory_matches_file, proc_state, read_mem, rss_kb,
-                      status_field, thread_states, tracer_pid, wait_for, wait_progress, wait_running, write_fifo,
-                      write_mem)
+from .process import (Target, child_named, entry_state, file_bytes, function_bytes, function_symbol, is_mapped,
+                      load_bias, make_fifo, mappings, maps, memory_and_file, memory_matches_file, proc_state,
+                      read_mem, rss_kb, status_field, thread_states, tracer_pid, wait_for, wait_progress, wait_running,
+                      write_fifo, write_mem)
 
 __all__ = [
+    "child_named",
     "CACHE", "FIXTURES", "FLAVOR_FLAGS", "INCLUDE", "PATCH_FLAGS", "ROOT", "bind_patch", "build", "build_patch", "key",
     "tool",
     "SCHEMA", "Run", "finish", "nsb", "only_process", "start_nsb", "validate",

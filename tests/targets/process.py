@@ -256,6 +256,22 @@ class Target:
         return False
 
 
+def child_named(ppid, name):
+    """The pid of a child of ``ppid`` whose command name is ``name`` (e.g. the runner's gdb), or None."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        if comm == name and int(stat[stat.rindex(")") + 2:].split()[1]) == ppid:
+            return int(pid)
+    return None
+
+
 def wait_running(pid, timeout=5.0):
     """True once no thread of ``pid`` is in a stopped state (T/t)."""
     def running():
