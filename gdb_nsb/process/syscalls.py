@@ -1,10 +1,11 @@
 """Raw system calls run by one stopped thread of the target (REFERENCE.md 2.2, 6).
 
 A thread executes ``syscall`` at its own pc: we save its registers and the
-bytes at pc, write the stub there, load the arguments, ``stepi`` with every
-other thread held (``scheduler-locking on``; in non-stop mode only the
-selected thread moves anyway), read ``rax``, and put bytes and registers
-back (``orig_rax`` last).  No libc, no symbols needed.
+bytes at pc, write the stub (``syscall; int3``) there, load the arguments,
+let that thread alone run (``scheduler-locking on``) to an internal, silent
+GDB breakpoint on the int3 (a bare int3 made GDB print "received signal
+SIGTRAP" and a frame at the prompt), read ``rax``, and put bytes and
+registers back (``orig_rax`` last).  No libc, no symbols needed.
 
 Signals.  GDB holds a thread's pending stop signal and passes it on the next
 resume; the kernel may also hold signals queued for the thread or the
