@@ -17,6 +17,7 @@ the first jump, nothing of the patch is in effect: not applied, and the next
 apply settles the record (``settle_gone_instances``).
 """
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -461,7 +462,9 @@ def revert(ident, opts: Options) -> Outcome:
         cbs.post_unpatch(rec)
     if unmap_after:
         plan.unmap = plan_unmap_inactive(plan.registry_after, plan.registry_after.patch(bid)).unmap
-        revert(bid, opts)  # the record is inactive now: this pass unmaps it (no callback runs again)
+        # The record is inactive now: this pass unmaps it (no callback runs again), within what is left.
+        remaining = deadline.remaining()
+        revert(bid, dataclasses.replace(opts, timeout=None if remaining is None else max(0.001, remaining)))
     out.timings = clock.total()
     return outcome.reverted(out, rec, plan, was_active, unloaded)
 
