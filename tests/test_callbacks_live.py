@@ -252,3 +252,27 @@ def test_callbacks_through_the_gdb_commands(pie):
         assert tg.stat()["ran"] == [1, 1, 1, 0]
         assert tg.grows("p1")
         _no_signal_of_ours(tg)
+
+
+def test_a_forked_child_gets_its_own_copy_of_the_shadow_variables(pie):
+    counted = C.patch_for(pie, "shadow1")
+    with C.Running(pie) as tg:
+        assert _nsb("patch", "-p", tg.pid, "-f", counted).returncode == 0
+        assert tg.grows("p1")
+        tg.pause()
+        try:
+            start = _region(tg.pid)
+            at_fork = {v.obj: v for v in shadow.variables(lambda a, n: T.read_mem(tg.pid, a, n), start) if v.id == 1}
+            counts = {o: int.from_bytes(T.read_mem(tg.pid, v.data_addr, 8), "little") for o, v in at_fork.items()}
+            line = tg.ask("fork 50", timeout=20)
+            assert line.startswith("forked "), line
+            child = int(line.split()[1])
+            assert _region(child) == start  # the same address in the child: its objects are copies too
+            for v in shadow.variables(lambda a, n: T.read_mem(child, a, n), start):
+                if v.id == 1:
+                    assert int.from_bytes(T.read_mem(child, v.data_addr, 8), "little") == counts[v.obj] + 50
+            for o, v in at_fork.items():  # the parent's own data did not see the child's calls
+                assert int.from_bytes(T.read_mem(tg.pid, v.data_addr, 8), "little") == counts[o]
+        finally:
+            tg.resume()
+        _check_tallies(tg, expect_variables=True)

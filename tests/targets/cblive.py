@@ -12,6 +12,7 @@ else (bad).  A control thread answers on stdin:
                      behaves as M (0 succeed, 1 refuse with 7, 2 block forever, 3 crash)
   "pause"/"resume" -> the workers park (all of them, "paused") / run on ("resumed")
   "items"         -> "items A0 ... A15 T0 ... T15": each item's address, and its patched calls (+1000 or +2000)
+  "fork M"        -> "forked PID": a child (one thread) calls item_value M times on every item, then waits
 
 Patches (each bound per flavor): ``cb`` (item_value + 1000, the four callbacks of ``cb_mode``, each
 taking big_lock), ``shadow1`` / ``shadow2`` (+1000 / +2000, and both count each call in the
@@ -116,6 +117,15 @@ static void *control(void *a)
         } else if (!strncmp(line, "resume", 6)) {
             paused = 0;
             printf("resumed\n");
+        } else if (sscanf(line, "fork %d", &m) == 1) {
+            pid_t child = fork();   /* with the workers paused: no thread is inside a shadow call */
+            if (child == 0) {
+                for (k = 0; k < 16; k++)
+                    for (int i = 0; i < m; i++)
+                        item_value(&items[k]);
+                printf("forked %d\n", (int)getpid());
+                for (;;) pause();
+            }
         } else if (!strncmp(line, "items", 5)) {
             printf("items");
             for (k = 0; k < 16; k++) printf(" %lu", (unsigned long)&items[k]);
