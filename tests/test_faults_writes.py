@@ -29,7 +29,7 @@ FUNCS, DELTA = R.FUNCS, R.DELTA
 APPLY = [
     ("after-syscall syscall 9", 2),                    # the patch's span mapped (R-X), not yet recorded
     ("after-syscall syscall 9", 2),                    # scratch page for the registry memfd's name
-    ("after-write name of the registry memfd", 2),
+    ("after-write name of the nsb-registry memfd", 2),
     ("after-syscall syscall 319", 2),                  # memfd_create
     ("after-syscall syscall 77", 2),                   # ftruncate
     ("after-syscall syscall 9", 2),                    # registry mapped, all zeros: no registry yet
@@ -45,15 +45,15 @@ APPLY = [
     ("after-write segment 0x2000+0xcc (r--)", 2),
     ("after-write segment 0x3dd8+0x248 (r--)", 2),
     ("after-write registry slot 0 (commit 2)", 2),     # active record written, not committed
-    ("after-write registry commit 2", 8),              # active, no jump yet: partial
+    ("after-write registry commit 2", 2),              # active, no jump yet: every entry original, not applied
     ("after-write jump over compute", 8),
     ("after-write jump over scale", 0),                # every jump in place: applied
 ]
 # Revert of that patch, applied.
 REVERT = [
     ("after-write restore compute", 8),
-    ("after-write restore scale", 8),                  # code restored, registry still active: partial
-    ("after-write registry slot 1 (commit 3)", 8),
+    ("after-write restore scale", 2),                  # code restored, registry still active: not applied
+    ("after-write registry slot 1 (commit 3)", 2),
     ("after-write registry commit 3", 2),              # inactive: reverted
 ]
 TABLES = {"apply": APPLY, "revert": REVERT}
