@@ -284,6 +284,13 @@ def realprog_table(rows):
     return "\n".join(out)
 
 
+def _save(path, doc):
+    """Write the JSON so far: a run cut short (a loaded machine, a deadline) keeps its finished scenarios."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     gdbv = subprocess.run(["gdb", "--version"], stdout=subprocess.PIPE, text=True).stdout.splitlines()[0]
@@ -325,6 +332,7 @@ def main(argv=None):
             r = run_scenario(name, built, nthreads, runs, probe, with_micro=micro)
             results.append(r)
             print(pause_table([r]).splitlines()[-1], flush=True)
+            _save(args.json, {"partial": True, "results": results, "fleets": fleets})
 
         print(pause_table([]), flush=True)
         if "main" in only:
@@ -343,6 +351,7 @@ def main(argv=None):
                 # 100 serial GDB runs take minutes per round: 3 rounds up to 10 processes, 1 beyond
                 fleets.append(fleet.run_fleet(built, n, min(runs, 3 if n <= 10 else 1), probe, NSB, timed, workdir))
                 print(fleet.table(fleets[-1:]).splitlines()[-1], flush=True)
+                _save(args.json, {"partial": True, "results": results, "fleets": fleets})
         if "realprog" in only:
             real = realprog_generation(runs)
             print(realprog_table(real), flush=True)
