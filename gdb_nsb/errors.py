@@ -166,7 +166,6 @@ class DependencyError(NsbError):
 
     exit_code = 20
     meaning = "a dependency is missing, or an applied patch depends on this one"
-    reserved = True
 
 
 class StoppedByUser(NsbError):

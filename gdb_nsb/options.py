@@ -186,6 +186,8 @@ OPTIONS: Dict[str, Option] = {o.key: o for o in (
          kind="value", faces=frozenset((GDB,)), choices=("refuse", "disable"),
          setting="breakpoints"),
     _opt("unmap", ["--unmap"], "also unmap the patch's memory (after a scan finds no pointer into it)"),
+    _opt("replace", ["--replace"], "atomic replace: in the same stop, take out every patch applied to the same "
+         "target object (a cumulative patch does this without the option)"),
     _opt("all-of", ["--all-of"], "also work on every process that maps an object with the patch's target build-id",
          faces=frozenset((RUNNER,))),
     _opt("patch-dir", ["--patch-dir"], "also look for patch files here, by build-id (DIR/.build-id/xx/rest, "
@@ -241,8 +243,11 @@ COMMANDS: Dict[str, Command] = {c.name: c for c in (
         "PATCH is a patch .so with a vzpatch section (made by `nsb generate`).  All threads stay\n"
         "stopped while the patch is mapped, bound and the replaced functions' entries are redirected;\n"
         "it happens only at a safe point (no thread inside a replaced function).  On any failure\n"
-        "everything is rolled back.",
-        _RUNNER_COMMON + ("file", "dry-run", "retries", "strategy", "timeout", "callback-timeout", "verbose",
+        "everything is rolled back.  With --replace, or for a cumulative patch (VZP_CUMULATIVE), every\n"
+        "patch applied to the same target object is taken out in the same stop, and functions only\n"
+        "they changed get their original code back (docs/patch-series.md).  A patch that needs another\n"
+        "patch or a state (VZP_NEEDS_PATCH, VZP_NEEDS_STATE) is refused while it is missing (exit 20).",
+        _RUNNER_COMMON + ("file", "dry-run", "replace", "retries", "strategy", "timeout", "callback-timeout", "verbose",
                           "allow-seccomp",
                           "breakpoints", ("all-of", "also patch every process that maps an object with the "
                                                     "patch's target build-id"))),
@@ -253,7 +258,8 @@ COMMANDS: Dict[str, Command] = {c.name: c for c in (
         "be reverted in any order.  The patch's memory stays mapped (inactive) so that pointers the\n"
         "program kept into it stay valid; re-applying reuses it.  --unmap also unmaps it, after\n"
         "checking that no register or writable memory points into it.  The patch is named by its file\n"
-        "or by its build-id (a prefix is enough when it is unambiguous in the process).",
+        "or by its build-id (a prefix is enough when it is unambiguous in the process).  Refused\n"
+        "(exit 20) while an applied patch needs it.",
         _RUNNER_COMMON + (("file", "live patch file, or its build-id"), "dry-run", "retries", "strategy", "timeout",
                           "callback-timeout", "verbose", "allow-seccomp", "breakpoints", "unmap",
                           ("all-of", "also revert in every process that carries the patch (found without "

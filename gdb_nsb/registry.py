@@ -88,8 +88,10 @@ class PatchRecord:
     state: str = STATE_ACTIVE
     functions: List[FunctionRecord] = field(default_factory=list)
     # Patch series (registry format 3; empty when read from format 2): the build-ids this patch
-    # needs, the states (id, version) it provides, the build-ids of the patches it replaced.
+    # needs, the states (id, version) it needs and those it provides, the build-ids of the
+    # patches it replaced (a cumulative patch stands for them).
     needs: List[str] = field(default_factory=list)
+    needs_states: List[Tuple[int, int]] = field(default_factory=list)
     states: List[Tuple[int, int]] = field(default_factory=list)
     replaced: List[str] = field(default_factory=list)
     # Its callbacks as (kind, run-time address, function name), and "" or "failed: WHY" once one failed
@@ -232,10 +234,11 @@ def _encode_patch(p: PatchRecord) -> bytes:
     w.u32(len(p.needs))
     for bid in p.needs:
         w.text(bid)
-    w.u32(len(p.states))
-    for sid, version in p.states:
-        w.u64(sid)
-        w.u32(version)
+    for states in (p.needs_states, p.states):
+        w.u32(len(states))
+        for sid, version in states:
+            w.u64(sid)
+            w.u32(version)
     w.u32(len(p.replaced))
     for bid in p.replaced:
         w.text(bid)
@@ -263,6 +266,7 @@ def _decode_patch(data: bytes, index: int) -> PatchRecord:
         p.functions.append(FunctionRecord(r.text(), r.u64(), r.blob(), r.blob(), r.text()))
     if r.pos < len(data):  # format 3 (a format 2 record ends here)
         p.needs = [r.text() for _ in range(r.u32())]
+        p.needs_states = [(r.u64(), r.u32()) for _ in range(r.u32())]
         p.states = [(r.u64(), r.u32()) for _ in range(r.u32())]
         p.replaced = [r.text() for _ in range(r.u32())]
     if r.pos < len(data):  # a format 3 record written before callbacks ends here
@@ -287,8 +291,8 @@ class Registry:
                                      p.patch_load_base, [MappedRange(r.start, r.length, r.prot) for r in p.ranges],
                                      p.patch_path, p.state,
                                      [FunctionRecord(f.name, f.entry, f.jump, f.original, f.below)
-                                      for f in p.functions], list(p.needs), list(p.states), list(p.replaced),
-                                     list(p.callbacks), p.callback_state)
+                                      for f in p.functions], list(p.needs), list(p.needs_states), list(p.states),
+                                     list(p.replaced), list(p.callbacks), p.callback_state)
                          for p in self.patches], self.generation)
 
     # encoding

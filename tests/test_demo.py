@@ -56,3 +56,27 @@ def test_demo_shows_original_patched_original(tmp_path):
                          "--seconds", "0.6"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=540)
     assert p2.returncode == 0, p2.stdout + p2.stderr
     assert "Building" not in p2.stdout
+
+
+def test_demo_series_patch_1_patch_2_cumulative_3_then_the_original(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    p = subprocess.Popen([sys.executable, "-m", "gdb_nsb.standalone.cli", "demo", "--series", "--workdir",
+                          str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                         env=env, start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=540)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        raise AssertionError("demo overran:\n" + out)
+    assert p.returncode == 0, out
+    # The distinct quotes in order: original, patch 1, patch 2, cumulative patch 3, original again.
+    distinct = []
+    for line in out.splitlines():
+        m = re.search(r"quote for 3 x 100: (\d+)", line)
+        if m and (not distinct or distinct[-1] != int(m.group(1))):
+            distinct.append(int(m.group(1)))
+    assert distinct == [300, 255, 242, 240, 300], out
+    assert "(exit code 20)" in out and "needs patch" in out
+    assert "replaced patch" in out and "memory unmapped" in out
+    assert "Demo done." in out

@@ -39,7 +39,7 @@ def test_a_register_of_any_thread():
 def test_an_aligned_writable_word_in_any_chunk():
     for off in (0, 8, CHUNK - 8, CHUNK + 16, 3 * CHUNK - 8):
         mem, maps = world({off: LO + 0x20})
-        assert find_pointer_into([], maps, mem, LO, HI) == "the word at %#x ([heap])" % (0x10000000 + off)
+        assert find_pointer_into([], maps, mem, LO, HI).startswith("the word at %#x ([heap]" % (0x10000000 + off))
     mem, maps = world({4: LO + 0x20})  # unaligned: not a pointer a program would follow
     assert find_pointer_into([], maps, mem, LO, HI) is None
     # The read-only mapping full of pointers is not scanned, nor an excluded one.
@@ -51,7 +51,8 @@ def test_a_range_across_a_4_gib_boundary():
     lo, hi = 0x7fff_fff0_0000, 0x8000_0010_0000
     for value in (lo, 0x8000_0000_0000, hi - 1):
         mem, maps = world({CHUNK + 24: value})
-        assert find_pointer_into([], maps, mem, lo, hi) == "the word at %#x ([heap])" % (0x10000000 + CHUNK + 24)
+        hit = find_pointer_into([], maps, mem, lo, hi)
+        assert hit.startswith("the word at %#x ([heap]" % (0x10000000 + CHUNK + 24))
     mem, maps = world({CHUNK + 24: hi})
     assert find_pointer_into([], maps, mem, lo, hi) is None
 
@@ -73,4 +74,27 @@ def test_an_unreadable_writable_mapping_refuses_naming_it():
     # A pointer found before the unreadable part still answers first.
     mem, maps = world({16: LO})
     maps.append(Mapping(0x30000000, 0x30001000, 0, "rw-p", ""))
-    assert find_pointer_into([], maps, mem, LO, HI) == "the word at 0x10000010 ([heap])"
+    assert find_pointer_into([], maps, mem, LO, HI).startswith("the word at 0x10000010 ([heap], ")
+
+
+def test_stack_below_the_stack_pointer_is_dead_except_the_red_zone():
+    """A stale return address below a thread's rsp (a call into the patch that returned) holds nothing alive."""
+    base = 0x10000000
+    sp = base + 2 * CHUNK + 0x800
+    stale, red, live = sp - 0x400, sp - 64, sp + 0x100
+    for where, found in ((stale, False), (red, True), (live, True)):
+        mem, maps = world({where - base: LO + 0x10})
+        regs = [(1, {"rip": 0x401000, "rsp": sp}), (2, {"rip": 0x401000, "rsp": 0x7ffc0000})]
+        hit = find_pointer_into(iter(regs), maps, mem, LO, HI)
+        assert (hit is not None) == found, (hex(where - sp), hit)
+        if found:
+            assert "the word at %#x" % where in hit
+
+
+def test_holes_are_not_pointed_into():
+    """A replaced patch's copy of a redirected function: a word there is a stale return address, not a pointer."""
+    mem, maps = world({64: LO + 0x100, 128: LO + 0x900})
+    assert "%#x" % (LO + 0x100) in find_pointer_into([], maps, mem, LO, HI)
+    hit = find_pointer_into([], maps, mem, LO, HI, holes=[(LO, LO + 0x800)])
+    assert hit is not None and "%#x" % (LO + 0x900) in hit
+    assert find_pointer_into([(1, {"rbx": LO + 0x10})], maps, mem, LO, HI, holes=[(LO, LO + 0x1000)]) is None

@@ -133,16 +133,16 @@ def test_a_record_too_large_for_a_slot_asks_for_a_new_mapping():
 
 
 def _format_2_payload(registry):
-    """The payload a format 2 tool wrote: each record without the three series counts at its end (and without
+    """The payload a format 2 tool wrote: each record without the four series counts at its end (and without
     the callbacks' count and state after them)."""
-    return _cut_records(registry, 12 + 8)
+    return _cut_records(registry, 16 + 8)
 
 
 def _cut_records(registry, tail):
     import struct
     out = [struct.pack("<I", len(registry.patches))]
     for p in registry.patches:
-        assert not (p.needs or p.states or p.replaced or p.callbacks or p.callback_state)
+        assert not (p.needs or p.needs_states or p.states or p.replaced or p.callbacks or p.callback_state)
         rec = Registry(patches=[p]).encode_payload()[8:]  # count, then the one record's length
         assert rec.endswith(b"\0" * tail)
         out.append(struct.pack("<I", len(rec) - tail) + rec[:-tail])
@@ -174,7 +174,7 @@ def test_format_2_is_read_and_moved_to_format_3_at_the_next_write():
     mem[off:off + len(slot)] = slot
     f = decode(mem)
     assert f.version == 2 and f.registry == old and f.seq == 1
-    assert all(p.needs == [] and p.states == [] and p.replaced == [] for p in f.registry.patches)
+    assert all(p.needs == p.needs_states == p.states == p.replaced == [] for p in f.registry.patches)
     # Never a format 3 record in a format 2 mapping: an older tool would drop its series fields.
     assert slots.commit_writes(f, reg(3), SIZE) is None
 
@@ -183,6 +183,7 @@ def test_series_fields_round_trip_in_format_3():
     r = reg(2)
     r.patches[0].needs = ["ab" * 20]
     r.patches[0].states = [(7, 2), (2**64 - 1, 2**32 - 1)]
+    r.patches[0].needs_states = [(3, 1)]
     r.patches[1].replaced = ["cd" * 20, "ef" * 20]
     mem = bytearray(SIZE)
     apply(mem, slots.commit_writes(decode(mem), r, SIZE))

@@ -317,6 +317,11 @@ def plan_load(view: ProcessView, livepatch, patch_image, registry: Registry, bre
     # is a fresh start for them.
     rec.callbacks = [(c.kind, placement.bias + c.patch_value, c.name) for c in livepatch.callbacks]
     rec.callback_state = ""
+    # The patch's place in a series, for later applies, reverts and `list` (lifecycle/series.py).
+    rec.needs = list(livepatch.needs_patches)
+    rec.needs_states = [(s.id, s.version) for s in livepatch.needs_states]
+    rec.states = [(s.id, s.version) for s in livepatch.provides_states]
+    rec.replaced = []
     jump_writes, encodings, conflicts = [], [], []
     bps = sorted(set(breakpoints))
     for fj in livepatch.func_jumps:

@@ -105,6 +105,7 @@ def options_from(args):
         allow_seccomp=getattr(args, "allow_seccomp", False) or bool(SETTINGS["allow-seccomp"].value),
         breakpoints=given_or_setting("breakpoints", "breakpoints"),
         unmap=getattr(args, "unmap", False),
+        replace=getattr(args, "replace", False),
         verbose=args.verbose,
         callback_timeout=float(given_or_setting("callback_timeout", "callback-timeout") or 10))
 

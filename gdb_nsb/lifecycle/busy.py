@@ -2,7 +2,9 @@
 
 For an apply, every fragment of each replaced function in the target, plus
 the copy of that function in each patch layered over it (a thread may be
-running any layer's copy); for a revert, the patch's own executable memory.
+running any layer's copy); for a revert, the patch's own executable memory;
+for a replace, both at once: one safe point covers the old and the new code,
+so no thread is inside a call chain that could mix them.
 """
 
 from gdb_nsb.binder.jumps import ENDBR64, decode_jump
@@ -16,20 +18,27 @@ def layer_ranges(registry, entry, images_by_bid):
     out = []
     for bid, f in registry.stack(entry):
         rec = registry.patch(bid)
-        j = decode_jump(f.entry, f.jump)
-        size = None
-        image = images_by_bid.get(bid)
-        if j is not None and image is not None:
-            rel = j.dest - rec.patch_load_base
-            sym = next((s for s in image.symtab or image.dynsyms
-                        if s.type == "STT_FUNC" and s.value <= rel < s.value + max(s.size, 1)), None)
-            if sym is not None:
-                out.append((rec.patch_load_base + sym.value, rec.patch_load_base + sym.value + max(sym.size, 1)))
-                size = sym.size
-        if size is None:
+        copy = copy_range(rec, f, images_by_bid.get(bid))
+        if copy is not None:
+            out.append(copy)
+        else:
             # Without the patch's symbols its whole code counts as the busy copy.
             out += [(r.start, r.start + r.length) for r in rec.ranges if r.prot & PROT_EXEC]
     return out
+
+
+def copy_range(record, function, image):
+    """[lo, hi) of the patch's copy of ``function`` (a FunctionRecord of ``record``) in the process, from the
+    patch's symbols; None when its file (``image``) is not known or no symbol holds the jump's destination."""
+    j = decode_jump(function.entry, function.jump)
+    if j is None or image is None:
+        return None
+    rel = j.dest - record.patch_load_base
+    sym = next((s for s in image.symtab or image.dynsyms
+                if s.type == "STT_FUNC" and s.value <= rel < s.value + max(s.size, 1)), None)
+    if sym is None:
+        return None
+    return record.patch_load_base + sym.value, record.patch_load_base + sym.value + max(sym.size, 1)
 
 
 def busy_for_apply(livepatch, target_bias, registry, images_by_bid):
@@ -52,3 +61,13 @@ def busy_for_revert(record):
     """{"patch <id>": the patch's executable ranges}: no thread may run its code while it is taken out."""
     exec_ranges = [(r.start, r.start + r.length) for r in record.ranges if r.prot & PROT_EXEC]
     return {"patch %s" % record.patch_build_id[:12]: exec_ranges}
+
+
+def busy_for_replace(livepatch, target_bias, registry, images_by_bid, replaced):
+    """``busy_for_apply`` of the new patch united with ``busy_for_revert`` of every record it ``replaced``."""
+    busy, safe_entries = busy_for_apply(livepatch, target_bias, registry, images_by_bid)
+    for record in replaced:
+        for name, ranges in busy_for_revert(record).items():
+            busy.setdefault(name, []).extend(ranges)
+            safe_entries.setdefault(name, set())
+    return busy, safe_entries

@@ -37,7 +37,9 @@ def guard_apply_writes(plan, view):
         if not patch_code.contains(j.dest, j.dest + 1):
             raise errors.PatchFileError("the new code of %s at %#x lies outside the patch's executable segments "
                                         "(vzpatch patch_value is wrong)" % (name, j.dest))
-    jumps = RangeIndex([(f.entry, f.entry + len(f.jump)) for f in rec.functions] if rec is not None else [])
+    # A replace also writes the entries of the patches it replaces (their original bytes come back).
+    owners = ([rec] if rec is not None else []) + list(getattr(plan, "replaced", []))
+    jumps = RangeIndex([(f.entry, f.entry + len(f.jump)) for r in owners for f in r.functions])
     code = _target_code(view, plan.target_build_id)
     for w in plan.jump_writes:
         if not jumps.contains(w.addr, w.end) or not code.contains(w.addr, w.end):

@@ -22,6 +22,7 @@ class Outcome:
     reasons: list = field(default_factory=list)
     state: str = ""
     patches: Optional[list] = None  # set by list (also when empty, so --json always has the key)
+    replaced: Optional[list] = None  # set by a replace: the patches it took out
 
     def as_dict(self):
         d = {"result": "ok" if self.code == 0 else "error", "code": self.code, "message": self.message,
@@ -33,6 +34,8 @@ class Outcome:
             d["state"] = self.state
         if self.patches is not None:
             d["patches"] = self.patches
+        if self.replaced is not None:
+            d["replaced"] = self.replaced
         return d
 
     def fail(self, error):
@@ -86,7 +89,27 @@ def applied(out, plan, settled):
         plan.patch_build_id[:16], os.path.basename(plan.target_path), _plural(len(plan.jumps), "function"),
         plan.placement.bias)
     out.lines = settled + [out.message]
+    if hasattr(plan, "replaced"):
+        _replaced(out, plan)
     return out
+
+
+def _replaced(out, plan):
+    """A replace: which patches it took out, what became of their memory, which functions got their code back."""
+    out.replaced = []
+    for rec in plan.replaced:
+        bid = rec.patch_build_id
+        kept = plan.kept.get(bid)
+        out.replaced.append({"build_id": bid, "path": rec.patch_path, "unmapped": bid in plan.retire,
+                             **({"kept_mapped_because": kept} if kept else {})})
+        out.lines.append("replaced patch %s (%s): %s" % (
+            bid[:16], os.path.basename(rec.patch_path) or "?",
+            "memory unmapped" if bid in plan.retire else
+            "memory kept mapped, inactive: %s points into it" % kept if kept else "memory kept"))
+    if plan.restored:
+        out.lines.append("original code restored: %s" % ", ".join(plan.restored))
+    if plan.replaced:
+        out.message += "; replaced %s" % ", ".join(r.patch_build_id[:16] for r in plan.replaced)
 
 
 def revert_dry_run(out, plan, reasons):

@@ -73,6 +73,30 @@ def _functions(registry, record):
     return funcs
 
 
+def _relations(registry, rec):
+    """The record's place in a series, for ``list``: what it needs and provides, whom it replaced (or who
+    replaced it, when its memory was kept mapped)."""
+    by = [p.patch_build_id for p in registry.active() if rec.patch_build_id in p.replaced]
+    return {"needs": list(rec.needs), "needs_states": [{"id": i, "version": v} for i, v in rec.needs_states],
+            "states": [{"id": i, "version": v} for i, v in rec.states], "replaced": list(rec.replaced),
+            "replaced_by": by[0] if by and rec.state != STATE_ACTIVE else None}
+
+
+def _relation_lines(p):
+    out = []
+    if p["needs"] or p["needs_states"]:
+        out.append("    needs %s" % ", ".join(["patch %s" % b[:16] for b in p["needs"]]
+                                             + ["state %d version %d" % (s["id"], s["version"])
+                                                for s in p["needs_states"]]))
+    if p["states"]:
+        out.append("    provides %s" % ", ".join("state %d version %d" % (s["id"], s["version"]) for s in p["states"]))
+    if p["replaced"]:
+        out.append("    replaced %s" % ", ".join(b[:16] for b in p["replaced"]))
+    if p["replaced_by"]:
+        out.append("    replaced by %s; its memory stays mapped (the program pointed into it)" % p["replaced_by"][:16])
+    return out
+
+
 def listing(out, registry, view, broken, missing, pid, memory=None):
     """``nsb-list`` of a non-empty registry; ``broken`` is ``consistency``'s answer, ``missing`` the
     build-ids whose symbols could not be registered, ``memory`` reads the process (entries)."""
@@ -94,6 +118,8 @@ def listing(out, registry, view, broken, missing, pid, memory=None):
             out.lines.append("    callback failed: %s" % rec.callback_state.split(": ", 1)[-1])
         out.lines.append("    target %s (build-id %s), mapped at %#x-%#x" % (rec.target_name, rec.target_build_id,
                                                                            lo, hi))
+        patches[-1].update(_relations(registry, rec))
+        out.lines += _relation_lines(patches[-1])
         if rec.patch_build_id in missing:
             out.lines.append("    patch file not found (recorded %s, build-id %s): no symbols for its frames; "
                              "set nsb patch-dir DIR" % (rec.patch_path or "no path", rec.patch_build_id[:16]))

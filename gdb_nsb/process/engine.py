@@ -26,8 +26,9 @@ import gdb
 
 from gdb_nsb import errors, timeline
 from gdb_nsb.binder import plan as planmod
-from gdb_nsb.lifecycle import outcome, verdicts
-from gdb_nsb.lifecycle.busy import busy_for_apply, busy_for_revert
+from gdb_nsb.binder.replace import ReplacePlan, plan_replace
+from gdb_nsb.lifecycle import outcome, series, verdicts
+from gdb_nsb.lifecycle.busy import busy_for_apply, busy_for_replace, busy_for_revert, copy_range
 from gdb_nsb.lifecycle.consistency import consistency, verify_saved_bytes
 from gdb_nsb.lifecycle.guards import guard_apply_writes, guard_revert_writes
 from gdb_nsb.lifecycle.instances import (absent_target_reason, abort_if_exec, settle_gone_instances,
@@ -65,6 +66,7 @@ class Options:
     allow_seccomp: bool = False
     breakpoints: str = planmod.BREAKPOINTS_REFUSE
     unmap: bool = False
+    replace: bool = False
     verbose: int = 0
     callback_timeout: float = 10.0
 
@@ -166,9 +168,41 @@ def _safe_point(busy, opts, deadline, entries=None):
 
 
 def _plan_apply(view, lp, image, registry, opts):
-    plan = planmod.plan_load(view, lp, image, registry, snap.breakpoint_locations(), opts.breakpoints)
+    if opts.replace or lp.cumulative:
+        plan = plan_replace(view, lp, image, registry, snap.breakpoint_locations(), opts.breakpoints)
+        series.refuse_apply(lp, registry, plan.replaced)
+    else:
+        plan = planmod.plan_load(view, lp, image, registry, snap.breakpoint_locations(), opts.breakpoints)
+        series.refuse_apply(lp, registry)
     verdicts.refuse_unresolved_ifunc(plan)
     return plan
+
+
+def _busy_for(plan, lp, registry, files_by_bid):
+    if isinstance(plan, ReplacePlan):
+        return busy_for_replace(lp, plan.target_bias, registry, files_by_bid, plan.replaced)
+    return busy_for_apply(lp, plan.target_bias, registry, files_by_bid)
+
+
+def _keep_pointed_to(plan, inf, store, files_by_bid):
+    """A replace: keep mapped (inactive) each replaced patch that a register or writable word points into.
+
+    Asked inside the stop, after the safe point, as ``revert --unmap`` asks; a mapping that cannot be
+    scanned is kept too (unmapping it could crash the program later).  Only the code only that patch
+    had (its helpers) and its data count: see ``find_pointer_into``'s holes."""
+    registers = [(t.num, inf.save_registers(t)) for t in inf.threads()] if plan.retire else []
+    mappings = inf.mappings() if plan.retire else []
+    for bid, (start, length) in list(plan.retire.items()):
+        old = next(r for r in plan.replaced if r.patch_build_id == bid)
+        copies = [copy_range(old, f, files_by_bid.get(bid)) for f in old.functions]
+        own = [(start, length)] + ([store.location] if store.location else [])
+        try:
+            holder = find_pointer_into(iter(registers), mappings, inf, start, start + length, exclude=own,
+                                       holes=[c for c in copies if c is not None])
+        except errors.BusyError as e:
+            holder = str(e)
+        if holder is not None:
+            plan.keep_mapped(bid, holder)
 
 
 def apply(path, opts: Options) -> Outcome:
@@ -202,8 +236,7 @@ def apply(path, opts: Options) -> Outcome:
         outcome.apply_dry_run(out, plan, planmod.evaluate(plan, inf))
         out.timings = clock.total()
         return out
-    target_bias = plan.target_bias
-    busy, entries = busy_for_apply(lp, target_bias, registry, files_by_bid)
+    busy, entries = _busy_for(plan, lp, registry, files_by_bid)
     cbs = callbacks.Runner(inf, injector, store, opts.callback_timeout, deadline,
                            "apply of patch %s" % lp.new_bid[:12]) if lp.callbacks else None
     loaded = None
@@ -215,7 +248,8 @@ def apply(path, opts: Options) -> Outcome:
         cbs.pre_patch(plan.registry_after.patch(lp.new_bid), loaded)
     try:
         plan, settled = _apply_at_safe_point(inf, injector, store, lp, image, view, plan, settled, busy, entries,
-                                             opts, deadline, clock, replan=loaded is not None)
+                                             opts, deadline, clock, replan=loaded is not None,
+                                             files_by_bid=files_by_bid)
     except BaseException as e:
         if loaded is not None:
             cbs.after_failed_apply(plan.registry_after.patch(lp.new_bid), loaded, e)
@@ -226,6 +260,9 @@ def apply(path, opts: Options) -> Outcome:
     out.timings = clock.total()
     rec = plan.registry_after.patch(lp.new_bid)
     symbols.register(rec, [path])
+    for old in getattr(plan, "replaced", ()):
+        if old.patch_build_id in plan.retire:
+            symbols.unregister(old)
     bpguard.track(plan.registry_after)
     if cbs is not None:
         cbs.post_patch(rec)
@@ -233,7 +270,7 @@ def apply(path, opts: Options) -> Outcome:
 
 
 def _apply_at_safe_point(inf, injector, store, lp, image, view, plan, settled, busy, entries, opts, deadline, clock,
-                         replan=False):
+                         replan=False, files_by_bid=None):
     """Wait for a safe point and execute the apply there (planned again when the process ran, or when
     ``replan``: a pre-patch callback ran); (the plan executed, settled lines)."""
     for attempt in range(1, max(1, opts.retries) + 1):
@@ -248,6 +285,8 @@ def _apply_at_safe_point(inf, injector, store, lp, image, view, plan, settled, b
             plan.check()
             clock.mark("replan")
         try:
+            if isinstance(plan, ReplacePlan):
+                _keep_pointed_to(plan, inf, store, files_by_bid or {})
             _execute_apply(inf, injector, store, plan, deadline, view)
             break
         except SignalsHeld as e:
@@ -324,6 +363,10 @@ def _execute_apply(inf, injector, store, plan, deadline, view, load_only=False):
             for c in plan.breakpoints_to_disable:
                 disabled += _disable_breakpoints_at(c.addr)
             undo.write_all(plan.jump_writes, after=lambda w: faults.point("after-jump", w.what))
+            for bid, (start, length) in getattr(plan, "retire", {}).items():
+                # A replaced patch's memory goes once everything else holds (as revert --unmap's does).
+                undo.defer(lambda s=start, n=length: injector.check("munmap", 11, s, n),
+                           "unmap replaced patch %s at %#x" % (bid[:16], start))
             faults.point("before-commit")
             failed = undo.commit()
             if failed:
@@ -398,6 +441,8 @@ def revert(ident, opts: Options) -> Outcome:
     if rec is None or (rec.state != STATE_ACTIVE and not opts.unmap):
         raise errors.NotAppliedError("patch %s is not applied in process %d" % (bid, inf.pid))
     was_active = rec.state == STATE_ACTIVE
+    if was_active:
+        series.refuse_revert(registry, bid)
     out = Outcome(patch=record_dict(rec))
     symbols.register_all(registry, hints)
     view = snap.snapshot(inf)

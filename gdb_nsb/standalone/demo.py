@@ -3,7 +3,10 @@
 It builds (once, cached) a small server and its live patch from the sources in
 gdb_nsb/data/demo, starts the server, shows its output, patches it with
 `nsb patch`, shows the changed output, lists, reverts, shows the original
-output again, and stops the server.  No arguments needed.
+output again, and stops the server.  No arguments needed.  With --series: a
+patch series instead (docs/patch-series.md): fix.so, then bulk.so which needs
+it, replaced in one stop by the cumulative cumulative.so, then reverted to the
+original program.
 """
 
 import os
@@ -26,6 +29,9 @@ def add_arguments(parser):
     parser.add_argument("--workdir", default=None,
                         help="where to build and keep the demo binaries (default: a cache directory)")
     parser.add_argument("--seconds", type=float, default=1.6, help="how long to watch the server at each step")
+    parser.add_argument("--series", action="store_true",
+                        help="a patch series: patch 1, patch 2 (needs 1), replaced by the cumulative patch 3, "
+                             "reverted to the original")
 
 
 def _cache_dir():
@@ -33,38 +39,53 @@ def _cache_dir():
     return os.path.join(base, "gdb-nsb", "demo")
 
 
-def _nsb(*args):
-    """Run an nsb subcommand the way a user would, echoing it."""
+def _nsb(*args, expect=0):
+    """Run an nsb subcommand the way a user would, echoing it; its exit code must be ``expect``."""
     print("\n$ nsb %s" % " ".join(args), flush=True)
     r = subprocess.run([sys.executable, "-m", "gdb_nsb.standalone.cli"] + list(args), text=True,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
     for line in r.stdout.splitlines():
         print("  " + line)
-    if r.returncode != 0:
+    if expect:
+        print("  (exit code %d)" % r.returncode)
+    if r.returncode != expect:
         raise errors.NsbError("demo step `nsb %s` failed with exit code %d" % (" ".join(args), r.returncode))
     return r
 
 
+SERIES = ("bulk", "cumulative")
+
+
 def _build(workdir):
-    """Compile the server, the patch, and bind the patch; skipped when up to date."""
+    """Compile the server and the patches, and bind them; skipped when up to date.
+
+    Returns the server and {name: patch}: fix, and the series' bulk (built knowing fix's build-id, which
+    it needs) and cumulative."""
     os.makedirs(workdir, exist_ok=True)
     server_c = os.path.join(DEMO_SRC, "server.c")
-    fix_c = os.path.join(DEMO_SRC, "fix.c")
+    sources = {name: os.path.join(DEMO_SRC, name + ".c") for name in ("fix",) + SERIES}
     server = os.path.join(workdir, "demo-server")
-    fix = os.path.join(workdir, "fix.so")
+    patches = {name: os.path.join(workdir, name + ".so") for name in sources}
     stamp = os.path.join(workdir, "stamp")
-    want = "%s\n%s\n%s\n" % (open(server_c).read(), open(fix_c).read(), " ".join(TARGET_FLAGS))
-    if os.path.exists(stamp) and open(stamp).read() == want and os.path.exists(server) and os.path.exists(fix):
-        return server, fix
+    want = "".join(open(p).read() + "\n" for p in [server_c] + list(sources.values())) + " ".join(TARGET_FLAGS)
+    if os.path.exists(stamp) and open(stamp).read() == want and all(
+            os.path.exists(p) for p in [server] + list(patches.values())):
+        return server, patches
     if not shutil.which("gcc"):
         raise errors.NsbError("the demo needs gcc to build its server (apt-get install -y gcc)")
-    print("Building the demo server and its live patch in %s ..." % workdir)
+    print("Building the demo server and its live patches in %s ..." % workdir)
     subprocess.run(["gcc"] + TARGET_FLAGS + [server_c, "-o", server], check=True, cwd=DEMO_SRC)
-    subprocess.run(["gcc"] + patch_cflags() + ["-shared", fix_c, "-o", fix], check=True, cwd=DEMO_SRC)
-    _nsb("generate", server, fix)
+    for name in ("fix",) + SERIES:
+        defines = []
+        if name == "bulk":
+            from gdb_nsb.elf.livepatch import build_id_of
+            defines = ['-DFIX_BUILD_ID="%s"' % build_id_of(patches["fix"])]
+        subprocess.run(["gcc"] + patch_cflags() + defines + ["-shared", sources[name], "-o", patches[name]],
+                       check=True, cwd=DEMO_SRC)
+        _nsb("generate", server, patches[name])
     with open(stamp, "w") as f:
         f.write(want)
-    return server, fix
+    return server, patches
 
 
 class _ServerOutput:
@@ -112,7 +133,10 @@ class _ServerOutput:
 
 def run(args):
     workdir = args.workdir or _cache_dir()
-    server, fix = _build(workdir)
+    server, patches = _build(workdir)
+    if args.series:
+        return _run_series(args, server, patches)
+    fix = patches["fix"]
     print("\nStarting the demo server: 4 threads answer requests by calling quote_price().")
     print("Its quote ignores the loyalty discount; the live patch fix.so (from %s) makes it apply it."
           % os.path.join(DEMO_SRC, "fix.c"))
@@ -131,6 +155,46 @@ def run(args):
         _nsb("revert", "-p", pid, "-f", fix)
         output.skip_stale()
         output.watch(args.seconds)
+        if proc.poll() is not None:
+            raise errors.NsbError("the demo server died (code %s)" % proc.returncode)
+        print("\nThe server ran the whole time: same pid, requests never stopped. Demo done.")
+        return 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _run_series(args, server, patches):
+    """The series: fix.so, bulk.so (needs fix.so), replaced by cumulative.so, reverted to the original."""
+    fix, bulk, cumulative = patches["fix"], patches["bulk"], patches["cumulative"]
+    print("\nStarting the demo server; a patch series will change its quote_price() three times (%s)."
+          % os.path.join(DEMO_SRC, "{fix,bulk,cumulative}.c"))
+    proc = subprocess.Popen([server], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, bufsize=1,
+                            start_new_session=True)
+    try:
+        output = _ServerOutput(proc)
+        output.watch(args.seconds)
+        pid = str(proc.pid)
+
+        def step(title, *cmd, expect=0):
+            print("\n" + title)
+            _nsb(*cmd, expect=expect)
+            output.skip_stale()
+            if not expect:
+                output.watch(args.seconds)
+
+        step("Patch 1, fix.so: the loyalty discount.", "patch", "-p", pid, "-f", fix)
+        step("Patch 2, bulk.so, needs patch 1 (VZP_NEEDS_PATCH): a bulk discount on top.",
+             "patch", "-p", pid, "-f", bulk)
+        step("Patch 1 cannot go while patch 2 needs it:", "revert", "-p", pid, "-f", fix,
+             expect=errors.DependencyError.exit_code)
+        _nsb("list", "-p", pid)
+        step("Patch 3, cumulative.so (VZP_CUMULATIVE), replaces patches 1 and 2 in one stop:",
+             "patch", "-p", pid, "-f", cumulative)
+        _nsb("list", "-p", pid)
+        step("Reverting the cumulative patch gives back the original program:", "revert", "-p", pid, "-f",
+             cumulative)
         if proc.poll() is not None:
             raise errors.NsbError("the demo server died (code %s)" % proc.returncode)
         print("\nThe server ran the whole time: same pid, requests never stopped. Demo done.")
