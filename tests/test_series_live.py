@@ -61,6 +61,8 @@ def test_series_dependencies_replace_and_back_to_the_original(flavor):
         assert r.returncode == 20 and b1[:16] in r.process["message"], r.process
         assert_original(t, f)
         assert T.maps(t.pid) == maps_before
+        r = nsb("check", "-p", t.pid, "-f", p2)  # check tells the same reason
+        assert r.returncode == 20 and any(b1[:16] in x for x in r.process["reasons"]), r.process
 
         step(t, VALUE["p1"], lambda: patch(t, p1))
         step(t, VALUE["p1p2"], lambda: patch(t, p2))

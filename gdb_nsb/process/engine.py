@@ -26,7 +26,7 @@ import gdb
 
 from gdb_nsb import errors, timeline
 from gdb_nsb.binder import plan as planmod
-from gdb_nsb.binder.replace import ReplacePlan, plan_replace
+from gdb_nsb.binder.replace import ReplacePlan, plan_replace, replaced_set
 from gdb_nsb.lifecycle import outcome, series, verdicts
 from gdb_nsb.lifecycle.busy import busy_for_apply, busy_for_replace, busy_for_revert, copy_range
 from gdb_nsb.lifecycle.consistency import consistency, verify_saved_bytes
@@ -588,5 +588,9 @@ def _check_once(path, lp, image, opts, busy_label):
     reasons += verdicts.reasons_against_apply(view, lp, image, registry, inf, snap.breakpoint_locations(),
                                               opts.breakpoints, lambda: _patch_images(registry, [path]),
                                               collect_stacks, inf.pid, busy_label)
+    target = view.object_by_build_id(lp.old_bid)
+    leaving = replaced_set(registry, lp, target.load_bias) if lp.cumulative and target is not None else []
+    reasons += [("needs %s, which is not applied" % m, errors.DependencyError.exit_code)
+                for m in series.missing_dependencies(lp, registry, leaving)]
     verdicts.check_not_applied(out, lp, reasons, warnings)
     return out, reasons
