@@ -131,6 +131,39 @@ class _ServerOutput:
                 return
 
 
+class _Server:
+    """The demo server, running in its own session for the demo's steps; killed however they end."""
+
+    def __init__(self, path, seconds):
+        self.path, self.seconds = path, seconds
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([self.path], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                     bufsize=1, start_new_session=True)
+        self.output = _ServerOutput(self.proc)
+        self.pid = str(self.proc.pid)
+        return self
+
+    def step(self, *cmd, expect=0):
+        """One nsb command, then the server's output once it took effect."""
+        _nsb(*cmd, expect=expect)
+        self.output.skip_stale()
+        if not expect:
+            self.output.watch(self.seconds)
+
+    def done(self):
+        if self.proc.poll() is not None:
+            raise errors.NsbError("the demo server died (code %s)" % self.proc.returncode)
+        print("\nThe server ran the whole time: same pid, requests never stopped. Demo done.")
+        return 0
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        return False
+
+
 def run(args):
     workdir = args.workdir or _cache_dir()
     server, patches = _build(workdir)
@@ -140,29 +173,14 @@ def run(args):
     print("\nStarting the demo server: 4 threads answer requests by calling quote_price().")
     print("Its quote ignores the loyalty discount; the live patch fix.so (from %s) makes it apply it."
           % os.path.join(DEMO_SRC, "fix.c"))
-    proc = subprocess.Popen([server], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, bufsize=1,
-                            start_new_session=True)
-    try:
-        output = _ServerOutput(proc)
-        output.watch(args.seconds)
-        pid = str(proc.pid)
-        print("\nPatching the running server (pid %s), without stopping it for longer than a blink:" % pid)
-        _nsb("patch", "-p", pid, "-f", fix)
-        output.skip_stale()
-        output.watch(args.seconds)
-        _nsb("list", "-p", pid)
+    with _Server(server, args.seconds) as s:
+        s.output.watch(args.seconds)
+        print("\nPatching the running server (pid %s), without stopping it for longer than a blink:" % s.pid)
+        s.step("patch", "-p", s.pid, "-f", fix)
+        _nsb("list", "-p", s.pid)
         print("\nTaking the patch back:")
-        _nsb("revert", "-p", pid, "-f", fix)
-        output.skip_stale()
-        output.watch(args.seconds)
-        if proc.poll() is not None:
-            raise errors.NsbError("the demo server died (code %s)" % proc.returncode)
-        print("\nThe server ran the whole time: same pid, requests never stopped. Demo done.")
-        return 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        s.step("revert", "-p", s.pid, "-f", fix)
+        return s.done()
 
 
 def _run_series(args, server, patches):
@@ -170,36 +188,18 @@ def _run_series(args, server, patches):
     fix, bulk, cumulative = patches["fix"], patches["bulk"], patches["cumulative"]
     print("\nStarting the demo server; a patch series will change its quote_price() three times (%s)."
           % os.path.join(DEMO_SRC, "{fix,bulk,cumulative}.c"))
-    proc = subprocess.Popen([server], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, bufsize=1,
-                            start_new_session=True)
-    try:
-        output = _ServerOutput(proc)
-        output.watch(args.seconds)
-        pid = str(proc.pid)
-
-        def step(title, *cmd, expect=0):
-            print("\n" + title)
-            _nsb(*cmd, expect=expect)
-            output.skip_stale()
-            if not expect:
-                output.watch(args.seconds)
-
-        step("Patch 1, fix.so: the loyalty discount.", "patch", "-p", pid, "-f", fix)
-        step("Patch 2, bulk.so, needs patch 1 (VZP_NEEDS_PATCH): a bulk discount on top.",
-             "patch", "-p", pid, "-f", bulk)
-        step("Patch 1 cannot go while patch 2 needs it:", "revert", "-p", pid, "-f", fix,
-             expect=errors.DependencyError.exit_code)
-        _nsb("list", "-p", pid)
-        step("Patch 3, cumulative.so (VZP_CUMULATIVE), replaces patches 1 and 2 in one stop:",
-             "patch", "-p", pid, "-f", cumulative)
-        _nsb("list", "-p", pid)
-        step("Reverting the cumulative patch gives back the original program:", "revert", "-p", pid, "-f",
-             cumulative)
-        if proc.poll() is not None:
-            raise errors.NsbError("the demo server died (code %s)" % proc.returncode)
-        print("\nThe server ran the whole time: same pid, requests never stopped. Demo done.")
-        return 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    with _Server(server, args.seconds) as s:
+        s.output.watch(args.seconds)
+        print("\nPatch 1, fix.so: the loyalty discount.")
+        s.step("patch", "-p", s.pid, "-f", fix)
+        print("\nPatch 2, bulk.so, needs patch 1 (VZP_NEEDS_PATCH): a bulk discount on top.")
+        s.step("patch", "-p", s.pid, "-f", bulk)
+        print("\nPatch 1 cannot go while patch 2 needs it:")
+        s.step("revert", "-p", s.pid, "-f", fix, expect=errors.DependencyError.exit_code)
+        _nsb("list", "-p", s.pid)
+        print("\nPatch 3, cumulative.so (VZP_CUMULATIVE), replaces patches 1 and 2 in one stop:")
+        s.step("patch", "-p", s.pid, "-f", cumulative)
+        _nsb("list", "-p", s.pid)
+        print("\nReverting the cumulative patch gives back the original program:")
+        s.step("revert", "-p", s.pid, "-f", cumulative)
+        return s.done()
