@@ -6,9 +6,10 @@
 machine's own apt sources (the mirror already configured for bookworm main; no host name is written
 here), then ``dpkg-buildpackage -b -uc -us`` with ``DEB_BUILD_OPTIONS=nocheck``: stripped binaries,
 ``-dbgsym`` debug files (``.deb``/``.ddeb``), dwz where the package's debhelper runs it,
-``-ffile-prefix-map`` from ``dpkg-buildflags``.  Every produced package is unpacked into one tree
-(``Package.root``), so the binaries sit beside ``usr/lib/debug/.build-id``; the built source tree
-stays too (headers, ``config.h``, generated files) for patches written against it.
+``-ffile-prefix-map`` from ``dpkg-buildflags``.  A package in ``PARTIAL`` (sqlite3) builds only the binary
+packages the tests use, through the package's own debian/rules (see there).  Every produced package
+is unpacked into one tree (``Package.root``), so the binaries sit beside ``usr/lib/debug/.build-id``; the
+built source tree stays too (headers, ``config.h``, generated files) for patches written against it.
 
 The cache (``~/.cache/nsb-realprog``, or ``NSB_REALPROG_CACHE``) is keyed by package, the build
 recipe and the compiler's version: a second call, or a second run, skips the build.  Building needs
@@ -36,6 +37,28 @@ SUITE, COMPONENT = "bookworm", "main"
 SRC_LIST = "/etc/apt/sources.list.d/nsb-realprog-src.sources"
 BUILD_OPTIONS = "nocheck parallel=%d" % min(2, os.cpu_count() or 1)
 APT_ENV = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+JOBS = min(2, os.cpu_count() or 1)
+
+# Packages built in part: the full build does far more than the tests need (sqlite3's builds the Tcl
+# extension, the tools, the docs: over 110 min on a loaded 2-core machine).  The fragment is read by make
+# together with the package's own debian/rules and run by dpkg-buildpackage (``-T nsb-partial``), so the
+# tree is configured by the package's configure rule, compiled with its exported build flags, installed
+# into debian/tmp and split by debhelper (dh_install, dh_strip: the stripped files and the dbgsym tree
+# with its build-id links) exactly as the package's binary-arch does, for the binary packages named.
+PARTIAL = {
+    "sqlite3": {
+        "packages": ("libsqlite3-0", "sqlite3"),
+        "rules": (
+            "nsb-partial: configure-stamp\n"
+            "\t$(MAKE) -j%(jobs)d libsqlite3.la sqlite3\n"
+            "\t$(MAKE) lib_install DESTDIR=$(DESTDIR)\n"
+            "\tinstall -d $(DESTDIR)/usr/bin\n"
+            "\t./libtool --mode=install install -c sqlite3 $(DESTDIR)/usr/bin\n"
+            "\tchrpath -d $(DESTDIR)/usr/bin/sqlite3\n"
+            "\tdh_install %(packages)s --sourcedir=$(DESTDIR)\n"
+            "\tdh_strip %(packages)s\n"),
+    },
+}
 
 
 class Unavailable(Exception):
@@ -216,9 +239,18 @@ def _children_cpu():
     return r.ru_utime + r.ru_stime
 
 
+def _partial_rules(package):
+    """The make fragment of ``package``'s partial build, or None (the whole package is built)."""
+    part = PARTIAL.get(package)
+    if part is None:
+        return None
+    return part["rules"] % {"jobs": JOBS, "packages": " ".join("-p" + p for p in part["packages"])}
+
+
 def _key(package):
     gcc = subprocess.run(["gcc", "--version"], capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
-    h = hashlib.sha256("\0".join([package, RECIPE, gcc, BUILD_OPTIONS]).encode()).hexdigest()[:12]
+    parts = [package, RECIPE, gcc, BUILD_OPTIONS] + ([_partial_rules(package)] if package in PARTIAL else [])
+    h = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
     return "%s-%s" % (package, h)
 
 
@@ -257,20 +289,40 @@ def build(package, log=sys.stderr):
             raise RuntimeError("apt-get source %s unpacked %s" % (package, srcdirs))
         src = os.path.join(work, srcdirs[0])
         env = dict(APT_ENV, DEB_BUILD_OPTIONS=BUILD_OPTIONS)
-        print("debpkg: building %s in %s (DEB_BUILD_OPTIONS=%s)" % (package, src, BUILD_OPTIONS), file=log)
+        rules = _partial_rules(package)
+        print("debpkg: building %s%s in %s (DEB_BUILD_OPTIONS=%s)" % (
+            package, " (%s only)" % ", ".join(PARTIAL[package]["packages"]) if rules else "", src, BUILD_OPTIONS),
+            file=log)
         t1, cpu1 = time.monotonic(), _children_cpu()
-        with open(os.path.join(d, "build.log"), "w") as blog:
-            _run(["dpkg-buildpackage", "-b", "-uc", "-us"], cwd=src, env=env, log=blog)
-        built, cpu = time.monotonic() - t1, _children_cpu() - cpu1
         root = os.path.join(d, "root")
-        debs = sorted(glob.glob(os.path.join(work, "*.deb")) + glob.glob(os.path.join(work, "*.ddeb")))
-        for deb in debs:
-            _run(["dpkg-deb", "-x", deb, root])
+        with open(os.path.join(d, "build.log"), "w") as blog:
+            if rules is None:
+                _run(["dpkg-buildpackage", "-b", "-uc", "-us"], cwd=src, env=env, log=blog)
+            else:
+                fragment = os.path.join(d, "partial.mk")
+                with open(fragment, "w") as f:
+                    f.write(rules)
+                _run(["dpkg-buildpackage", "-b", "-uc", "-us", "--rules-file=make -f debian/rules -f " + fragment,
+                      "-T", "nsb-partial"], cwd=src, env=env, log=blog)
+        built, cpu = time.monotonic() - t1, _children_cpu() - cpu1
+        if rules is None:
+            debs = sorted(glob.glob(os.path.join(work, "*.deb")) + glob.glob(os.path.join(work, "*.ddeb")))
+            for deb in debs:
+                _run(["dpkg-deb", "-x", deb, root])
+        else:
+            # what the packages and their -dbgsym packages would hold: debhelper's staging trees
+            debs = []
+            for p in PARTIAL[package]["packages"]:
+                for tree in (os.path.join(src, "debian", p),
+                             os.path.join(src, "debian", ".debhelper", p, "dbgsym-root")):
+                    if os.path.isdir(tree):
+                        shutil.copytree(tree, root, symlinks=True, dirs_exist_ok=True)
+                        debs.append(os.path.relpath(tree, os.path.join(src, "debian")))
         version = _run(["dpkg-parsechangelog", "-S", "Version"], cwd=src).strip()
         info = {"package": package, "version": version, "source_dir": srcdirs[0],
                 "fetch_seconds": round(fetched, 1), "build_seconds": round(built, 1),
-                "build_cpu_seconds": round(cpu, 1), "debs": [os.path.basename(p) for p in debs],
-                "build_options": BUILD_OPTIONS}
+                "build_cpu_seconds": round(cpu, 1), "debs": [p if rules else os.path.basename(p) for p in debs],
+                "build_options": BUILD_OPTIONS, "partial": rules is not None}
         with open(os.path.join(d, "done.json.tmp"), "w") as f:
             json.dump(info, f, indent=1)
         os.rename(os.path.join(d, "done.json.tmp"), os.path.join(d, "done.json"))
