@@ -1,6 +1,7 @@
 """The generator's safety checks: each fires on a crafted mismatch, naming the symbol, the patch
 file:line and the target's definition file:line, and stays silent on a correct patch."""
 
+import re
 import pytest
 
 import gen_oracle as G
@@ -215,6 +216,10 @@ def test_ipa_ra_callers_refused_on_plain_O2():
     msg = G.refused(t, _patch("ipa.c", "int tick_common(void) { return 1; }\n"))
     assert "function tick_common" in msg and "ipa.c:2" in msg and "alpha.c:28" in msg
     assert "alpha_entry" in msg and "-fipa-ra" in msg and "--allow-ipa-ra" in msg
+    # the safe route is offered first; the override is named with what it risks
+    assert msg.index("replace those callers too") < msg.index("--allow-ipa-ra"), msg
+    assert re.search(r"--allow-ipa-ra forces it unsafely: the callers not replaced keep code compiled against the "
+                     r"old function's register usage and assumptions .*wrong values or a crash", msg), msg
 
 
 def test_ipa_ra_callers_replaced_too_is_fine():
@@ -228,6 +233,7 @@ def test_ipa_ra_override_warns_and_live_patching_build_is_silent():
     p = _patch("ipa.c", "int tick_common(void) { return 1; }\n")
     gen = generate(G.build_target("pie", live_patching=False), p, allow_ipa_ra=True)
     assert len(gen.warnings) == 1 and "alpha_entry" in gen.warnings[0] and "--allow-ipa-ra" in gen.warnings[0]
+    assert "wrong values or a crash" in gen.warnings[0], gen.warnings[0]  # the warning keeps the risk
     assert generate(G.build_target("pie"), p).warnings == []
 
 

@@ -34,7 +34,7 @@ from targets import Target
 
 pytestmark = [pytest.mark.slow, pytest.mark.gdb, pytest.mark.timeout(2400)]
 
-IPA_ADVICE = "override with --allow-ipa-ra"
+IPA_ADVICE = "--allow-ipa-ra forces it unsafely"
 
 
 def _refused_then_overridden(*args):

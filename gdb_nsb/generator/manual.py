@@ -34,6 +34,14 @@ ENDBR64 = b"\xf3\x0f\x1e\xfa"
 JMP_REL32_SIZE = 5  # E9 rel32
 JMP_ABS_SIZE = 14  # FF 25 00000000 imm64
 
+# The advice of an IPA refusal: the safe route first, then what the override risks (measured on the
+# acceptance matrix's alias scenario: forced, the unreplaced caller returned 4010 instead of 2075).
+IPA_RA_RISK = ("the callers not replaced keep code compiled against the old function's register usage and "
+               "assumptions (registers it left intact, memory it did not touch, results it made pure); the new "
+               "code may break them: wrong values or a crash")
+IPA_RA_ADVICE = ("the safe route: replace those callers too (define them in the patch); --allow-ipa-ra forces "
+                 "it unsafely: " + IPA_RA_RISK)
+
 VAR_KINDS = ("static_var", "hidden_var", "protected_var", "internal_var")
 FUNC_KINDS = ("static_func", "hidden_func", "protected_func", "internal_func")
 
@@ -381,8 +389,8 @@ class _Binder:
                         "purity, stack alignment)" % (head, ", ".join(verdict.callers),
                                                       display(self.t.cu_path(tf.cu)), " and ".join(verdict.flags)))
                 if not self.allow_ipa_ra:
-                    raise GenerateError(text + "; replace them too, or override with --allow-ipa-ra")
-                self.warn(text + " (allowed by --allow-ipa-ra)")
+                    raise GenerateError(text + "; " + IPA_RA_ADVICE)
+                self.warn(text + " (allowed by --allow-ipa-ra: " + IPA_RA_RISK + ")")
         self._check_old_copies()
 
     # ------------------------------------------------------- old copies

@@ -99,7 +99,8 @@ def refusal_of(text):
     """(check, what it names) of a generator refusal text, or None: the two refusals by design
     whose advice is an override (manual.py _check_replacements, refuse_callee)."""
     m = re.search(r"has callers in its compile unit that the patch does not replace: ([^;]+); .* was compiled "
-                  r"with (.+?) \(docs/IPA.md\).*override with --allow-ipa-ra$", text)
+                  r"with (.+?) \(docs/IPA.md\).*; the safe route: replace those callers too .*"
+                  r"--allow-ipa-ra forces it unsafely: ", text)
     if m:
         return "ipa_ra", (sorted(n.strip() for n in m.group(1).split(",")), sorted(m.group(2).split(" and ")))
     m = re.match(r"function (\S+) \(patch [^)]*\): static function \1 \(0x[0-9a-f]+\) of a unit built with "
