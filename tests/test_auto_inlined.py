@@ -11,6 +11,7 @@ after ``nsb patch`` and the old one after ``nsb revert``.  The same with
 ``delta`` alone, naming ``unit_value`` with its file:line; the advised patch generates and works.
 """
 
+import re
 import subprocess
 
 import pytest
@@ -107,6 +108,31 @@ def test_manual_mode_static_function_only_inlined():
                      "int unit_value(void) { ticks++; return base + delta(); }\n"
     gen = generate(built.target, T.build_patch([("sdelta2.c", advised)], "sdelta2.so"))
     assert [j.name for j in gen.livepatch.func_jumps] == ["unit_value"] and gen.stale == []
+
+
+def test_manual_mode_static_only_inlined_without_vzp_file_refused():
+    # Outside VZP_FILE a patch static is new code: delta was taken for a helper and generated, while the
+    # target's inlined copy in unit_value kept the old code.  Now refused, naming the unit and the holder;
+    # the advice followed (VZP_FILE before it, the holder replaced too) generates.
+    built = Built("O2", static=True)
+    text = ('#include "vzp.h"\nextern int delta_scale;\n'
+            "static __attribute__((used)) int delta(void) { return delta_scale * 3 + 100; }\n")
+    with pytest.raises(GenerateError) as ei:
+        generate(built.target, T.build_patch([("sdelta0.c", text)], "sdelta0.so"))
+    msg = str(ei.value)
+    assert re.match(r"function delta \(\S*sdelta0\.c:3\): the target has a static delta only inlined, in \S*unit\.c "
+                    r"\(into unit_value \(\S*unit\.c:14\)\)", msg), msg
+    assert 'put VZP_FILE("file") before it and replace the functions holding the copies too' in msg, msg
+    advised = ('#include "vzp.h"\nextern int delta_scale;\nVZP_FILE("unit.c");\n'
+               "static __attribute__((used)) int delta(void) { return delta_scale * 3 + 100; }\n"
+               "VZP_STATIC_VAR_REF(int, base);\nVZP_STATIC_VAR_REF(long, ticks);\n"
+               "int unit_value(void) { ticks++; return base + delta(); }\n")
+    gen = generate(built.target, T.build_patch([("sdelta3.c", advised)], "sdelta3.so"))
+    assert [j.name for j in gen.livepatch.func_jumps] == ["unit_value"] and gen.stale == []
+    # new code under a name of its own stays a helper
+    renamed = advised.replace("delta(void)", "delta2(void)").replace("base + delta()", "base + delta2()")
+    gen = generate(built.target, T.build_patch([("sdelta4.c", renamed)], "sdelta4.so"))
+    assert any(x.startswith("helper delta2:") for x in gen.explain), gen.explain
 
 
 MANUAL_DELTA = '#include "vzp.h"\nextern int delta_scale;\nint delta(void) { return delta_scale * 3 + 100; }\n'

@@ -232,6 +232,8 @@ class _Binder:
                 if len(cus) == 1 and self.note_inlined_only(pf, cus[0], where):
                     any_replaced = True
                     continue
+            if tf is None and not pf.external and ctx is None:
+                self._refuse_inlined_only_helper(pf, where)
             if tf is None:
                 self.explain.append("helper %s: new code at patch %s (%s)" % (pf.name, _hex(pf.entry), where))
                 continue
@@ -424,6 +426,26 @@ class _Binder:
         self.explain.append("function %s (%s): the target has it only inlined in %s; the functions holding "
                             "those copies must run new code" % (pf.name, where, display(self.t.cu_path(cu))))
         return True
+
+    def _refuse_inlined_only_helper(self, pf, where):
+        """A patch static outside any VZP_FILE is new code; when the target has a static of that name
+        only inlined (same prototype), its old copies would keep running unnoticed: refused, naming them."""
+        found = []
+        for cu in self.t.dwarf.codeless_units(pf.name):
+            uc = self.copies_of_cu(cu)
+            offs = [o for o in uc.inlined_only(pf.name)
+                    if dwarf_types.prototype_difference(self.t.dwarf.die(o), self.p.dwarf.die(pf.die_offset)) is None]
+            if offs:
+                holders = sorted(uc.follow((), offs).values(), key=lambda h: h.entry)
+                found.append("%s (into %s)" % (display(self.t.cu_path(cu)),
+                                               ", ".join("%s (%s)" % (h.symbol, h.where) for h in holders)))
+        if found:
+            raise GenerateError(
+                "function %s (%s): the target has a static %s only inlined, in %s; outside VZP_FILE the patch's "
+                "%s is new code and those copies would keep the old code: to replace it, put VZP_FILE(\"file\") "
+                "before it and replace the functions holding the copies too (or accept them with "
+                "--allow-stale-copies); if it is new code, give it another name"
+                % (pf.name, where, pf.name, "; ".join(found), pf.name))
 
     def _may_have_copies(self, tf):
         """False when no inlined copy or clone of ``tf`` can exist: gcc gives every function it

@@ -342,6 +342,17 @@ class DwarfIndex:
             out = self._functions_in(self._all_units(), name)
         return out
 
+    @_guarded
+    def codeless_units(self, name: str) -> list[CompileUnitInfo]:
+        """Units whose top level defines a subprogram ``name`` with no code of its own (an abstract
+        instance root: there the function exists only inlined, or not at all)."""
+        out = []
+        for u in self._all_units():
+            if any(e.tag == TAG_SUBPROGRAM and not e.declaration and not self._file.ranges(u, e.attrs)
+                   for e in self._top_index(u).get(name, ())):
+                out.append(self._cu_info(u))
+        return out
+
     def _functions_in(self, units, name):
         out = []
         for u in units:
