@@ -128,6 +128,32 @@ def test_prototype_mismatch(types_target):
     assert [j.name for j in ok.livepatch.func_jumps] == ["twice"]
 
 
+def _struct_graph(last):
+    """A chain of 80 structs (deeper than the comparison's recursion bound) whose last member is ``last``,
+    and 16 structs each pointing at every other (once walked once per path: 16! paths)."""
+    chain, dense = 80, 16
+    text = "".join("struct c%d;\nstruct d%d;\n" % (i, i) for i in range(chain))
+    for i in range(chain - 1):
+        text += "struct c%d { struct c%d *next; struct d0 *d; int v; };\n" % (i, i + 1)
+    text += "struct c%d { %s v; struct c0 *back; };\n" % (chain - 1, last)
+    for i in range(dense):
+        text += "struct d%d { %s struct c0 *c; };\n" % (i, " ".join("struct d%d *p%d;" % (j, j) for j in range(dense)))
+    return text
+
+
+def test_prototype_through_a_dense_struct_graph():
+    """Real programs (sqlite3) have struct graphs where every struct reaches every other: the comparison
+    remembers pairs found alike (it used to take minutes per prototype), and a difference deeper than its
+    recursion bound is still found."""
+    body = "int walk(struct c0 *p) { return p ? p->v : 0; }\n"
+    t = T.build([("graph.c", "#define KEEP __attribute__((noipa, used))\n" + _struct_graph("int") + "KEEP " + body +
+                  "int main(void) { return walk(0); }\n")], ["-O2", "-g", LP], "graph-target")
+    ok = generate(t, _patch("graph_ok.c", _struct_graph("int") + body.replace("p->v :", "p->v + 1 :")))
+    assert [j.name for j in ok.livepatch.func_jumps] == ["walk"]
+    msg = G.refused(t, _patch("graph_bad.c", _struct_graph("long") + body.replace("p->v :", "p->v + 1 :")))
+    assert "prototype differs" in msg and ".next[*].v: int (4 bytes) in the target, long int (8 bytes)" in msg, msg
+
+
 def test_static_with_other_prototype_is_a_new_helper(types_target):
     p = _patch("newhelper.c", "static __attribute__((used)) int helper(const char *s) { return s[0]; }\n"
                               "int twice(int x) { return helper(\"a\") + x; }\n")

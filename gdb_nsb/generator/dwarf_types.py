@@ -146,13 +146,16 @@ def _member_offset(m):
 
 def type_difference(target, patch):
     """First difference between type DIEs ``target`` and ``patch`` (None: same type)."""
-    return _Comparer().diff(target, patch, "")
+    return Comparer().type_difference(target, patch)
 
 
 def prototype_difference(target_fn, patch_fn):
     """First difference between two functions' prototypes (return and parameter types)."""
+    return Comparer().prototype_difference(target_fn, patch_fn)
+
+
+def _prototype_difference(c, target_fn, patch_fn):
     t, p = origin(target_fn), origin(patch_fn)
-    c = _Comparer()
     d = c.diff(_ref(t, "DW_AT_type"), _ref(p, "DW_AT_type"), "return type")
     if d:
         return d
@@ -175,9 +178,40 @@ def _plist(ps):
     return ", ".join("..." if p is None else spell(p) for p in ps) or "void"
 
 
-class _Comparer:
+class Comparer:
+    """Type comparisons between one target's DWARF and one patch's, remembering the pairs of types found
+    alike across comparisons (a generation compares the same structs for every function and variable)."""
+
     def __init__(self):
-        self.assumed = set()  # (target offset, patch offset) pairs under comparison: recursion through pointers
+        self.assumed = set()  # type pairs under comparison: recursion through pointers
+        # Pairs already found alike: without it a dense graph of structs pointing at each other (sqlite3's
+        # connection, statement, parser ...) is walked once per path, exponentially.  Sound because the first
+        # difference anywhere ends the comparison, whose new pairs are then forgotten (checked): a pair found
+        # alike under an assumed ancestor that turns out different is never kept.
+        self.alike = set()
+        self._log = []  # pairs added to alike, in order (checked forgets a failed comparison's)
+        self._deferred = []  # (target, patch, path) met deeper than _MAX_DEPTH: compared after, from the top
+
+    def type_difference(self, target, patch):
+        """First difference between type DIEs ``target`` and ``patch`` (None: same type)."""
+        return self.checked(lambda: self.diff(target, patch, ""))
+
+    def prototype_difference(self, target_fn, patch_fn):
+        """First difference between two functions' prototypes (return and parameter types)."""
+        return self.checked(lambda: _prototype_difference(self, target_fn, patch_fn))
+
+    def checked(self, compare):
+        before = len(self._log)
+        d = compare()
+        while d is None and self._deferred:
+            t, p, path = self._deferred.pop()
+            d = self.diff(t, p, path)
+        if d is not None:
+            self._deferred.clear()
+            for key in self._log[before:]:
+                self.alike.discard(key)
+            del self._log[before:]
+        return d
 
     def diff(self, t, p, path, depth=0):
         t, p = strip_typedefs(t), strip_typedefs(p)
@@ -186,10 +220,11 @@ class _Comparer:
             if t is None and p is None:
                 return None
             return "%s%s in the target, %s in the patch" % (where, spell(t), spell(p))
-        if depth > _MAX_DEPTH:
+        if depth > _MAX_DEPTH:  # assumed alike for now, compared later: the recursion stays bounded
+            self._deferred.append((t, p, path))
             return None
-        key = (t.offset, p.offset)
-        if key in self.assumed:
+        key = (id(t.dwarfinfo), t.offset, id(p.dwarfinfo), p.offset)  # a dwz alt file has offsets of its own
+        if key in self.assumed or key in self.alike:
             return None
         tc, pc = t.tag == "DW_TAG_const_type", p.tag == "DW_TAG_const_type"
         if tc != pc:
@@ -198,9 +233,13 @@ class _Comparer:
             return "%s%s in the target, %s in the patch" % (where, spell(t), spell(p))
         self.assumed.add(key)
         try:
-            return self._same_tag(t, p, path, where, depth)
+            d = self._same_tag(t, p, path, where, depth)
         finally:
             self.assumed.discard(key)
+        if d is None:
+            self.alike.add(key)
+            self._log.append(key)
+        return d
 
     def _same_tag(self, t, p, path, where, depth):
         tag = t.tag
@@ -288,4 +327,4 @@ def _enums(items):
     return ", ".join("%s=%s" % kv for kv in items[:6]) + (" ..." if len(items) > 6 else "")
 
 
-__all__ = ["type_difference", "prototype_difference", "type_of", "spell", "origin", "strip_typedefs"]
+__all__ = ["Comparer", "type_difference", "prototype_difference", "type_of", "spell", "origin", "strip_typedefs"]

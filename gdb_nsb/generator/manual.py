@@ -144,6 +144,7 @@ class _Binder:
         self.auto = auto_units
         self.allow_stale_copies = allow_stale_copies
         self.ipa_clones = ipa_clones
+        self.types = dwarf_types.Comparer()  # every type comparison of the run shares what it found alike
         self.stale = []
         self._copies_of = {}  # target CU offset -> copies.UnitCopies
         self.inlined_only = []  # [(UnitCopies, abstract DIE offsets)]: replaced functions the target only inlined
@@ -335,7 +336,7 @@ class _Binder:
         return _where(info.decl_file or self.t.cu_path(info.cu), info.decl_line)
 
     def _prototype_difference(self, tf, pf):
-        return dwarf_types.prototype_difference(self.t.dwarf.die(tf.die_offset), self.p.dwarf.die(pf.die_offset))
+        return self.types.prototype_difference(self.t.dwarf.die(tf.die_offset), self.p.dwarf.die(pf.die_offset))
 
     def _refuse_prototype_change(self, name, pf, tf, where):
         diff = self._prototype_difference(tf, pf)
@@ -419,7 +420,7 @@ class _Binder:
         redirected (auto mode does; manual mode refuses otherwise).  True when it does."""
         uc = self.copies_of_cu(cu)
         offs = [o for o in uc.inlined_only(pf.name)
-                if dwarf_types.prototype_difference(self.t.dwarf.die(o), self.p.dwarf.die(pf.die_offset)) is None]
+                if self.types.prototype_difference(self.t.dwarf.die(o), self.p.dwarf.die(pf.die_offset)) is None]
         if not offs:
             return False
         self.inlined_only.append((uc, offs))
@@ -434,7 +435,7 @@ class _Binder:
         for cu in self.t.dwarf.codeless_units(pf.name):
             uc = self.copies_of_cu(cu)
             offs = [o for o in uc.inlined_only(pf.name)
-                    if dwarf_types.prototype_difference(self.t.dwarf.die(o), self.p.dwarf.die(pf.die_offset)) is None]
+                    if self.types.prototype_difference(self.t.dwarf.die(o), self.p.dwarf.die(pf.die_offset)) is None]
             if offs:
                 holders = sorted(uc.follow((), offs).values(), key=lambda h: h.entry)
                 found.append("%s (into %s)" % (display(self.t.cu_path(cu)),
@@ -532,7 +533,7 @@ class _Binder:
 
     def _variable_type_difference(self, tinfo, pinfo):
         """Type difference between a target and a patch VariableInfo (None: same)."""
-        return dwarf_types.type_difference(self.t.variable_type(tinfo),
+        return self.types.type_difference(self.t.variable_type(tinfo),
                                            dwarf_types.type_of(self.p.dwarf.die(pinfo.die_offset)))
 
     def target_global(self, name, kind):

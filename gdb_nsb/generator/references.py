@@ -41,7 +41,7 @@ class References:
             tinfo = next((v for v in self.b.t.variables(name) if v.address == addr), None)
             if tinfo is None:
                 return
-            diff = dwarf_types.type_difference(self.b.t.variable_type(tinfo), dwarf_types.type_of(pdie))
+            diff = self.b.types.type_difference(self.b.t.variable_type(tinfo), dwarf_types.type_of(pdie))
             if diff:
                 raise GenerateError("variable %s (patch %s, target %s): type differs: %s"
                                     % (name, where, self.b._twhere(tinfo), diff))
@@ -49,7 +49,7 @@ class References:
             tinfo = next((f for f in self.b.t.functions(name) if f.entry == addr), None)
             if tinfo is None:
                 return
-            diff = dwarf_types.prototype_difference(self.b.t.dwarf.die(tinfo.die_offset), pdie)
+            diff = self.b.types.prototype_difference(self.b.t.dwarf.die(tinfo.die_offset), pdie)
             if diff:
                 raise GenerateError("function %s (patch %s, target %s): prototype differs: %s"
                                     % (name, where, self.b._twhere(tinfo), diff))
@@ -63,7 +63,7 @@ class References:
             defs = [v for v in self.b.t.variables(cname) if v.external and v.function is None]
             if len({v.address for v in defs}) != 1:
                 continue
-            diff = dwarf_types.type_difference(self.b.t.variable_type(defs[0]), dwarf_types.type_of(pdie))
+            diff = self.b.types.type_difference(self.b.t.variable_type(defs[0]), dwarf_types.type_of(pdie))
             if diff:
                 raise GenerateError("variable %s (patch %s, target %s): type differs: %s"
                                     % (cname, pwhere, self.b._twhere(defs[0]), diff))
