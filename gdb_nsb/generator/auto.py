@@ -98,6 +98,13 @@ class ObjectUnit:
         if not self.elf.has_dwarf_info():
             return None
         try:
+            di = self.elf.get_dwarf_info(relocate_dwarf_sections=False)
+            for cu in di.iter_CUs():
+                name = self._unrelocated_name(cu.get_top_DIE())
+                if name is not None:
+                    return name
+                break
+            # a form not read above: the sections relocated as a whole (slow on a large object)
             di = self.elf.get_dwarf_info()
             for cu in di.iter_CUs():
                 a = cu.get_top_DIE().attributes.get("DW_AT_name")
@@ -106,6 +113,26 @@ class ObjectUnit:
         except (ELFError, ELFParseError, DWARFError, KeyError, IndexError, ValueError, struct.error) as e:
             raise GenerateError("object file %s: cannot read its DWARF (%s: %s); rebuild it with -g"
                                 % (self.path, type(e).__name__, e)) from e
+        return None
+
+    def _unrelocated_name(self, top):
+        """The unit DIE's DW_AT_name read with its one relocation (an object's string offsets are the
+        addends of .rela.debug_info; relocating every debug section costs seconds on a large unit); None
+        when its form is another."""
+        a = top.attributes.get("DW_AT_name")
+        if a is None or a.form == "DW_FORM_string":
+            return None if a is None else (a.value.decode("utf-8", "replace") if isinstance(a.value, bytes)
+                                           else a.value)
+        strings = {"DW_FORM_strp": ".debug_str", "DW_FORM_line_strp": ".debug_line_str"}.get(a.form)
+        rela = self.elf.get_section_by_name(".rela.debug_info")
+        if strings is None or rela is None or self.elf.get_section_by_name(strings) is None:
+            return None
+        for r_offset, r_info, r_addend in struct.iter_unpack("<QQq", rela.data()):
+            if r_offset == a.offset:
+                sym = self.symbols[r_info >> 32]
+                data = self.elf.get_section_by_name(strings).data()
+                at = sym["st_value"] + r_addend
+                return data[at:data.index(b"\0", at)].decode("utf-8", "replace")
         return None
 
     def _check_sections(self):
