@@ -281,3 +281,36 @@ def test_relocation_outside_segments_refused(built):
         relocations = [Relocation(0x7FFF0000, 8, "R_X86_64_RELATIVE", 0, 0, ".rela.dyn")]
     with pytest.raises(BadRelocation, match="outside"):
         relocate(Shifted, PATCH_BIAS, lambda r: 0)
+
+
+LIBM = "/lib/x86_64-linux-gnu/libm.so.6"
+LIBM_BIAS = 0x7FFFF7800000
+
+
+@pytest.mark.parametrize("const", [True, False], ids=["relro", "writable"])
+def test_ifunc_resolved_in_a_data_function_pointer(const):
+    # Found on Debian's libsqlite3: libm's trunc (an IFUNC) is referenced only from a table of function
+    # pointers (R_X86_64_64), no GOT slot.  ld.so stored the implementation there; in RELRO it is still
+    # that, in writable data the program may have changed it.
+    target = T.build([("fp.c", "#include <math.h>\ndouble (*%s tp)(double) = trunc;\nint main(int c, char **v) "
+                               "{ (void)v; return (int)tp(c + 0.5); }\n" % ("const" if const else ""))],
+                     ["-O2", "-fPIE", "-pie", "-Wl,-z,relro,-z,now", "-lm"], "ifunc-fp-%s" % const)
+    patch = T.build_patch([("fp_patch.c", "#include <math.h>\ndouble f(double x) { return trunc(x); }\n")],
+                          "fp_patch.so")
+    t, p, libm = load(target), load(patch), load(LIBM)
+    assert any(s.name == "trunc" and s.type == "STT_GNU_IFUNC" for s in libm.dynsyms)
+    slot = next(r for r in t.relocations if r.symbol == "trunc")
+    assert slot.type_name == "R_X86_64_64", slot.type_name
+    main = fake_object(t, EXE_BIAS, is_main_executable=True)
+    mem = FakeMemory()
+    mem.load_image(t, EXE_BIAS)
+    impl = LIBM_BIAS + next(s for s in libm.segments if s.flags & 1).vaddr + 0x80
+    mem.write(EXE_BIAS + slot.offset, struct.pack("<Q", impl))
+    view = make_view([main, fake_object(libm, LIBM_BIAS)], memory=mem)
+    lp = LivePatch(old_bid=t.build_id, new_bid=p.build_id)
+    resolver = SymbolResolver(view, main, p, lp)
+    if const:
+        assert resolver.resolve_index(dynsym_index(p, "trunc")).value == impl
+    else:
+        with pytest.raises(IfuncNeedsResolver):
+            resolver.resolve_index(dynsym_index(p, "trunc"))

@@ -36,7 +36,8 @@ from gdb_nsb.errors import NsbError
 from gdb_nsb.shadow import SHADOW_OBJFILE, SHADOW_SYMBOL
 
 SHN_UNDEF, SHN_ABS = 0, 0xFFF1
-R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT, R_X86_64_IRELATIVE = 6, 7, 37
+R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT, R_X86_64_IRELATIVE = 1, 6, 7, 37
+PT_GNU_RELRO = 0x6474E552
 _EXPORT_BINDS = ("STB_GLOBAL", "STB_WEAK", "STB_GNU_UNIQUE")
 _EXPORT_VIS = ("STV_DEFAULT", "STV_PROTECTED")
 
@@ -227,7 +228,11 @@ class SymbolResolver:
                 continue
             img = self.target_image if o is self.target else self.view.image(o)
             for r in img.relocations:
-                if r.type in (R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT) and r.symbol == name:
+                if r.symbol == name and (r.type in (R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT) or (
+                        # A function pointer in data (libsqlite3's table of SQL math functions holds trunc):
+                        # ld.so stores the implementation there too.  Only in RELRO, which the program
+                        # cannot have rewritten since.
+                        r.type == R_X86_64_64 and not r.addend and _in_relro(img, r.offset))):
                     v = self._read_word(o.load_bias + r.offset)
                     if v is not None and self._plausible_impl(v, provider, resolver):
                         return v
@@ -331,3 +336,8 @@ class SymbolResolver:
                     if not any(str(p) == str(e) for p in problems):
                         problems.append(e)
         return out, problems
+
+
+def _in_relro(image, vaddr: int) -> bool:
+    """True when link-time ``vaddr`` of ``image`` lies in its PT_GNU_RELRO span (read-only once relocated)."""
+    return any(p.type == PT_GNU_RELRO and p.vaddr <= vaddr < p.vaddr + p.memsz for p in image.program_headers)
