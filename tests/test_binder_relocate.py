@@ -290,8 +290,9 @@ LIBM_BIAS = 0x7FFFF7800000
 @pytest.mark.parametrize("const", [True, False], ids=["relro", "writable"])
 def test_ifunc_resolved_in_a_data_function_pointer(const):
     # Found on Debian's libsqlite3: libm's trunc (an IFUNC) is referenced only from a table of function
-    # pointers (R_X86_64_64), no GOT slot.  ld.so stored the implementation there; in RELRO it is still
-    # that, in writable data the program may have changed it.
+    # pointers in writable data (R_X86_64_64), no GOT slot.  ld.so stored the implementation there; in
+    # RELRO it is still that; in writable data the program may have re-aimed it: taken unless it now
+    # points at an exported function of libm.
     target = T.build([("fp.c", "#include <math.h>\ndouble (*%s tp)(double) = trunc;\nint main(int c, char **v) "
                                "{ (void)v; return (int)tp(c + 0.5); }\n" % ("const" if const else ""))],
                      ["-O2", "-fPIE", "-pie", "-Wl,-z,relro,-z,now", "-lm"], "ifunc-fp-%s" % const)
@@ -308,9 +309,11 @@ def test_ifunc_resolved_in_a_data_function_pointer(const):
     mem.write(EXE_BIAS + slot.offset, struct.pack("<Q", impl))
     view = make_view([main, fake_object(libm, LIBM_BIAS)], memory=mem)
     lp = LivePatch(old_bid=t.build_id, new_bid=p.build_id)
-    resolver = SymbolResolver(view, main, p, lp)
-    if const:
-        assert resolver.resolve_index(dynsym_index(p, "trunc")).value == impl
+    assert SymbolResolver(view, main, p, lp).resolve_index(dynsym_index(p, "trunc")).value == impl
+    other = LIBM_BIAS + next(s.value for s in libm.dynsyms if s.name == "fabs" and s.type == "STT_FUNC")
+    mem.write(EXE_BIAS + slot.offset, struct.pack("<Q", other))  # re-aimed at another libm function
+    if const:  # RELRO: cannot have been re-aimed, the value is what ld.so stored
+        assert SymbolResolver(view, main, p, lp).resolve_index(dynsym_index(p, "trunc")).value == other
     else:
         with pytest.raises(IfuncNeedsResolver):
-            resolver.resolve_index(dynsym_index(p, "trunc"))
+            SymbolResolver(view, main, p, lp).resolve_index(dynsym_index(p, "trunc"))

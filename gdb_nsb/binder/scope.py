@@ -222,20 +222,36 @@ class SymbolResolver:
                 v = self._read_word(provider.load_bias + r.offset)
                 if v is not None and self._plausible_impl(v, provider, resolver):
                     return v
-        # A GOT entry bound to this symbol in any loaded object.
+        # A GOT entry bound to this symbol in any loaded object; else a function pointer in data
+        # (libsqlite3's table of SQL math functions holds libm's trunc, and nothing else does): ld.so
+        # stores the implementation there too.  RELRO data cannot have changed since; writable data
+        # could, so its value is taken last and only if it is no exported function of the provider
+        # (glibc's implementations are local symbols; a pointer the program re-aimed at floor is not).
+        writable = []
         for o in self.view.objects:
             if o.is_vdso:
                 continue
             img = self.target_image if o is self.target else self.view.image(o)
             for r in img.relocations:
-                if r.symbol == name and (r.type in (R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT) or (
-                        # A function pointer in data (libsqlite3's table of SQL math functions holds trunc):
-                        # ld.so stores the implementation there too.  Only in RELRO, which the program
-                        # cannot have rewritten since.
-                        r.type == R_X86_64_64 and not r.addend and _in_relro(img, r.offset))):
+                if r.symbol != name:
+                    continue
+                if r.type == R_X86_64_64 and not r.addend and not _in_relro(img, r.offset):
+                    writable.append(o.load_bias + r.offset)
+                elif r.type in (R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT) or (r.type == R_X86_64_64 and not r.addend):
                     v = self._read_word(o.load_bias + r.offset)
                     if v is not None and self._plausible_impl(v, provider, resolver):
                         return v
+        exported = None
+        for at in writable:
+            v = self._read_word(at)
+            if v is None or not self._plausible_impl(v, provider, resolver):
+                continue
+            if exported is None:
+                pimg = self.target_image if provider is self.target else self.view.image(provider)
+                exported = {provider.load_bias + s.value for s in pimg.dynsyms
+                            if s.defined and s.type == "STT_FUNC" and _is_exported(s)}
+            if v not in exported:
+                return v
         raise IfuncNeedsResolver(name, resolver)
 
     def _plausible_impl(self, v: int, provider: MappedObject, resolver: int) -> bool:
