@@ -150,7 +150,7 @@ def test_format_1_registry_is_read_and_migrated(tmp_path):
         assert len(r.results) == 1, r
         m = r.results[0]
         assert m["read_v1"] is True
-        assert m["version"] == 2 and m["generation"] == 4 and m["new_addr"] != m["v1_addr"]
+        assert m["version"] == slots.FORMAT_VERSION and m["generation"] == 4 and m["new_addr"] != m["v1_addr"]
         assert m["path"] == "/tmp/migrated.so" and m["mappings"] == 1 and m["seq"] == 1
         assert wait_running(t.pid)
         assert t.ask("ping") == "pong"
