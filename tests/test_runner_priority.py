@@ -14,7 +14,7 @@ import time
 import pytest
 
 import targets as T
-from gdb_nsb.standalone import runner
+from gdb_nsb.standalone import gdbrun
 from targets import live as lt
 
 needs_autogroup = pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"),
@@ -32,20 +32,20 @@ def test_session_priority_is_the_autogroup_niceness():
     p = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
         assert _autogroup_nice(p.pid) == 0
-        assert runner.set_session_priority(p.pid, -7) is (os.geteuid() == 0)
+        assert gdbrun.set_session_priority(p.pid, -7) is (os.geteuid() == 0)
         if os.geteuid() == 0:
             assert _autogroup_nice(p.pid) == -7
-        assert runner.set_session_priority(p.pid, 0) is False  # 0: normal priority, nothing written
-        assert runner.set_session_priority(p.pid, None) is False
+        assert gdbrun.set_session_priority(p.pid, 0) is False  # 0: normal priority, nothing written
+        assert gdbrun.set_session_priority(p.pid, None) is False
     finally:
         p.kill()
         p.wait()
-    assert runner.set_session_priority(p.pid, -7) is False  # gone: no error
+    assert gdbrun.set_session_priority(p.pid, -7) is False  # gone: no error
 
 
 @pytest.mark.timeout(30)
 def test_thread_priority_inherited_by_children():
-    code = ("import os, subprocess; from gdb_nsb.standalone import runner; print(runner.set_priority(-4)); "
+    code = ("import os, subprocess; from gdb_nsb.standalone import gdbrun; print(gdbrun.set_priority(-4)); "
             "print(subprocess.run(['sh', '-c', 'cut -d\" \" -f19 /proc/$$/stat'], capture_output=True, "
             "text=True).stdout.strip())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20,

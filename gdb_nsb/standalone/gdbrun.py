@@ -65,3 +65,38 @@ def release_remote(address, pid=None, timeout=RELEASE_SECONDS):
     if pid is not None and not any("(process %d)" % pid in l for l in detached):
         return "gdbserver at %s detached another process: %s" % (address, detached[0])
     return None
+
+
+def set_priority(nice):
+    """Run at niceness ``nice`` (this thread, so every GDB started from it inherits it).
+
+    Lowering the niceness needs privilege (root, CAP_SYS_NICE): without it the caller's priority
+    stays, silently, as a default must not fail a command.  Returns the niceness in effect.
+    """
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice is None or nice == current:
+        return current
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except PermissionError:
+        return current
+    return nice
+
+
+def set_session_priority(pid, nice):
+    """Give the session of ``pid`` (a GDB started with its own session) the niceness ``nice``.
+
+    With autogroup scheduling (Debian's default) each session is one scheduling group and a task's
+    own niceness only counts inside it: GDB in its own session got one share among every other
+    session's, whatever its niceness (measured at load 35-40: a revert took 22-37 s either way).
+    The group's niceness is /proc/PID/autogroup.  Without autogroup (or without privilege) there is
+    nothing to do here: the niceness GDB inherited from the runner is the one that counts.
+    """
+    if nice is None or nice >= 0:
+        return False
+    try:
+        with open("/proc/%d/autogroup" % pid, "w") as f:
+            f.write("%d" % nice)
+        return True
+    except OSError:  # no autogroup support, not permitted, or GDB already gone: keep the default
+        return False

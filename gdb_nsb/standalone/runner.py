@@ -184,7 +184,7 @@ class GdbRun:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, text=True, start_new_session=True,
                                          pass_fds=pass_fds)
-            set_session_priority(self.proc.pid, getattr(args, "nice", None))
+            gdbrun.set_session_priority(self.proc.pid, getattr(args, "nice", None))
         finally:
             for fd in pass_fds:
                 os.close(fd)
@@ -414,41 +414,6 @@ def _run_all(command, targets, args, extra, patch_info):
     return docs
 
 
-def set_priority(nice):
-    """Run at niceness ``nice`` (this thread, so every GDB started from it inherits it).
-
-    Lowering the niceness needs privilege (root, CAP_SYS_NICE): without it the caller's priority
-    stays, silently, as a default must not fail a command.  Returns the niceness in effect.
-    """
-    current = os.getpriority(os.PRIO_PROCESS, 0)
-    if nice is None or nice == current:
-        return current
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-    except PermissionError:
-        return current
-    return nice
-
-
-def set_session_priority(pid, nice):
-    """Give the session of ``pid`` (a GDB started with its own session) the niceness ``nice``.
-
-    With autogroup scheduling (Debian's default) each session is one scheduling group and a task's
-    own niceness only counts inside it: GDB in its own session got one share among every other
-    session's, whatever its niceness (measured at load 35-40: a revert took 22-37 s either way).
-    The group's niceness is /proc/PID/autogroup.  Without autogroup (or without privilege) there is
-    nothing to do here: the niceness GDB inherited from the runner is the one that counts.
-    """
-    if nice is None or nice >= 0:
-        return False
-    try:
-        with open("/proc/%d/autogroup" % pid, "w") as f:
-            f.write("%d" % nice)
-        return True
-    except OSError:  # no autogroup support, not permitted, or GDB already gone: keep the default
-        return False
-
-
 def run(command, args, prepare):
     """Run ``command`` for every process of ``args``; print the outcome; return the exit code.
 
@@ -457,7 +422,7 @@ def run(command, args, prepare):
     returns its description, or None).  That function runs before any
     process is touched; with one local process GDB boots meanwhile, gated.
     """
-    set_priority(getattr(args, "nice", None))
+    gdbrun.set_priority(getattr(args, "nice", None))
     try:
         pids = parse_pids(args.pid)
         all_of = getattr(args, "all_of", False)
