@@ -147,7 +147,7 @@ PATCHES = {
 VALUE = {"orig": 0, "p1": 110, "p1p2": 112, "p3": 303, "p3p4": 343}
 
 EXE_FLAGS = ["-O2", "-flive-patching=inline-clone", "-g", "-pthread"]
-FLAVORS = ("pie", "nopie", "static", "shlib")
+FLAVORS = ("pie", "nopie", "static", "shlib", "O0")
 
 
 class Flavor:
@@ -162,6 +162,10 @@ def build_flavor(name):
                     EXE_FLAGS + FLAVOR_FLAGS["pie"] + ["-Wl,-rpath," + os.path.dirname(lib)],
                     "series-shlib", extra_inputs=[lib])
         return Flavor(name, exe, lib)
+    if name == "O0":  # unoptimized: the patch's functions are replaced where nothing was inlined
+        exe = build([("series_target.c", TARGET_C), ("series_main.c", MAIN_C)],
+                    ["-O0" if f == "-O2" else f for f in EXE_FLAGS] + FLAVOR_FLAGS["pie"], "series-O0")
+        return Flavor(name, exe, exe)
     exe = build([("series_target.c", TARGET_C), ("series_main.c", MAIN_C)], EXE_FLAGS + FLAVOR_FLAGS[name],
                 "series-" + name)
     return Flavor(name, exe, exe)
