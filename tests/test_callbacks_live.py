@@ -197,7 +197,7 @@ def _check_tallies(tg, expect_variables):
     assert tg.stat()["bad"] == 0
 
 
-def test_shadow_variables_from_16_threads_survive_stacked_apply_and_revert(flavor):
+def test_shadow_variables_from_16_threads_survive_stacked_apply_revert_and_replace(flavor):
     one, two = C.patch_for(flavor, "shadow1"), C.patch_for(flavor, "shadow2")
     with C.Running(flavor) as tg:
         assert _nsb("patch", "-p", tg.pid, "-f", one).returncode == 0
@@ -214,6 +214,12 @@ def test_shadow_variables_from_16_threads_survive_stacked_apply_and_revert(flavo
         assert _region(tg.pid) == region  # one region per process, found again
         assert tg.grows("p2")
         _check_tallies(tg, expect_variables=True)  # the counts go on where they were
+        # An atomic replace of two by one: the same variables, the counts go on.
+        r = _nsb("patch", "--replace", "-p", tg.pid, "-f", one)
+        assert r.returncode == 0 and "replaced" in r.stdout, r.stdout + r.stderr
+        assert tg.grows("p1")
+        assert _region(tg.pid) == region
+        _check_tallies(tg, expect_variables=True)
         assert len([line for line in T.maps(tg.pid) if "nsb-shadow" in line]) == 1
 
 
