@@ -37,6 +37,18 @@ def test_refusals_of_an_apply(world):
         verdicts.refuse_unresolved_ifunc(plan)
 
 
+def test_pending_resolvers_one_per_resolver_and_their_stand_ins(world):
+    target, _, patches = world
+    lp, img = patches["A"]
+    plan = plan_load(Sim(target).view(), lp, img, Sim(target).registry)
+    assert verdicts.pending_resolvers(plan) == []
+    plan.problems += [IfuncNeedsResolver("ceil", 0x1234), IfuncNeedsResolver("ceil", 0x1234),
+                      IfuncNeedsResolver("floor", 0x5678), errors.MismatchError("other")]
+    pending = verdicts.pending_resolvers(plan)
+    assert [(p.symbol, p.resolver_addr) for p in pending] == [("ceil", 0x1234), ("floor", 0x5678)]
+    assert verdicts.resolver_stand_ins(pending) == {0x1234: 0x1234, 0x5678: 0x5678}
+
+
 def test_listing_of_two_layers(world):
     sim = applied_sim(world, "A", "B")
     a, b = (r.patch_build_id for r in sim.registry.patches)

@@ -31,6 +31,23 @@ def refuse_environment(findings, allow_seccomp):
                                             "(allow it explicitly with --allow-seccomp)" % f.message)
 
 
+def pending_resolvers(plan):
+    """The IFUNC resolvers a plan waits for (its IfuncNeedsResolver problems), one per resolver: an
+    apply runs each in the process (process/ifunc.py) and plans again with their results."""
+    seen, out = set(), []
+    for p in plan.problems:
+        if isinstance(p, IfuncNeedsResolver) and p.resolver_addr not in seen:
+            seen.add(p.resolver_addr)
+            out.append(p)
+    return out
+
+
+def resolver_stand_ins(pending):
+    """Results for planning without running the resolvers (check, dry run): each resolver's own
+    address stands for the implementation it will return, so everything else can be judged."""
+    return {p.resolver_addr: p.resolver_addr for p in pending}
+
+
 def refuse_unresolved_ifunc(plan):
     """Raise UnsupportedError when the plan needs an IFUNC resolver run (no loaded object resolved it)."""
     ifunc = [p for p in plan.problems if isinstance(p, IfuncNeedsResolver)]
@@ -223,6 +240,10 @@ def reasons_against_apply(view, lp, image, registry, memory, breakpoints, breakp
         return [(absent_target_reason(view, lp, pid), errors.MismatchError.exit_code)]
     try:
         plan = planmod.plan_load(view, lp, image, registry, breakpoints, breakpoint_policy)
+        pending = pending_resolvers(plan)
+        if pending:  # an apply runs them; judged with stand-ins, as a dry run does
+            plan = planmod.plan_load(view, lp, image, registry, breakpoints, breakpoint_policy,
+                                     ifunc_results=resolver_stand_ins(pending))
     except errors.NsbError as e:
         return [(str(e), e.exit_code)]
     reasons = [(r, errors.MismatchError.exit_code) for r in planmod.evaluate(plan, memory)]

@@ -56,7 +56,7 @@ def require_run_allowed(what):
 
 
 @contextlib.contextmanager
-def _parameters(**values):
+def parameters(**values):
     saved = {}
     try:
         for name, value in values.items():
@@ -88,7 +88,7 @@ def _program_signals_pass(keep_stopping):
 
 
 @contextlib.contextmanager
-def _user_breakpoints_off():
+def user_breakpoints_off():
     off = [b for b in gdb.breakpoints() or () if b.enabled and b.visible]
     for b in off:
         b.enabled = False
@@ -100,7 +100,7 @@ def _user_breakpoints_off():
                 b.enabled = True
 
 
-def _thread_for_call(inf):
+def thread_for_call(inf):
     injector = SyscallInjector(inf)
     for t in sorted(inf.threads(), key=lambda t: t.num):
         if injector.clean(t):
@@ -159,7 +159,7 @@ def call(inf: Inferior, c: Call, seconds: float) -> Result:
 
     TargetExitedError when the process exited during the call."""
     gi = gdb.selected_inferior()
-    thread = _thread_for_call(inf)
+    thread = thread_for_call(inf)
     lwp = thread.ptid[1]
     pid = gi.pid
     signals = []
@@ -174,9 +174,9 @@ def call(inf: Inferior, c: Call, seconds: float) -> Result:
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
         stack.enter_context(sigstop_handling())
-        stack.enter_context(_parameters(scheduler_locking="off", unwindonsignal="on",
+        stack.enter_context(parameters(scheduler_locking="off", unwindonsignal="on",
                                         unwind_on_terminating_exception="on"))
-        stack.enter_context(_user_breakpoints_off())
+        stack.enter_context(user_breakpoints_off())
         thread.switch()
         timer = stack.enter_context(_Timer(gi, lwp, seconds))
         stack.enter_context(_program_signals_pass({"SIGSTOP", timer.signal_name}))

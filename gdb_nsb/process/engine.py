@@ -38,8 +38,8 @@ from gdb_nsb.lifecycle.mapping import (mapping_to_restore, pending_registry, pla
 from gdb_nsb.lifecycle.outcome import Outcome, patch_dict, record_dict, target_dict
 from gdb_nsb.lifecycle.patch_file import check_patch, resolve_patch_id
 from gdb_nsb.lifecycle.pointers import find_pointer_into
-from gdb_nsb.process import (bpguard, callbacks, environment, faults, filecache, postmortem, shadow_store,
-                             snapshot as snap, symbols)
+from gdb_nsb.process import (bpguard, callbacks, environment, faults, filecache, ifunc, postmortem,
+                             shadow_store, snapshot as snap, symbols)
 from gdb_nsb.process.inferior import Inferior, ProcessAccessError
 from gdb_nsb.process.registry_store import RegistryStore
 from gdb_nsb.process.remote_alarm import shared_alarm
@@ -167,14 +167,29 @@ def _safe_point(busy, opts, deadline, entries=None):
     return calls[0]
 
 
-def _plan_apply(view, lp, image, registry, opts):
+def _plan_apply(view, lp, image, registry, opts, inf):
+    plan = _plan_once(view, lp, image, registry, opts)
+    waiting = verdicts.pending_resolvers(plan)
+    if waiting:
+        # IFUNCs nothing in the process resolved: their resolvers run now, inside the stop, as lazy
+        # binding would run them.  A dry run writes nothing: it plans with stand-ins, and says so.
+        results = verdicts.resolver_stand_ins(waiting) if opts.dry_run else ifunc.run_resolvers(inf, waiting)
+        plan = _plan_once(view, lp, image, registry, opts, results)
+        plan.resolvers_run = [] if opts.dry_run else [(p.symbol, results[p.resolver_addr]) for p in waiting]
+        plan.resolvers_to_run = [p.symbol for p in waiting] if opts.dry_run else []
+    verdicts.refuse_unresolved_ifunc(plan)
+    return plan
+
+
+def _plan_once(view, lp, image, registry, opts, ifunc_results=None):
     if opts.replace or lp.cumulative:
-        plan = plan_replace(view, lp, image, registry, snap.breakpoint_locations(), opts.breakpoints)
+        plan = plan_replace(view, lp, image, registry, snap.breakpoint_locations(), opts.breakpoints,
+                            ifunc_results=ifunc_results)
         series.refuse_apply(lp, registry, plan.replaced)
     else:
-        plan = planmod.plan_load(view, lp, image, registry, snap.breakpoint_locations(), opts.breakpoints)
+        plan = planmod.plan_load(view, lp, image, registry, snap.breakpoint_locations(), opts.breakpoints,
+                                 ifunc_results=ifunc_results)
         series.refuse_apply(lp, registry)
-    verdicts.refuse_unresolved_ifunc(plan)
     return plan
 
 
@@ -229,11 +244,13 @@ def apply(path, opts: Options) -> Outcome:
     if view.object_by_build_id(lp.old_bid) is None:
         raise errors.MismatchError(absent_target_reason(view, lp, inf.pid))
     registry, settled = settle_gone_instances(registry, view, inf, lp.old_bid)
-    plan = _plan_apply(view, lp, image, registry, opts)
+    plan = _plan_apply(view, lp, image, registry, opts, inf)
     plan.check()
     clock.mark("plan")
     if opts.dry_run:
         outcome.apply_dry_run(out, plan, planmod.evaluate(plan, inf))
+        out.lines += ["the IFUNC resolver of %s runs in the process at apply (nothing resolved it yet)" % name
+                      for name in getattr(plan, "resolvers_to_run", ())]
         out.timings = clock.total()
         return out
     busy, entries = _busy_for(plan, lp, registry, files_by_bid)
@@ -266,7 +283,9 @@ def apply(path, opts: Options) -> Outcome:
     bpguard.track(plan.registry_after)
     if cbs is not None:
         cbs.post_patch(rec)
-    return outcome.applied(out, plan, settled)
+    outcome.applied(out, plan, settled)
+    out.lines[-1:-1] = ["IFUNC %s resolved in the process: %#x" % r for r in getattr(plan, "resolvers_run", ())]
+    return out
 
 
 def _apply_at_safe_point(inf, injector, store, lp, image, view, plan, settled, busy, entries, opts, deadline, clock,
@@ -281,7 +300,7 @@ def _apply_at_safe_point(inf, injector, store, lp, image, view, plan, settled, b
             before, view = view, snap.snapshot(inf)
             abort_if_exec(before, view, inf.pid)
             registry, settled = settle_gone_instances(_load_registry(store), view, inf, lp.old_bid)
-            plan = _plan_apply(view, lp, image, registry, opts)
+            plan = _plan_apply(view, lp, image, registry, opts, inf)
             plan.check()
             clock.mark("replan")
         try:
