@@ -26,9 +26,9 @@ import gdb
 
 from gdb_nsb import errors, timeline
 from gdb_nsb.binder import plan as planmod
-from gdb_nsb.binder.replace import ReplacePlan, plan_replace, replaced_set
+from gdb_nsb.binder.replace import ReplacePlan, replaced_set
 from gdb_nsb.lifecycle import outcome, series, verdicts
-from gdb_nsb.lifecycle.busy import busy_for_apply, busy_for_replace, busy_for_revert, copy_range
+from gdb_nsb.lifecycle.busy import busy_for_revert
 from gdb_nsb.lifecycle.consistency import consistency, verify_saved_bytes
 from gdb_nsb.lifecycle.guards import guard_apply_writes, guard_revert_writes
 from gdb_nsb.lifecycle.instances import (absent_target_reason, abort_if_exec, settle_gone_instances,
@@ -38,7 +38,7 @@ from gdb_nsb.lifecycle.mapping import (mapping_to_restore, pending_registry, pla
 from gdb_nsb.lifecycle.outcome import Outcome, patch_dict, record_dict, target_dict
 from gdb_nsb.lifecycle.patch_file import check_patch, resolve_patch_id
 from gdb_nsb.lifecycle.pointers import find_pointer_into
-from gdb_nsb.process import (bpguard, callbacks, environment, faults, filecache, ifunc, postmortem,
+from gdb_nsb.process import (apply_plan, bpguard, callbacks, environment, faults, filecache, postmortem,
                              shadow_store, snapshot as snap, symbols)
 from gdb_nsb.process.inferior import Inferior, ProcessAccessError
 from gdb_nsb.process.registry_store import RegistryStore
@@ -167,59 +167,6 @@ def _safe_point(busy, opts, deadline, entries=None):
     return calls[0]
 
 
-def _plan_apply(view, lp, image, registry, opts, inf):
-    plan = _plan_once(view, lp, image, registry, opts)
-    waiting = verdicts.pending_resolvers(plan)
-    if waiting:
-        # IFUNCs nothing in the process resolved: their resolvers run now, inside the stop, as lazy
-        # binding would run them.  A dry run writes nothing: it plans with stand-ins, and says so.
-        results = verdicts.resolver_stand_ins(waiting) if opts.dry_run else ifunc.run_resolvers(inf, waiting)
-        plan = _plan_once(view, lp, image, registry, opts, results)
-        plan.resolvers_run = [] if opts.dry_run else [(p.symbol, results[p.resolver_addr]) for p in waiting]
-        plan.resolvers_to_run = [p.symbol for p in waiting] if opts.dry_run else []
-    verdicts.refuse_unresolved_ifunc(plan)
-    return plan
-
-
-def _plan_once(view, lp, image, registry, opts, ifunc_results=None):
-    if opts.replace or lp.cumulative:
-        plan = plan_replace(view, lp, image, registry, snap.breakpoint_locations(), opts.breakpoints,
-                            ifunc_results=ifunc_results)
-        series.refuse_apply(lp, registry, plan.replaced)
-    else:
-        plan = planmod.plan_load(view, lp, image, registry, snap.breakpoint_locations(), opts.breakpoints,
-                                 ifunc_results=ifunc_results)
-        series.refuse_apply(lp, registry)
-    return plan
-
-
-def _busy_for(plan, lp, registry, files_by_bid):
-    if isinstance(plan, ReplacePlan):
-        return busy_for_replace(lp, plan.target_bias, registry, files_by_bid, plan.replaced)
-    return busy_for_apply(lp, plan.target_bias, registry, files_by_bid)
-
-
-def _keep_pointed_to(plan, inf, store, files_by_bid):
-    """A replace: keep mapped (inactive) each replaced patch that a register or writable word points into.
-
-    Asked inside the stop, after the safe point, as ``revert --unmap`` asks; a mapping that cannot be
-    scanned is kept too (unmapping it could crash the program later).  Only the code only that patch
-    had (its helpers) and its data count: see ``find_pointer_into``'s holes."""
-    registers = [(t.num, inf.save_registers(t)) for t in inf.threads()] if plan.retire else []
-    mappings = inf.mappings() if plan.retire else []
-    for bid, (start, length) in list(plan.retire.items()):
-        old = next(r for r in plan.replaced if r.patch_build_id == bid)
-        copies = [copy_range(old, f, files_by_bid.get(bid)) for f in old.functions]
-        own = [(start, length)] + ([store.location] if store.location else [])
-        try:
-            holder = find_pointer_into(iter(registers), mappings, inf, start, start + length, exclude=own,
-                                       holes=[c for c in copies if c is not None])
-        except errors.BusyError as e:
-            holder = str(e)
-        if holder is not None:
-            plan.keep_mapped(bid, holder)
-
-
 def apply(path, opts: Options) -> Outcome:
     """Apply the live patch in ``path`` to the current inferior."""
     clock = _Clock()
@@ -244,7 +191,7 @@ def apply(path, opts: Options) -> Outcome:
     if view.object_by_build_id(lp.old_bid) is None:
         raise errors.MismatchError(absent_target_reason(view, lp, inf.pid))
     registry, settled = settle_gone_instances(registry, view, inf, lp.old_bid)
-    plan = _plan_apply(view, lp, image, registry, opts, inf)
+    plan = apply_plan.plan_apply(view, lp, image, registry, opts, inf)
     plan.check()
     clock.mark("plan")
     if opts.dry_run:
@@ -253,7 +200,7 @@ def apply(path, opts: Options) -> Outcome:
                       for name in getattr(plan, "resolvers_to_run", ())]
         out.timings = clock.total()
         return out
-    busy, entries = _busy_for(plan, lp, registry, files_by_bid)
+    busy, entries = apply_plan.busy_for(plan, lp, registry, files_by_bid)
     cbs = callbacks.Runner(inf, injector, store, opts.callback_timeout, deadline,
                            "apply of patch %s" % lp.new_bid[:12]) if lp.callbacks else None
     loaded = None
@@ -300,12 +247,12 @@ def _apply_at_safe_point(inf, injector, store, lp, image, view, plan, settled, b
             before, view = view, snap.snapshot(inf)
             abort_if_exec(before, view, inf.pid)
             registry, settled = settle_gone_instances(_load_registry(store), view, inf, lp.old_bid)
-            plan = _plan_apply(view, lp, image, registry, opts, inf)
+            plan = apply_plan.plan_apply(view, lp, image, registry, opts, inf)
             plan.check()
             clock.mark("replan")
         try:
             if isinstance(plan, ReplacePlan):
-                _keep_pointed_to(plan, inf, store, files_by_bid or {})
+                apply_plan.keep_pointed_to(plan, inf, store, files_by_bid or {})
             _execute_apply(inf, injector, store, plan, deadline, view)
             break
         except SignalsHeld as e:
