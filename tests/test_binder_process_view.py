@@ -24,9 +24,10 @@ def test_bias_of_running_pie_and_its_interpreter():
     proc = subprocess.Popen([exe], stdin=subprocess.PIPE)
     try:
         maps = None
-        for _ in range(200):  # wait (bounded) until the executable is mapped
+        deadline = time.monotonic() + 30  # until the executable is mapped (by time: the machine may be loaded)
+        while time.monotonic() < deadline:
             maps = T.mappings(proc.pid)
-            if any(m.name == os.path.realpath(exe) for m in maps) and auxv(proc.pid):
+            if any(m.name == os.path.realpath(exe) for m in maps) and AT_ENTRY in auxv(proc.pid):
                 break
             time.sleep(0.01)
         aux = auxv(proc.pid)

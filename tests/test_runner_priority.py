@@ -75,9 +75,10 @@ def test_gdb_of_the_runner_runs_in_a_raised_session(tmp_path):
         p = T.start_nsb("check", "-p", tg.pid, "-f", patch, "--retries", "10000", "--timeout", "60",
                         "--nice", "-6")
         try:
+            # The runner sets it right after starting GDB: a look just before that sees 0.
             seen = None
             deadline = time.monotonic() + 60
-            while seen is None and time.monotonic() < deadline and p.poll() is None:
+            while seen != -6 and time.monotonic() < deadline and p.poll() is None:
                 gdb = T.child_named(p.pid, "gdb")
                 if gdb is not None:
                     try:
