@@ -90,14 +90,25 @@ def positive_seconds(text):
     return value
 
 
-def positive_int(text):
+def _whole_number(text, low, high=None):
+    """``text`` as an int in [low, high] (no upper bound when ``high`` is None), or argparse's error."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError("not a whole number: %r" % text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1: %r" % text)
+    if high is None and value < low:
+        raise argparse.ArgumentTypeError("must be at least %d: %r" % (low, text))
+    if high is not None and not low <= value <= high:
+        raise argparse.ArgumentTypeError("must be %d to %d: %r" % (low, high, text))
     return value
+
+
+def positive_int(text):
+    return _whole_number(text, 1)
+
+
+def detail_level(text):
+    return _whole_number(text, 0, 3)
 
 
 # The runner's default priority.  Every CPU-second of GDB (start-up, attach, the stop) is stretched by
@@ -106,23 +117,7 @@ DEFAULT_NICE = -10
 
 
 def niceness(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a whole number: %r" % text)
-    if not -20 <= value <= 19:
-        raise argparse.ArgumentTypeError("must be -20 to 19: %r" % text)
-    return value
-
-
-def detail_level(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a whole number: %r" % text)
-    if not 0 <= value <= 3:
-        raise argparse.ArgumentTypeError("must be 0 to 3: %r" % text)
-    return value
+    return _whole_number(text, -20, 19)
 
 
 # ------------------------------------------------------------------ options
