@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -142,3 +143,54 @@ def auto_edit(pkg, workdir, unit, old, new, name):
     """(patch .so, ``nsb generate --explain`` result) of that auto-mode patch."""
     so, args = auto_args(pkg, workdir, unit, old, new, name)
     return so, nsb_cmd(*args, "--explain")
+
+
+class Traffic:
+    """A thread using the program from outside all the time while a test patches it; every answer checked.
+
+    A program's traffic gives ``one_round()`` (None when the answer was right, else what was wrong) and
+    may open its connection in ``connect()`` and close it in ``close()``.  ``check(at_least)``: no wrong
+    answer, no error, and at least that many rounds."""
+
+    join_seconds = 30
+
+    def __init__(self):
+        self.errors, self.rounds = [], 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def connect(self):
+        pass
+
+    def close(self):
+        pass
+
+    def one_round(self):
+        raise NotImplementedError
+
+    def _run(self):
+        try:
+            self.connect()
+            while not self.stop.is_set():
+                wrong = self.one_round()
+                if wrong is not None:
+                    self.errors.append(wrong)
+                    return
+                self.rounds += 1
+        except (OSError, EOFError) as e:  # TimeoutError is an OSError
+            self.errors.append(repr(e))
+        finally:
+            self.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(self.join_seconds)
+        return False
+
+    def check(self, at_least=1):
+        assert not self.errors, self.errors
+        assert self.rounds >= at_least, "the traffic made %d rounds" % self.rounds

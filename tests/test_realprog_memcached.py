@@ -23,7 +23,6 @@ import os
 import re
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
@@ -131,46 +130,30 @@ class Server(Target):
         return Client(self.port)
 
 
-class Traffic:
+class Traffic(realprog.Traffic):
     """A client storing and reading keys all the time, on its own connection; every reply checked."""
 
     def __init__(self, server):
-        self.server, self.errors, self.rounds = server, [], 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
+        self.server, self.conn = server, None
 
-    def _run(self):
-        c = self.server.client()
-        try:
-            while not self.stop.is_set():
-                key = "k%d" % (self.rounds % 50)
-                value = "v%d" % self.rounds
-                c.send("set %s 0 0 %d\r\n%s\r\n" % (key, len(value), value))
-                got = [c.line()]
-                c.send("get %s\r\n" % key)
-                got += [c.line(), c.line(), c.line()]
-                want = ["STORED", "VALUE %s 0 %d" % (key, len(value)), value, "END"]
-                if got != want:
-                    self.errors.append((got, want))
-                    return
-                self.rounds += 1
-        except (OSError, EOFError) as e:
-            self.errors.append(repr(e))
-        finally:
-            c.close()
+    def connect(self):
+        self.conn = self.server.client()
 
-    def __enter__(self):
-        self.thread.start()
-        return self
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
 
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(30)
-        return False
-
-    def check(self, at_least=1):
-        assert not self.errors, self.errors
-        assert self.rounds >= at_least, "the traffic client made %d rounds" % self.rounds
+    def one_round(self):
+        c = self.conn
+        key = "k%d" % (self.rounds % 50)
+        value = "v%d" % self.rounds
+        c.send("set %s 0 0 %d\r\n%s\r\n" % (key, len(value), value))
+        got = [c.line()]
+        c.send("get %s\r\n" % key)
+        got += [c.line(), c.line(), c.line()]
+        want = ["STORED", "VALUE %s 0 %d" % (key, len(value)), value, "END"]
+        return None if got == want else (got, want)
 
 
 def _apply_and_revert(server, so, before, during):

@@ -80,41 +80,21 @@ class Shell(Target):
             return self.readline(timeout)
 
 
-class Traffic:
+class Traffic(realprog.Traffic):
     """A thread querying the shell all the time (the library's parser, VDBE, lower, the functions no test
     changes): every answer checked."""
 
     QUERY = "select count(*), sum(x), lower('Q'), length('abc') from t where x % 7 = 0;"
     ANSWER = "100|35350|q|3"
+    join_seconds = 150
 
     def __init__(self, shell):
-        self.shell, self.errors, self.rounds = shell, [], 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
+        self.shell = shell
 
-    def _run(self):
-        try:
-            while not self.stop.is_set():
-                got = self.shell.ask(self.QUERY, timeout=120)
-                if got != self.ANSWER:
-                    self.errors.append(got)
-                    return
-                self.rounds += 1
-        except (OSError, EOFError, TimeoutError) as e:
-            self.errors.append(repr(e))
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(150)
-        return False
-
-    def check(self, at_least):
-        assert not self.errors, self.errors
-        assert self.rounds >= at_least, "the traffic thread made %d rounds" % self.rounds
+    def one_round(self):
+        got = self.shell.ask(self.QUERY, timeout=120)
+        return None if got == self.ANSWER else got
 
 
 def _apply_and_revert(shell, so, before, during, resolves=()):
