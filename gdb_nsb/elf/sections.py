@@ -212,8 +212,8 @@ def _rebuild(elf, name, payload):
     return bytes(out)
 
 
-def _replace_file(dest, data, mode):
-    """Write ``data`` to a temporary file next to ``dest``, sync it, rename it over ``dest``."""
+def replace_file(dest, data, mode=0o644):
+    """Write ``data`` to a temporary file next to ``dest``, sync it, rename it over ``dest`` (OSError)."""
     directory = os.path.dirname(os.path.abspath(dest)) or "."
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".tmp", dir=directory)
     try:
@@ -262,7 +262,7 @@ def write_section(path, name, data, out_path=None):
     result = _rebuild(elf, name, data)
     dest = os.path.realpath(out_path if out_path is not None else path)
     try:
-        _replace_file(dest, result, mode)
+        replace_file(dest, result, mode)
     except OSError as e:
         raise ElfError("cannot write %s: %s" % (dest, e.strerror or e)) from None
     return dest

@@ -404,3 +404,19 @@ def _ref_offset(die, attr):
 
 __all__ = ["origin_chain", "language_problem", "lto_problem", "is_lto_producer", "ipa_assumptions", "ipa_verdict",
            "IpaVerdict", "callee_problem", "folded_with", "clone_symbols", "UnitCode", "language_name"]
+
+
+def refuse_lto_and_languages(target, patch):
+    """GenerateError when the target or the patch holds LTO bytecode, or the patch's own code is in a
+    language the generator does not model (``target``/``patch``: generator.inputs Target and Patch)."""
+    for image, dwarf, what in ((target.debug_image, target.dwarf, "target"), (patch.image, patch.dwarf, "patch")):
+        problem = lto_problem(image, dwarf, what)
+        if problem:
+            raise GenerateError(problem)
+    if target.debug_image is not target.image and lto_sections(target.image):
+        raise GenerateError(lto_problem(target.image, target.dwarf, "target"))
+    for cu in patch.dwarf.compile_units():
+        if cu.name and os.path.basename(cu.name) in patch.own_source_names() and cu.language is not None:
+            problem = language_problem(cu, "patch")
+            if problem and any(f.cu.offset == cu.offset for f in patch.functions()):
+                raise GenerateError(problem)

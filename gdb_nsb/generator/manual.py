@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from gdb_nsb.elf import sections
 from gdb_nsb.elf.image import SHF_WRITE
 from gdb_nsb.elf.livepatch import FORMAT_VERSION, FuncJump, LivePatch, MarkedSym
 from gdb_nsb.errors import GenerateError
@@ -109,22 +110,11 @@ def generate_file(target_path, patch_path, out=None, debug_file=None, debug_dirs
     if out is None:
         gen.livepatch.write_into(patch_path)
     else:
-        _write_atomically(out, gen.livepatch.to_bytes())
-    return gen
-
-
-def _write_atomically(path, data):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise GenerateError("cannot write %s: %s" % (path, e.strerror or e)) from e
+            sections.replace_file(out, gen.livepatch.to_bytes())
+        except OSError as e:
+            raise GenerateError("cannot write %s: %s" % (out, e.strerror or e)) from e
+    return gen
 
 
 def _hex(v):
@@ -156,7 +146,7 @@ class _Binder:
     # ------------------------------------------------------------------ run
 
     def run(self) -> Generation:
-        self._refuse_lto_and_languages()
+        checks.refuse_lto_and_languages(self.t, self.p)
         static_fixups = []
         if self.auto is not None:
             static_fixups = self.auto.bind(self)
@@ -343,23 +333,6 @@ class _Binder:
         if diff:
             raise GenerateError("function %s (patch %s, target %s): prototype differs: %s"
                                 % (name, where, self._twhere(tf), diff))
-
-    def _refuse_lto_and_languages(self):
-        for image, dwarf, what in ((self.t.debug_image, self.t.dwarf, "target"),
-                                   (self.p.image, self.p.dwarf, "patch")):
-            problem = checks.lto_problem(image, dwarf, what)
-            if problem:
-                raise GenerateError(problem)
-        if self.t.debug_image is not self.t.image and checks.lto_sections(self.t.image):
-            raise GenerateError(checks.lto_problem(self.t.image, self.t.dwarf, "target"))
-        for cu in self.p.dwarf.compile_units():
-            if cu.name and os.path.basename(cu.name) in self.p.own_source_names() and cu.language is not None:
-                problem = checks.language_problem(cu, "patch")
-                if problem and self._cu_has_code(cu):
-                    raise GenerateError(problem)
-
-    def _cu_has_code(self, cu):
-        return any(f.cu.offset == cu.offset for f in self.p.functions())
 
     def _unit(self, tf):
         u = self._units.get(tf.cu.offset)
