@@ -27,6 +27,7 @@ def run_resolvers(inf: Inferior, problems) -> dict:
     results = {}
     previous = gdb.selected_thread()
     with contextlib.ExitStack() as stack:
+        stack.callback(lambda: previous.switch() if previous is not None and previous.is_valid() else None)
         stack.enter_context(parameters(scheduler_locking="on", unwindonsignal="on",
                                        unwind_on_terminating_exception="on"))
         stack.enter_context(user_breakpoints_off())
@@ -42,6 +43,4 @@ def run_resolvers(inf: Inferior, problems) -> dict:
                 raise errors.UnsupportedError("the IFUNC resolver of %s at %#x returned %#x, which is not code "
                                               "in the process" % (p.symbol, p.resolver_addr, impl))
             results[p.resolver_addr] = impl
-    if previous is not None and previous.is_valid():
-        previous.switch()
     return results
