@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -194,3 +195,23 @@ class Traffic:
     def check(self, at_least=1):
         assert not self.errors, self.errors
         assert self.rounds >= at_least, "the traffic made %d rounds" % self.rounds
+
+
+def apply_and_revert(pid, so, traffic, before, during, check_apply=None, settle=0.2):
+    """Patch process ``pid`` with ``so`` while ``traffic`` (a Traffic) runs, then revert it.
+
+    ``before()`` holds before the patch and after the revert, ``during()`` in between;
+    ``check_apply(run)`` looks at the patch's result; the traffic must go on past the revert."""
+    before()
+    with traffic:
+        run = T.nsb("patch", "-p", pid, "-f", so, "--json", "--timeout", 300)
+        assert run.returncode == 0, run.doc
+        if check_apply is not None:
+            check_apply(run)
+        during()
+        rounds = traffic.rounds
+        run = T.nsb("revert", "-p", pid, "-f", so, "--json", "--timeout", 300)
+        assert run.returncode == 0, run.doc
+        before()
+        time.sleep(settle)
+    traffic.check(at_least=rounds + 1)

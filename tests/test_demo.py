@@ -13,9 +13,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = [pytest.mark.gdb, pytest.mark.timeout(600)]
 
 
-def test_demo_shows_original_patched_original(tmp_path):
+def _demo(tmp_path, *args):
+    """``nsb demo ARGS`` run to its end (bounded, killed when it overruns); its output, exit 0 asserted."""
     env = dict(os.environ, PYTHONPATH=ROOT)
-    p = subprocess.Popen([sys.executable, "-m", "gdb_nsb.standalone.cli", "demo", "--workdir", str(tmp_path)],
+    p = subprocess.Popen([sys.executable, "-m", "gdb_nsb.standalone.cli", "demo", *args, "--workdir", str(tmp_path)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
                          start_new_session=True)
     try:
@@ -25,6 +26,11 @@ def test_demo_shows_original_patched_original(tmp_path):
         out, _ = p.communicate()
         raise AssertionError("demo overran:\n" + out)
     assert p.returncode == 0, out
+    return out
+
+
+def test_demo_shows_original_patched_original(tmp_path):
+    out = _demo(tmp_path)
 
     # The quote values in order, with the nsb steps between them.
     events = []
@@ -52,24 +58,12 @@ def test_demo_shows_original_patched_original(tmp_path):
     assert r.stdout.strip() == "", r.stdout
 
     # A second run reuses the build (no "Building" line).
-    p2 = subprocess.run([sys.executable, "-m", "gdb_nsb.standalone.cli", "demo", "--workdir", str(tmp_path),
-                         "--seconds", "0.6"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=540)
-    assert p2.returncode == 0, p2.stdout + p2.stderr
-    assert "Building" not in p2.stdout
+    out2 = _demo(tmp_path, "--seconds", "0.6")
+    assert "Building" not in out2, out2
 
 
 def test_demo_series_patch_1_patch_2_cumulative_3_then_the_original(tmp_path):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    p = subprocess.Popen([sys.executable, "-m", "gdb_nsb.standalone.cli", "demo", "--series", "--workdir",
-                          str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                         env=env, start_new_session=True)
-    try:
-        out, _ = p.communicate(timeout=540)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, _ = p.communicate()
-        raise AssertionError("demo overran:\n" + out)
-    assert p.returncode == 0, out
+    out = _demo(tmp_path, "--series")
     # The distinct quotes in order: original, patch 1, patch 2, cumulative patch 3, original again.
     distinct = []
     for line in out.splitlines():

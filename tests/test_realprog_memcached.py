@@ -28,7 +28,6 @@ import time
 import pytest
 
 import realprog
-import targets as T
 from targets import Target
 
 pytestmark = [pytest.mark.slow, pytest.mark.gdb, pytest.mark.timeout(2400)]
@@ -160,17 +159,7 @@ def _apply_and_revert(server, so, before, during):
     """Patch with traffic running; ``before()`` holds before and after the revert, ``during()`` in between."""
     probe = server.client()
     try:
-        before(probe)
-        with Traffic(server) as traffic:
-            run = T.nsb("patch", "-p", server.pid, "-f", so, "--json", "--timeout", 300)
-            assert run.returncode == 0, run.doc
-            during(probe)
-            rounds = traffic.rounds
-            run = T.nsb("revert", "-p", server.pid, "-f", so, "--json", "--timeout", 300)
-            assert run.returncode == 0, run.doc
-            before(probe)
-            time.sleep(0.2)
-        traffic.check(at_least=rounds + 1)
+        realprog.apply_and_revert(server.pid, so, Traffic(server), lambda: before(probe), lambda: during(probe))
     finally:
         probe.close()
     assert server.alive()

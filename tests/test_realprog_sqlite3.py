@@ -28,12 +28,10 @@ object resolved (Debian's -O2 library inlines them); their resolvers run in the 
 import os
 import re
 import threading
-import time
 
 import pytest
 
 import realprog
-import targets as T
 from targets import Target
 
 pytestmark = [pytest.mark.slow, pytest.mark.gdb, pytest.mark.timeout(3600)]
@@ -98,20 +96,13 @@ class Traffic(realprog.Traffic):
 
 
 def _apply_and_revert(shell, so, before, during, resolves=()):
-    before(shell)
-    with Traffic(shell) as traffic:
-        run = T.nsb("patch", "-p", shell.pid, "-f", so, "--json", "--timeout", 300)
-        assert run.returncode == 0, run.doc
-        for name in resolves:  # IFUNCs nothing had resolved: their resolvers ran in the process
+    def resolved(run):  # IFUNCs nothing had resolved: their resolvers ran in the process
+        for name in resolves:
             assert any("IFUNC %s resolved in the process" % name in line
                        for p in run.doc["processes"] for line in p["lines"]), run.doc
-        during(shell)
-        rounds = traffic.rounds
-        run = T.nsb("revert", "-p", shell.pid, "-f", so, "--json", "--timeout", 300)
-        assert run.returncode == 0, run.doc
-        before(shell)
-        time.sleep(0.3)
-    traffic.check(at_least=rounds + 1)
+
+    realprog.apply_and_revert(shell.pid, so, Traffic(shell), lambda: before(shell), lambda: during(shell),
+                              check_apply=resolved, settle=0.3)
     assert shell.alive()
 
 
