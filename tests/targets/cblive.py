@@ -21,9 +21,9 @@ shadow variable (item, 1) = {count, magic}, allocated by get_or_alloc with a con
 id 1).
 """
 
-import os
 
-from .cbuild import FLAVOR_FLAGS, bind_patch, build
+from . import cbuild
+from .cbuild import bind_patch
 from .process import Target
 
 FLAVORS = ("pie", "nopie", "static", "shlib", "O0")
@@ -221,25 +221,8 @@ VZP_POST_UNPATCH(cb_post_unpatch)
 EXE_FLAGS = ["-g", "-pthread"]
 
 
-class Flavor:
-    def __init__(self, name, exe, target):
-        self.name, self.exe, self.target = name, exe, target
-
-
 def build_flavor(name):
-    sources = [("target.c", TARGET_C), ("main.c", MAIN_C)]
-    if name in ("pie", "nopie", "static"):
-        exe = build(sources, ["-O2"] + EXE_FLAGS + FLAVOR_FLAGS[name], "cblive-" + name)
-        return Flavor(name, exe, exe)
-    if name == "O0":
-        exe = build(sources, ["-O0"] + EXE_FLAGS + FLAVOR_FLAGS["pie"], "cblive-O0")
-        return Flavor(name, exe, exe)
-    if name == "shlib":
-        lib = build([("target.c", TARGET_C)], ["-O2", "-g", "-fPIC", "-shared"], "libcblive.so")
-        exe = build([("main.c", MAIN_C)], ["-O2"] + EXE_FLAGS + FLAVOR_FLAGS["pie"] +
-                    ["-Wl,-rpath," + os.path.dirname(lib)], "cblive-shlib", extra_inputs=[lib])
-        return Flavor(name, exe, lib)
-    raise ValueError("unknown flavor %r" % name)
+    return cbuild.build_flavor(name, TARGET_C, MAIN_C, "cblive", EXE_FLAGS, ["-g", "-fPIC", "-shared"])
 
 
 def patch_for(flavor, patch):

@@ -162,3 +162,34 @@ __attribute__((noinline)) static void *reader_loop(void *arg)
 def tool(*args, cwd=None):
     """Run a binutils tool (nm, readelf) and return its stdout."""
     return subprocess.run(list(args), capture_output=True, text=True, check=True, timeout=60, cwd=cwd).stdout
+
+
+class Flavor:
+    """A built target: ``exe`` to run, ``target`` the object patches are for (exe or library)."""
+
+    def __init__(self, name, exe, target):
+        self.name = name
+        self.exe = exe
+        self.target = target
+
+
+def build_flavor(name, target_c, main_c, stem, exe_flags, lib_flags, files=("target.c", "main.c"), lib_name=None):
+    """A target program in flavor ``name``: pie, nopie, static or static-pie (one executable at -O2), O0
+    (pie at -O0), shlib (the target unit a library at -O2, the main unit linked against it).
+
+    ``exe_flags``/``lib_flags`` come without the optimization level; executables are named STEM-NAME."""
+    target_file, main_file = files
+    if name == "shlib":
+        lib = build([(target_file, target_c)], ["-O2"] + list(lib_flags), lib_name or "lib%s.so" % stem)
+        exe = build([(main_file, main_c)], ["-O2"] + list(exe_flags) + FLAVOR_FLAGS["pie"] +
+                    ["-Wl,-rpath," + os.path.dirname(lib)], stem + "-shlib", extra_inputs=[lib])
+        return Flavor(name, exe, lib)
+    if name == "O0":
+        level, link = "-O0", FLAVOR_FLAGS["pie"]
+    elif name in FLAVOR_FLAGS:
+        level, link = "-O2", FLAVOR_FLAGS[name]
+    else:
+        raise ValueError("unknown flavor %r" % name)
+    exe = build([(target_file, target_c), (main_file, main_c)], [level] + list(exe_flags) + link,
+                "%s-%s" % (stem, name))
+    return Flavor(name, exe, exe)

@@ -22,9 +22,9 @@ through ``strlen`` and ``memcpy`` of the target's ``label`` "abc"),
 ``parked`` (replaces parked()).
 """
 
-import os
 
-from .cbuild import FIFO_READER_C, FLAVOR_FLAGS, bind_patch, build
+from . import cbuild
+from .cbuild import FIFO_READER_C, bind_patch
 from .process import CountingWorkers, Target, make_fifo, wait_progress, write_fifo
 
 TARGET_C = r'''
@@ -173,29 +173,9 @@ EXE_FLAGS = ["-g", "-pthread"]
 FLAVORS = ("pie", "nopie", "static", "shlib", "O0")
 
 
-class Flavor:
-    """A built target: ``exe`` to run, ``target`` the object patches are for (exe or library)."""
-
-    def __init__(self, name, exe, target):
-        self.name = name
-        self.exe = exe
-        self.target = target
-
-
 def build_flavor(name):
-    sources = [("target.c", TARGET_C), ("main.c", MAIN_C)]
-    if name in ("pie", "nopie", "static"):
-        exe = build(sources, ["-O2"] + EXE_FLAGS + FLAVOR_FLAGS[name], "target-" + name)
-        return Flavor(name, exe, exe)
-    if name == "O0":
-        exe = build(sources, ["-O0"] + EXE_FLAGS + FLAVOR_FLAGS["pie"], "target-O0")
-        return Flavor(name, exe, exe)
-    if name == "shlib":
-        lib = build([("target.c", TARGET_C)], ["-O2", "-g", "-fPIC", "-shared"], "libnsbt.so")
-        exe = build([("main.c", MAIN_C)], ["-O2"] + EXE_FLAGS + FLAVOR_FLAGS["pie"] +
-                           ["-Wl,-rpath," + os.path.dirname(lib)], "target-shlib", extra_inputs=[lib])
-        return Flavor(name, exe, lib)
-    raise ValueError("unknown flavor %r" % name)
+    return cbuild.build_flavor(name, TARGET_C, MAIN_C, "target", EXE_FLAGS, ["-g", "-fPIC", "-shared"],
+                               lib_name="libnsbt.so")
 
 
 def patch_for(flavor, patch):

@@ -22,9 +22,9 @@ Commands: ``get`` -> ``value V`` (V - base); ``stat`` -> ``calls C mixed M last 
 ``allow V...`` -> ``allowed``; ``unhook`` -> ``unhooked``.
 """
 
-import os
 
-from .cbuild import FLAVOR_FLAGS, bind_patch, build
+from . import cbuild
+from .cbuild import bind_patch
 from .process import Target, wait_progress
 
 TARGET_C = r'''
@@ -146,29 +146,13 @@ PATCHES = {
 }
 VALUE = {"orig": 0, "p1": 110, "p1p2": 112, "p3": 303, "p3p4": 343}
 
-EXE_FLAGS = ["-O2", "-flive-patching=inline-clone", "-g", "-pthread"]
+EXE_FLAGS = ["-flive-patching=inline-clone", "-g", "-pthread"]  # at -O2 (O0: -O0)
 FLAVORS = ("pie", "nopie", "static", "shlib", "O0")
 
 
-class Flavor:
-    def __init__(self, name, exe, target):
-        self.name, self.exe, self.target = name, exe, target
-
-
 def build_flavor(name):
-    if name == "shlib":
-        lib = build([("series_target.c", TARGET_C)], EXE_FLAGS + ["-fPIC", "-shared"], "libseries.so")
-        exe = build([("series_main.c", MAIN_C)],
-                    EXE_FLAGS + FLAVOR_FLAGS["pie"] + ["-Wl,-rpath," + os.path.dirname(lib)],
-                    "series-shlib", extra_inputs=[lib])
-        return Flavor(name, exe, lib)
-    if name == "O0":  # unoptimized: the patch's functions are replaced where nothing was inlined
-        exe = build([("series_target.c", TARGET_C), ("series_main.c", MAIN_C)],
-                    ["-O0" if f == "-O2" else f for f in EXE_FLAGS] + FLAVOR_FLAGS["pie"], "series-O0")
-        return Flavor(name, exe, exe)
-    exe = build([("series_target.c", TARGET_C), ("series_main.c", MAIN_C)], EXE_FLAGS + FLAVOR_FLAGS[name],
-                "series-" + name)
-    return Flavor(name, exe, exe)
+    return cbuild.build_flavor(name, TARGET_C, MAIN_C, "series", EXE_FLAGS, EXE_FLAGS + ["-fPIC", "-shared"],
+                               files=("series_target.c", "series_main.c"))
 
 
 def patch_for(flavor, name):
