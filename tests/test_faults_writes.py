@@ -23,6 +23,7 @@ from targets import stress as R
 pytestmark = pytest.mark.gdb
 
 FUNCS, DELTA = R.FUNCS, R.DELTA
+WORKERS = 4
 
 # (what the K-th write or call was, `nsb check` exit code after a kill right after it).
 # First apply of the `both` patch (2 functions) to a process without a registry.
@@ -82,7 +83,7 @@ def test_kill_after_each_write(op, k, tmp_path):
     p = R.patch("both")
     log = tmp_path / "killed"
     want_what, want_check = TABLES[op][k - 1]
-    with R.RTarget(workers=4) as t:
+    with R.RTarget(workers=WORKERS) as t:
         if op == "revert":
             rc, doc, err = _run("apply", t, p)
             assert rc == 0, (doc, err)
@@ -99,7 +100,7 @@ def test_kill_after_each_write_through_gdbserver(op, k, tmp_path):
     then), gdbserver is killed next; the verdicts and repairs are those of the local table."""
     p = R.patch("both")
     log = tmp_path / "killed"
-    with R.RTarget(workers=4) as t:
+    with R.RTarget(workers=WORKERS) as t:
         if op == "revert":
             rc, doc, err = _run("apply", t, p)
             assert rc == 0, (doc, err)
@@ -133,10 +134,12 @@ def _after_the_kill(op, k, t, p):
     assert T.wait_running(t.pid, 2.0), T.thread_states(t.pid)
     assert t.alive()
     # A signal GDB had intercepted and not yet passed on dies with GDB (docs/TRUST.md, "signals GDB
-    # holds"): at most one here (seen in 3 of 25 kills).  The calls that follow must lose none.
+    # holds"): GDB keeps at most one per thread, and each worker has at most one in flight (it waits
+    # for its handler), so at most WORKERS (one in 3 of 25 kills, two once in CI).  A worker whose
+    # signal died waits for it forever; the calls that follow must lose none.
     s = t.settle()
     lost = s["sent"] - s["handled"]
-    assert s["wrong"] == 0 and 0 <= lost <= 1, s
+    assert s["wrong"] == 0 and 0 <= lost <= WORKERS, s
     states = _states(t)
     run = nsb("check", "-p", t.pid, "-f", p, "--json", "--timeout", 90)
     rc, doc, err = run.returncode, run.process, run.stderr
@@ -172,7 +175,7 @@ def test_no_write_beyond_the_table(op, tmp_path):
     """kill@step:N+1 is never reached: the table lists every write of the operation."""
     p = R.patch("both")
     log = tmp_path / "killed"
-    with R.RTarget(workers=4) as t:
+    with R.RTarget(workers=WORKERS) as t:
         if op == "revert":
             assert _run("apply", t, p)[0] == 0
         rc, doc, err = _run(op, t, p, env={"NSB_FAULT": "kill@step:%d" % (len(TABLES[op]) + 1),
