@@ -8,10 +8,13 @@ Pure: no gdb import.
 """
 
 import argparse
-from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, Optional, Tuple
+from typing import Any, Dict, FrozenSet, NamedTuple, Optional, Tuple
 
-from gdb_nsb.safepoint import DEFAULT_TRIES
+# The tables are NamedTuples, not dataclasses: the runner imports this module before it starts GDB,
+# and `dataclasses` (with `inspect`) cost ~5 ms of every command's latency there.
+
+# Safe-point checks before an operation gives up (`set nsb retries`, --retries).
+DEFAULT_TRIES = 25
 
 GDB, RUNNER = "gdb", "runner"
 BOTH = frozenset((GDB, RUNNER))
@@ -22,8 +25,7 @@ STRATEGIES = ("retry", "run-out")
 ENGINE_STRATEGY = {"retry": "retry", "run-out": "runout"}
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """`set nsb NAME VALUE`: a GDB parameter.  ``kind``: uint, bool, autobool, enum or text."""
 
     name: str
@@ -123,8 +125,7 @@ def niceness(text):
 
 # ------------------------------------------------------------------ options
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     """One option.  ``kind``: flag (store_true), value (one argument), list (repeatable)."""
 
     key: str
@@ -197,8 +198,7 @@ OPTIONS: Dict[str, Option] = {o.key: o for o in (
 
 # ------------------------------------------------------------------ commands
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """One operation, as `nsb-NAME` in GDB and `nsb NAME` in the runner.
 
     ``options``: keys of OPTIONS in help order, or (key, help for this command).  ``patch``: the

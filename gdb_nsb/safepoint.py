@@ -28,9 +28,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
-# Safe-point checks before an operation gives up (`set nsb retries`, --retries).
-DEFAULT_TRIES = 25
-
 NORMAL = "normal"
 SIGTRAMP = "sigtramp"
 INLINE = "inline"

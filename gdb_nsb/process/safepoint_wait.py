@@ -8,11 +8,11 @@ frame, caught by a temporary run-out breakpoint (strategy ``runout``, `run-out` 
 import gdb
 
 from gdb_nsb.errors import BusyError, NsbError
+from gdb_nsb.options import DEFAULT_TRIES
 from gdb_nsb.process import stacks as stacks_mod
 from gdb_nsb.process.remote_alarm import shared_alarm
 from gdb_nsb.process.run_windows import RUN_WINDOWS_HINT, RunWindowsOff, ensure_all_stopped, policy, run_window
 from gdb_nsb.process.sigstop import sigstop_handling
-from gdb_nsb.safepoint import DEFAULT_TRIES
 FIRST_DELAY = 0.001
 DELAY_CAP = 1.0
 
