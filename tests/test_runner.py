@@ -4,6 +4,7 @@ Each process result is checked through ``--json`` against gdb_nsb/data/result.sc
 (targets.nsb with --json), and the target's own answers show what really happened.
 """
 
+import os
 import subprocess
 import time
 
@@ -268,6 +269,43 @@ def test_gated_gdb_attaches_only_when_released(built, tmp_path):
         doc = session.finish({"path": patch})
         assert doc["code"] == 2 and "could be applied now" in doc["message"], doc
         assert T.tracer_pid(t.pid) == 0 and t.ask("v") == rt.ORIGINAL
+
+
+def test_gated_gdb_takes_the_runners_decode_of_the_patch(built):
+    """The runner hands its decoded patch over with "go": GDB never imports protobuf (its C module is
+    not mapped while GDB waits at the gate) and uses that decode (a handed-over decode naming another
+    target build-id gives exit 4); a decode whose file identity no longer matches is not used."""
+    import argparse
+    import dataclasses
+
+    from gdb_nsb.fileid import file_identity
+    from gdb_nsb.standalone import runner
+    target, patch = built
+    args = argparse.Namespace(timeout=60.0, remote=None, verbose=0, patch=patch)
+    real = runner.read_patch(patch)
+    assert runner.DECODED[os.path.abspath(patch)] == (file_identity(patch), real)
+    other = dataclasses.replace(real, old_bid="ab" * 20)
+    try:
+        with rt.start(target) as t:
+            runner.DECODED[os.path.abspath(patch)] = (file_identity(patch), other)
+            session = runner.GdbRun("check", t.pid, args, [runner.quote(patch)]).start(gated=True)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and session.proc.poll() is None and not _waits_at_gate(session):
+                time.sleep(0.05)
+            assert _waits_at_gate(session)
+            with open("/proc/%d/maps" % session.proc.pid) as f:
+                gdb_maps = f.read()
+            assert "/_upb/" not in gdb_maps and "protobuf" not in gdb_maps
+            doc = session.finish({"path": patch})
+            assert doc["code"] == 4 and "ab" * 20 in doc["message"], doc
+            stale = file_identity(patch)[:3] + (0,)
+            runner.DECODED[os.path.abspath(patch)] = (stale, other)
+            doc = runner.GdbRun("check", t.pid, args, [runner.quote(patch)]).start(gated=True).finish(
+                {"path": patch})
+            assert doc["code"] == 2 and "could be applied now" in doc["message"], doc
+            assert T.tracer_pid(t.pid) == 0 and t.ask("v") == rt.ORIGINAL
+    finally:
+        runner.DECODED.clear()
 
 
 def _waits_at_gate(session):

@@ -23,6 +23,7 @@ the plain attach path is then taken).
 """
 
 import os
+import pickle
 
 import gdb
 
@@ -80,9 +81,9 @@ def _quote(path):
     return '"%s"' % path.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def plan(pid, patches=()):
+def plan(pid, patches=(), decode_patches=True):
     """What prepare would do, as data: {"images": n, "skip_debug_files": bool, "exe": path|None}."""
-    filecache.prefetch(pid, patches)
+    filecache.prefetch(pid, patches, decode_patches=decode_patches)
     files = filecache.mapped_files(pid)
     skip = bool(files)
     for path in files:
@@ -114,11 +115,13 @@ def prepare(pid, patches=(), gate=None):
 
     With ``gate`` (a pipe the runner holds), wait on it afterwards: "go" lets
     the session attach; anything else (the runner found the patch file bad,
-    or died) ends GDB here, before the process was ever touched.  Never
-    raises: a failed speed-up must not fail the operation.
+    or died) ends GDB here, before the process was ever touched.  After "go"
+    come the patches the runner decoded (see :func:`_wait_at_gate`), so this
+    session does not import protobuf nor decode them again.  Never raises: a
+    failed speed-up must not fail the operation.
     """
     try:
-        decided = plan(pid, [p for p in patches if p and os.path.isfile(p)])
+        decided = plan(pid, [p for p in patches if p and os.path.isfile(p)], decode_patches=gate is None)
     except Exception as e:  # noqa: BLE001 - a failed speed-up must never fail the operation
         decided = {"error": str(e)}
     else:
@@ -137,13 +140,29 @@ def prepare(pid, patches=(), gate=None):
 
 
 def _wait_at_gate(fd):
+    """Wait for the runner's word: "go", then until the runner closes the pipe, its decoded patches
+    (a pickle of {path: (file identity, LivePatch)}; from the runner, this session's parent, over a
+    pipe only the two hold).  A patch file that changed since keeps its own decode (filecache.seed)."""
+    chunks = []
     try:
-        word = os.read(fd, 2)
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
         os.close(fd)
     except OSError:
-        word = b""
-    if word != b"go":
+        chunks = []
+    data = b"".join(chunks)
+    if data[:2] != b"go":
         os._exit(0)  # nothing attached: leave without GDB's exit path
+    if len(data) > 2:
+        try:
+            decoded = pickle.loads(data[2:])
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, TypeError):
+            return  # this session decodes the patch itself, as without a handoff
+        for path, (identity, patch) in decoded.items():
+            filecache.seed(path, identity, patch)
 
 
 def exit_if_detached():

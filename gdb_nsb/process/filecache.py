@@ -14,10 +14,9 @@ by path alone: a file replaced on disk after the prefetch is a new file, and
 ``/proc/PID/map_files/...`` of the same file shares its entry.
 """
 
-import os
-
 from gdb_nsb import errors
 from gdb_nsb.elf.image import ElfImage
+from gdb_nsb.fileid import file_identity
 
 _IMAGES = {}
 _PATCHES = {}
@@ -27,15 +26,10 @@ _WARM = ("build_id", "segments", "sections", "_sections_by_name", "dynamic", "ne
          "_version_index_names", "relocations")
 
 
-def _identity(path):
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 def image(path):
     """The ElfImage of ``path``, shared with every earlier open of the same file (ElfError as ElfImage)."""
     try:
-        key = _identity(path)
+        key = file_identity(path)
     except OSError:
         return ElfImage(path)  # raises the usual one-line ElfError
     img = _IMAGES.get(key)
@@ -48,13 +42,25 @@ def livepatch(path):
     """LivePatch.read(path), cached by file identity (the same errors)."""
     from gdb_nsb.elf.livepatch import LivePatch
     try:
-        key = _identity(path)
+        key = file_identity(path)
     except OSError:
         return LivePatch.read(path)
     lp = _PATCHES.get(key)
     if lp is None:
         lp = _PATCHES[key] = LivePatch.read(path)
     return lp
+
+
+def seed(path, identity, patch):
+    """Take ``patch`` (a LivePatch someone else decoded from ``path`` when it had ``identity``) as
+    this session's decode of it, as long as the file still has that identity."""
+    try:
+        if file_identity(path) != identity:
+            return False
+    except OSError:
+        return False
+    _PATCHES[identity] = patch
+    return True
 
 
 def warm(img):
@@ -85,14 +91,16 @@ def mapped_files(pid):
     return out
 
 
-def prefetch(pid=None, patches=()):
+def prefetch(pid=None, patches=(), decode_patches=True):
     """Open and warm the patch files and every file mapped by local process ``pid``; never raises.
 
     Returns the number of images ready.  Run it before attaching: nothing
-    here touches the process beyond reading ``/proc/PID/maps``.
+    here touches the process beyond reading ``/proc/PID/maps``.  Without
+    ``decode_patches`` the patches' ``vzpatch`` sections are left for later
+    (the runner hands its decode over: see :func:`seed`).
     """
     count = 0
-    for path in patches:
+    for path in patches if decode_patches else ():
         try:
             livepatch(path)
         except errors.NsbError:

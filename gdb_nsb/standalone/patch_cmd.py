@@ -31,8 +31,7 @@ def require_patch(args):
         raise errors.PatchFileError("patch file not found: %s" % args.patch)
 
     def load_info():
-        from gdb_nsb.elf.livepatch import LivePatch
-        return patch_info(path, LivePatch.read(path))
+        return patch_info(path, runner.read_patch(path))
     return path, load_info
 
 
