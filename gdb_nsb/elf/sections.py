@@ -19,7 +19,6 @@ then the tables); the section-header table is rewritten from its decoded fields.
 import os
 import stat
 import struct
-import tempfile
 
 from gdb_nsb.elf import headers
 from gdb_nsb.elf.image import ElfImage
@@ -215,6 +214,7 @@ def _rebuild(elf, name, payload):
 def replace_file(dest, data, mode=0o644):
     """Write ``data`` to a temporary file next to ``dest``, sync it, rename it over ``dest`` (OSError)."""
     directory = os.path.dirname(os.path.abspath(dest)) or "."
+    import tempfile  # here: only writers need it, and every GDB session imports this module
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -9,7 +9,7 @@ from gdb_nsb.binder.replace import ReplacePlan, plan_replace
 from gdb_nsb.lifecycle import series, verdicts
 from gdb_nsb.lifecycle.busy import busy_for_apply, busy_for_replace, copy_range
 from gdb_nsb.lifecycle.pointers import find_pointer_into
-from gdb_nsb.process import ifunc, snapshot as snap
+from gdb_nsb.process import snapshot as snap
 
 
 def plan_apply(view, lp, image, registry, opts, inf):
@@ -18,6 +18,8 @@ def plan_apply(view, lp, image, registry, opts, inf):
     if waiting:
         # IFUNCs nothing in the process resolved: their resolvers run now, inside the stop, as lazy
         # binding would run them.  A dry run writes nothing: it plans with stand-ins, and says so.
+        # Imported here: only a plan with unresolved IFUNCs needs it (inferior calls, run windows).
+        from gdb_nsb.process import ifunc
         results = verdicts.resolver_stand_ins(waiting) if opts.dry_run else ifunc.run_resolvers(inf, waiting)
         plan = _plan_once(view, lp, image, registry, opts, results)
         plan.resolvers_run = [] if opts.dry_run else [(p.symbol, results[p.resolver_addr]) for p in waiting]
