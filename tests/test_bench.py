@@ -47,6 +47,18 @@ def test_goals_met_missed_and_not_measured():
     assert "MISSED" in goals.report(rows)
 
 
+def test_a_pause_goal_below_gdbs_own_attach_says_so():
+    s = _scenario("1 func, 4 threads", 0.001, 0.018)
+    s["attach"] = {"pause": _m(0.0076), "latency": _m(0.07)}
+    rows = goals.evaluate([s])
+    verdict = {g: v for g, _value, _limit, v in rows}
+    assert verdict["pause <= 3x the bare-ptrace floor, 1 function"] == "MISSED (GDB's attach alone: 7.60x)"
+    assert goals.missed(rows) == ["pause <= 3x the bare-ptrace floor, 1 function"]
+    s["attach"]["pause"] = _m(0.002)  # reachable in principle: plainly missed
+    verdict = {g: v for g, _value, _limit, v in goals.evaluate([s])}
+    assert verdict["pause <= 3x the bare-ptrace floor, 1 function"] == "MISSED"
+
+
 def test_step_durations_from_a_timeline():
     marks = [("runner_start", 10.05, 1), ("gdb_spawn", 10.10, 1), ("gdb_python", 10.20, 2),
              ("extension_loaded", 10.30, 2), ("prefetch_done", 10.34, 2), ("gate_open", 10.35, 2),
