@@ -41,6 +41,26 @@ def durations(marks, spawn, end, timings=None):
     return out
 
 
+def cpu_durations(marks):
+    """{step: CPU seconds} of one run from a timeline read with ``cpu=True``: within one process the
+    difference of its CPU at the two marks; a step that ends at a process's first mark (GDB's start,
+    the runner's) is that process's CPU since it began.  Steps across processes otherwise are left out."""
+    at, first = {}, {}
+    for name, _t, pid, spent in marks:
+        at.setdefault(name, (pid, spent))
+        first.setdefault(pid, name)
+    out = {}
+    for step, a, b, _pause in LATENCY_STEPS:
+        if b not in at:
+            continue
+        pid_b, cpu_b = at[b]
+        if a in at and at[a][0] == pid_b:
+            out[step] = cpu_b - at[a][1]
+        elif first[pid_b] == b:
+            out[step] = cpu_b
+    return out
+
+
 def summarize(runs):
     """{step: {median, min, max}} over the runs' durations() dicts, in LATENCY_STEPS order."""
     names = [s for s, _a, _b, _p in LATENCY_STEPS] + ["  " + k[:-2].replace("_", " ") for k in COMMAND_STEPS]

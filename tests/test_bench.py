@@ -75,6 +75,20 @@ def test_step_durations_from_a_timeline():
     assert prof["detach"]["median"] == pytest.approx(0.01) and "  replan" not in prof
 
 
+def test_step_cpu_from_a_timeline():
+    """Within one process a step's CPU is the difference; a step ending at a process's first mark is all that
+    process spent so far; a step from one process's mark to another's later mark is left out."""
+    marks = [("runner_start", 10.05, 1, 0.04), ("gdb_spawn", 10.10, 1, 0.05), ("gdb_python", 10.20, 2, 0.03),
+             ("extension_loaded", 10.30, 2, 0.09), ("detached", 10.41, 2, 0.15), ("gdb_exited", 10.45, 1, 0.06),
+             ("runner_done", 10.46, 1, 0.07)]
+    c = steps.cpu_durations(marks)
+    assert c["runner start-up (Python, imports)"] == pytest.approx(0.04)
+    assert c["runner: arguments, preflight"] == pytest.approx(0.01)
+    assert c["GDB start"] == pytest.approx(0.03) and c["extension imports"] == pytest.approx(0.06)
+    assert c["runner: result"] == pytest.approx(0.01)
+    assert "GDB exit" not in c and "runner exit" not in c
+
+
 def _bench_target(tmp_path):
     src = tmp_path / "target.c"
     src.write_text(cgen.target_source(1, 3))
@@ -120,4 +134,6 @@ def test_nsb_patch_writes_its_timeline(tmp_path):
         assert names == ["runner_start", "gdb_spawn", "gdb_python", "extension_loaded", "prefetch_done",
                          "gate_open", "command_start", "command_done", "detached", "gdb_exited", "runner_done"]
         d = steps.durations(timeline.read(tl), 0, 1e12, one(run.doc)["timings"])
+        cpu = steps.cpu_durations(timeline.read(tl, cpu=True))
+        assert 0 < cpu["GDB start"] < d["GDB start"] + 0.05 and 0 < cpu["extension imports"]
         assert d["the nsb command"] > 0 and d["  safe point"] > 0

@@ -207,7 +207,8 @@ class Driver(T.Target):
         try:
             return self.readline(timeout).strip()
         except TimeoutError:
-            raise MatrixFailure("%s: driver gave no answer within %.0f s" % (step, timeout))
+            raise MatrixFailure("%s: driver gave no answer within %.0f s; what it does:\n%s"
+                                % (step, timeout, T.silence_report(self.pid)))
         except EOFError:
             raise MatrixFailure("%s: driver died %s" % (step, self._stderr()))
 

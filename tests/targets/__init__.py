@@ -23,8 +23,8 @@ from .cli import SCHEMA, Run, finish, nsb, only_process, start_nsb, validate
 from .gdbsession import INFERIOR_PRELUDE, PROC_PRELUDE, GdbResult, GdbServer, free_port, run_gdb, without_gdb
 from .process import (Target, child_named, entry_state, file_bytes, function_bytes, function_symbol, is_mapped,
                       load_bias, make_fifo, mappings, maps, memory_and_file, memory_matches_file, proc_state,
-                      read_mem, rss_kb, status_field, thread_states, tracer_pid, wait_for, wait_progress, wait_running,
-                      write_fifo, write_mem)
+                      read_mem, rss_kb, silence_report, status_field, thread_states, tracer_pid, wait_for,
+                      wait_progress, wait_running, write_fifo, write_mem)
 
 __all__ = [
     "child_named",
@@ -33,6 +33,7 @@ __all__ = [
     "SCHEMA", "Run", "finish", "nsb", "only_process", "start_nsb", "validate",
     "INFERIOR_PRELUDE", "PROC_PRELUDE", "GdbResult", "GdbServer", "free_port", "run_gdb", "without_gdb",
     "Target", "entry_state", "file_bytes", "function_bytes", "function_symbol", "is_mapped", "load_bias", "make_fifo",
-    "mappings", "maps", "memory_and_file", "memory_matches_file", "proc_state", "read_mem", "rss_kb", "status_field",
+    "mappings", "maps", "memory_and_file", "memory_matches_file", "proc_state", "read_mem", "rss_kb", "silence_report",
+    "status_field",
     "thread_states", "tracer_pid", "wait_for", "wait_progress", "wait_running", "write_fifo", "write_mem",
 ]

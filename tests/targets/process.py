@@ -272,6 +272,35 @@ def child_named(ppid, name):
     return None
 
 
+def silence_report(pid):
+    """One line per thread of ``pid`` saying what it does now, for a target that did not answer: state,
+    wchan, CPU ticks, run and run-queue wait from schedstat (ms), pending and blocked signals; then the
+    process's shared pending signals, its tracer and the machine's load."""
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError:
+            return ""
+    status = dict(l.split(":", 1) for l in read("/proc/%d/status" % pid).splitlines() if ":" in l)
+    lines = ["process %d: ShdPnd %s TracerPid %s, load %s" % (
+        pid, status.get("ShdPnd", "?").strip(), status.get("TracerPid", "?").strip(),
+        " ".join(read("/proc/loadavg").split()[:4]))]
+    for tid in sorted(int(t) for t in (os.listdir("/proc/%d/task" % pid) if os.path.isdir("/proc/%d/task" % pid)
+                                       else [])):
+        base = "/proc/%d/task/%d/" % (pid, tid)
+        stat = read(base + "stat")
+        fields = stat[stat.rindex(")") + 2:].split() if ")" in stat else []
+        tstatus = dict(l.split(":", 1) for l in read(base + "status").splitlines() if ":" in l)
+        sched = (read(base + "schedstat").split() + ["?", "?"])[:2]
+        lines.append("  tid %d %s wchan %s cpu %s ticks, run %s ms, runqueue wait %s ms, SigPnd %s SigBlk %s" % (
+            tid, fields[0] if fields else "?", read(base + "wchan") or "?",
+            int(fields[11]) + int(fields[12]) if len(fields) > 12 else "?",
+            *(int(v) // 1000000 if v.isdigit() else v for v in sched),
+            tstatus.get("SigPnd", "?").strip(), tstatus.get("SigBlk", "?").strip()))
+    return "\n".join(lines)
+
+
 def wait_running(pid, timeout=5.0):
     """True once no thread of ``pid`` is in a stopped state (T/t)."""
     def running():
