@@ -210,7 +210,9 @@ class Target:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError("target %d printed no line within %ss (got %r)" % (self.pid, timeout, buf))
+                # What every thread does now: a silent target is a finding (stopped? blocked? starved?).
+                raise TimeoutError("target %d printed no line within %ss (got %r)\n%s" % (
+                    self.pid, timeout, buf, silence_report(self.pid)))
             r, _, _ = select.select([fd], [], [], left)
             if r:
                 line = fd.readline()
