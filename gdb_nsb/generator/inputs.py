@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Dict
 
 from gdb_nsb.elf import debuginfo, records
 from gdb_nsb.elf.dwarf import DwarfIndex
@@ -142,12 +143,13 @@ class Patch:
         # Series declarations describe the patch itself, not a symbol: they never reach the binding.
         self.series_records = [r for r in recs if r.kind in records.SERIES_KINDS]
         recs = [r for r in recs if r.kind not in records.SERIES_KINDS]
-        self._dynsym_index = {}
+        self._dynsym_index: Dict[str, int] = {}
         for s in image.dynsyms:
             if s.index and s.name and not s.defined:
                 self._dynsym_index.setdefault(s.name, s.index)
         self._functions = self._all_functions()
-        self.records = [self._ref(r, sec.addr + r.offset) for r in recs]
+        base = sec.addr if sec is not None else 0  # no section: no records
+        self.records = [self._ref(r, base + r.offset) for r in recs]
         # Patches built with the original tool's vzp.h: its records, read as metadata.
         original = nsb_records.OriginalRecords(image, self._declaration_tag)
         self.record_addresses = set(original.addresses)

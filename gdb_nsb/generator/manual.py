@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any, Dict, List
 
 from gdb_nsb.elf import sections
 from gdb_nsb.elf.image import SHF_WRITE
@@ -135,13 +136,14 @@ class _Binder:
         self.allow_stale_copies = allow_stale_copies
         self.ipa_clones = ipa_clones
         self.types = dwarf_types.Comparer()  # every type comparison of the run shares what it found alike
-        self.stale = []
-        self._copies_of = {}  # target CU offset -> copies.UnitCopies
-        self.inlined_only = []  # [(UnitCopies, abstract DIE offsets)]: replaced functions the target only inlined
-        self.explain = []
-        self.warnings = []
-        self.jumps = {}  # patch function die_offset -> (FuncJump, target FunctionInfo)
-        self._units = {}  # target CU offset -> checks.UnitCode
+        self.stale: List[Any] = []
+        self._copies_of: Dict[int, Any] = {}  # target CU offset -> copies.UnitCopies
+        # [(UnitCopies, abstract DIE offsets)]: replaced functions the target only inlined
+        self.inlined_only: List[Any] = []
+        self.explain: List[str] = []
+        self.warnings: List[str] = []
+        self.jumps: Dict[int, Any] = {}  # patch function die_offset -> (FuncJump, target FunctionInfo)
+        self._units: Dict[int, Any] = {}  # target CU offset -> checks.UnitCode
 
     # ------------------------------------------------------------------ run
 

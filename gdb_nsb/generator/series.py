@@ -9,7 +9,7 @@ or version that is not an integer, one state declared twice with two versions.
 
 import re
 from dataclasses import dataclass, field
-from typing import List
+from typing import Dict, List
 
 from gdb_nsb.elf.livepatch import MAX_BUILD_ID_BYTES, State
 from gdb_nsb.errors import GenerateError
@@ -42,7 +42,7 @@ def _integer(text, what, rec, limit):
 def declaration(records, own_build_id=None) -> SeriesDeclaration:
     """The series fields declared by ``records`` (any VzpRecords; other kinds are ignored)."""
     out = SeriesDeclaration()
-    states = {"needs_state": {}, "provides_state": {}}
+    states: Dict[str, Dict[int, int]] = {"needs_state": {}, "provides_state": {}}
     for r in records:
         if r.kind == "cumulative":
             out.cumulative = True
