@@ -54,8 +54,6 @@ from gdb_nsb.process.undo import Deadline, UndoLog
 from gdb_nsb.registry import STATE_ACTIVE, Registry
 from gdb_nsb.safepoint import SafePointCheck
 
-STRATEGIES = ("retry", "runout")
-
 
 @dataclass
 class Options:

@@ -8,7 +8,7 @@ frame, caught by a temporary run-out breakpoint (strategy ``runout``, `run-out` 
 import gdb
 
 from gdb_nsb.errors import BusyError, NsbError
-from gdb_nsb.options import DEFAULT_TRIES
+from gdb_nsb.options import DEFAULT_TRIES, ENGINE_STRATEGY
 from gdb_nsb.process import stacks as stacks_mod
 from gdb_nsb.process.remote_alarm import shared_alarm
 from gdb_nsb.process.run_windows import RUN_WINDOWS_HINT, RunWindowsOff, ensure_all_stopped, policy, run_window
@@ -69,7 +69,7 @@ def wait_for_safe_point(check, strategy="retry", tries=DEFAULT_TRIES, delays=Non
     unchanged as the windows leave any running program.  A user breakpoint hit
     during a window raises StoppedByUser.
     """
-    if strategy not in ("retry", "runout"):
+    if strategy not in ENGINE_STRATEGY.values():
         raise NsbError("unknown safe-point strategy %r (retry, runout)" % strategy)
     if tries < 1:
         raise NsbError("safe-point tries must be at least 1")
