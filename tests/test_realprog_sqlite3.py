@@ -16,8 +16,9 @@ thread keeps querying while GDB works), after the patch and after the revert.
   its copy of contextMalloc replaces the target's, which lives only inlined in six functions: refused
   naming the five not replaced, then accepted with ``--allow-stale-copies`` (the copy is unchanged);
 * a function the compiler inlined: contextMalloc is inlined into six SQL functions; manual mode
-  refuses it alone naming them, auto mode redirects them (a lower length limit shows in ``upper``,
-  ``lower``, ``hex``);
+  refuses it alone naming them, and takes it with the six (copied from the cached func.c, hexdigits
+  reached with VZP_STATIC_VAR_REF): a lower length limit shows in each of the six; auto mode redirects
+  them (the limit shows in ``upper``, ``lower``, ``hex``);
 * auto mode on a real unit: func.c with versionFunc edited.
 
 Auto mode's live halves call libm's ceil and floor from the whole unit's -O0 code: IFUNCs no loaded
@@ -172,6 +173,80 @@ def test_inlined_only_refused_naming_callers(sq, tmp_path):
     assert r.returncode == 12, (r.stdout, r.stderr)
     for name in CONTEXT_MALLOC_CALLERS:
         assert re.search(r"%s \(\S*func\.c:\d+[:)]" % name, r.stderr), r.stderr
+
+
+# The advice followed: contextMalloc (edited as INLINED says: results over 1000 bytes are "too big") with
+# the six functions holding its inlined copies, each copied from the cached func.c as it is.  hexFunc reads
+# func.c's static hexdigits, reached with VZP_STATIC_VAR_REF; trimFunc's own local statics (lenOne, azOne)
+# are read-only constants: the patch's copies serve.
+WITH_CALLERS_HEAD = """/* contextMalloc refuses results over 1000 bytes, with the six SQL functions that hold its
+ * inlined copies, copied from func.c (tests/test_realprog_sqlite3.py). */
+#include "sqliteInt.h"
+#include "vzp.h"
+
+VZP_FILE("func.c");
+
+typedef const char hex_digits_t[16];
+VZP_STATIC_VAR_REF(hex_digits_t, hexdigits);
+
+"""
+
+
+def _function_text(source, name):
+    """The definition of func.c's static function ``name``: from its ``static`` line to the ``}`` closing it
+    (the first line that is exactly ``}``)."""
+    m = re.search(r"^static [^;{]*?\b%s\(.*?^\}\n" % re.escape(name), source, re.M | re.S)
+    assert m, "no static %s in func.c" % name
+    return m.group(0)
+
+
+def _with_callers_source(sq):
+    """The patch: contextMalloc edited, then its six holders as func.c has them, in func.c's order."""
+    e = realprog.INLINED["sqlite3"]
+    source = realprog.edited(os.path.join(sq.source, UNIT), e["old"], e["new"])
+    names = sorted(("contextMalloc",) + CONTEXT_MALLOC_CALLERS, key=lambda n: source.index("%s(" % n))
+    return WITH_CALLERS_HEAD + "\n".join(_function_text(source, n) for n in names)
+
+
+# Per function holding a copy: a query reaching it with a result (or, for trim, a character set) over
+# 1000 bytes, and its answer with the original contextMalloc.
+REACH_EACH = {
+    "upperFunc": ("select length(upper(printf('%.*c', 2000, 'a')));", "2000"),
+    "lowerFunc": ("select length(lower(printf('%.*c', 2000, 'A')));", "2000"),
+    "hexFunc": ("select length(hex(zeroblob(600)));", "1200"),
+    "randomBlob": ("select length(randomblob(2000));", "2000"),
+    "replaceFunc": ("select length(replace(printf('%.*c', 2000, 'a'), 'a', 'b'));", "2000"),
+    "trimFunc": ("select trim('xyz', printf('%.*c', 100, 'a'));", "xyz"),  # 100 * 12 bytes of character table
+}
+
+
+def test_inlined_with_callers_live(sq, tmp_path):
+    """The advice of test_inlined_only_refused_naming_callers followed: contextMalloc with the six functions
+    holding its copies generates in manual mode, and each of the six says "too big" over 1000 bytes while
+    applied, and only then; small results stay right."""
+    assert set(REACH_EACH) == set(CONTEXT_MALLOC_CALLERS)
+    so = realprog.build_patch(sq, "context_malloc_with_callers", _with_callers_source(sq), _flags(sq), tmp_path)
+    r = realprog.generate(sq, _library(sq), so, "--explain")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    for name in CONTEXT_MALLOC_CALLERS:
+        assert re.search(r"^function %s: target 0x[0-9a-f]+ \(\S*func\.c" % name, r.stdout, re.M), r.stdout
+    assert re.search(r"function contextMalloc \(\S*context_malloc_with_callers\.c:\d+\): the target has it only "
+                     r"inlined in \S*func\.c", r.stdout), r.stdout
+    assert "stays old" not in r.stderr, r.stderr
+
+    def before(sh):
+        for name, (sql, answer) in REACH_EACH.items():
+            assert sh.ask(sql) == answer, name
+        assert sh.ask("select upper('abc'), hex('ab'), replace('abc', 'b', 'x'), trim('  y ');") == "ABC|6162|axc|y"
+
+    def during(sh):
+        for name, (sql, _answer) in REACH_EACH.items():
+            got = sh.ask(sql)
+            assert "string or blob too big" in got, (name, sql, got)
+        assert sh.ask("select upper('abc'), hex('ab'), replace('abc', 'b', 'x'), trim('  y ');") == "ABC|6162|axc|y"
+
+    with Shell(sq) as shell:
+        _apply_and_revert(shell, so, before, during)
 
 
 def _auto(sq, tmp_path, old, new, name):
