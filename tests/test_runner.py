@@ -283,11 +283,11 @@ def test_gated_gdb_takes_the_runners_decode_of_the_patch(built):
     target, patch = built
     args = argparse.Namespace(timeout=60.0, remote=None, verbose=0, patch=patch)
     real = runner.read_patch(patch)
-    assert runner.DECODED[os.path.abspath(patch)] == (file_identity(patch), real)
+    assert runner.DECODED[os.path.abspath(patch)] == (file_identity(patch), real, True)
     other = dataclasses.replace(real, old_bid="ab" * 20)
     try:
         with rt.start(target) as t:
-            runner.DECODED[os.path.abspath(patch)] = (file_identity(patch), other)
+            runner.DECODED[os.path.abspath(patch)] = (file_identity(patch), other, True)
             session = runner.GdbRun("check", t.pid, args, [runner.quote(patch)]).start(gated=True)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and session.proc.poll() is None and not _waits_at_gate(session):
@@ -299,10 +299,25 @@ def test_gated_gdb_takes_the_runners_decode_of_the_patch(built):
             doc = session.finish({"path": patch})
             assert doc["code"] == 4 and "ab" * 20 in doc["message"], doc
             stale = file_identity(patch)[:3] + (0,)
-            runner.DECODED[os.path.abspath(patch)] = (stale, other)
+            runner.DECODED[os.path.abspath(patch)] = (stale, other, True)
             doc = runner.GdbRun("check", t.pid, args, [runner.quote(patch)]).start(gated=True).finish(
                 {"path": patch})
             assert doc["code"] == 2 and "could be applied now" in doc["message"], doc
+            # A decode made without the build-id check never serves one that needs it (check, patch)...
+            runner.DECODED[os.path.abspath(patch)] = (file_identity(patch), other, False)
+            doc = runner.GdbRun("check", t.pid, args, [runner.quote(patch)]).start(gated=True).finish(
+                {"path": patch})
+            assert doc["code"] == 2 and "could be applied now" in doc["message"], doc
+            # ...but serves a revert, which names the patch by the decode's build-id (inside the stop).
+            assert T.nsb("patch", "-p", t.pid, "-f", patch).returncode == 0 and t.ask("v") == rt.PATCHED
+            renamed = dataclasses.replace(real, new_bid="cd" * 20)
+            runner.DECODED[os.path.abspath(patch)] = (file_identity(patch), renamed, False)
+            doc = runner.GdbRun("revert", t.pid, args, [runner.quote(patch)]).start(gated=True).finish(
+                {"path": patch})
+            assert doc["code"] == 2 and "cd" * 20 in doc["message"], doc
+            assert t.ask("v") == rt.PATCHED
+            runner.DECODED.clear()
+            assert T.nsb("revert", "-p", t.pid, "-f", patch).returncode == 0
             assert T.tracer_pid(t.pid) == 0 and t.ask("v") == rt.ORIGINAL
     finally:
         runner.DECODED.clear()

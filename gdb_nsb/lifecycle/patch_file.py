@@ -23,16 +23,21 @@ def check_patch(lp, image, path):
                                             % (what, m.idx, len(dynsyms)))
 
 
-def resolve_patch_id(ident, registry):
+def _read_unchecked(path):
+    return LivePatch.read(path, check_identity=False)
+
+
+def resolve_patch_id(ident, registry, read=None):
     """A build-id (hex, prefix allowed) or a patch file → the patch's build-id.
 
     A file without a readable vzpatch section is named by its own ELF build-id;
     an unknown hex string of 8 digits or more is taken as a full build-id (the
-    caller then says it is not applied)."""
+    caller then says it is not applied).  ``read(path)`` decodes a patch file
+    without the identity check (GDB's side passes its cache)."""
     bid = None
     if os.path.isfile(ident):
         try:
-            bid = LivePatch.read(ident, check_identity=False).new_bid
+            bid = (read or _read_unchecked)(ident).new_bid
         except errors.PatchFileError:
             bid = ElfImage(ident).build_id
     else:

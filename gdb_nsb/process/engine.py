@@ -399,7 +399,9 @@ def revert(ident, opts: Options) -> Outcome:
     registry = store.load()
     if registry is None:
         raise errors.NotAppliedError("no live patch is applied in process %d" % inf.pid)
-    bid = resolve_patch_id(ident, registry)
+    # Through the cache: the runner's decode, handed over before the attach, serves here (no protobuf
+    # import inside the stop).
+    bid = resolve_patch_id(ident, registry, read=lambda p: filecache.livepatch(p, check_identity=False))
     hints = [ident] if os.path.isfile(ident) else []
     rec = registry.patch(bid)
     if rec is None or (rec.state != STATE_ACTIVE and not opts.unmap):

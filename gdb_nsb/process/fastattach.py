@@ -141,7 +141,7 @@ def prepare(pid, patches=(), gate=None):
 
 def _wait_at_gate(fd):
     """Wait for the runner's word: "go", then until the runner closes the pipe, its decoded patches
-    (a pickle of {path: (file identity, LivePatch)}; from the runner, this session's parent, over a
+    (a pickle of {path: (file identity, LivePatch, identity checked)}; from the runner, this session's parent, over a
     pipe only the two hold).  A patch file that changed since keeps its own decode (filecache.seed)."""
     chunks = []
     try:
@@ -161,8 +161,8 @@ def _wait_at_gate(fd):
             decoded = pickle.loads(data[2:])
         except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, TypeError):
             return  # this session decodes the patch itself, as without a handoff
-        for path, (identity, patch) in decoded.items():
-            filecache.seed(path, identity, patch)
+        for path, (identity, patch, checked) in decoded.items():
+            filecache.seed(path, identity, patch, checked)
 
 
 def exit_if_detached():

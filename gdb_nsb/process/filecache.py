@@ -38,28 +38,29 @@ def image(path):
     return img
 
 
-def livepatch(path):
-    """LivePatch.read(path), cached by file identity (the same errors)."""
+def livepatch(path, check_identity=True):
+    """LivePatch.read(path, check_identity), cached by file identity (the same errors).  A decode made
+    without the identity check never stands for one asked with it."""
     from gdb_nsb.elf.livepatch import LivePatch
     try:
         key = file_identity(path)
     except OSError:
-        return LivePatch.read(path)
-    lp = _PATCHES.get(key)
-    if lp is None:
-        lp = _PATCHES[key] = LivePatch.read(path)
-    return lp
+        return LivePatch.read(path, check_identity=check_identity)
+    cached = _PATCHES.get(key)
+    if cached is None or (check_identity and not cached[1]):
+        cached = _PATCHES[key] = (LivePatch.read(path, check_identity=check_identity), check_identity)
+    return cached[0]
 
 
-def seed(path, identity, patch):
-    """Take ``patch`` (a LivePatch someone else decoded from ``path`` when it had ``identity``) as
-    this session's decode of it, as long as the file still has that identity."""
+def seed(path, identity, patch, identity_checked=True):
+    """Take ``patch`` (a LivePatch someone else decoded from ``path`` when it had ``identity``,
+    ``identity_checked`` or not) as this session's decode of it, while the file keeps that identity."""
     try:
         if file_identity(path) != identity:
             return False
     except OSError:
         return False
-    _PATCHES[identity] = patch
+    _PATCHES[identity] = (patch, identity_checked)
     return True
 
 

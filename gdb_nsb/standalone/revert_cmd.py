@@ -19,9 +19,8 @@ def identify(ident):
         path = os.path.abspath(ident)
 
         def load_info():
-            from gdb_nsb.elf.livepatch import LivePatch
             try:
-                return patch_info(path, LivePatch.read(path, check_identity=False))
+                return patch_info(path, runner.read_patch(path, check_identity=False))
             except errors.PatchFileError:
                 # Any ELF file names its patch by its build-id, vzpatch section or not.
                 from gdb_nsb.elf.image import ElfImage

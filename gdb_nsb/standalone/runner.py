@@ -121,24 +121,25 @@ def run_one(command, pid, args, extra, patch_info=None):
     return session.finish(patch_info)
 
 
-# Patches this runner decoded, by absolute path: (file identity before the read, LivePatch).  A gated
-# GDB gets them with its "go" and skips importing protobuf and decoding (~15 ms of its latency).
-DECODED: Dict[str, Tuple[Any, Any]] = {}
+# Patches this runner decoded, by absolute path: (file identity before the read, LivePatch, whether
+# the section's build-id was checked against the file's).  A gated GDB gets them with its "go" and
+# skips importing protobuf and decoding (~15 ms of its latency, inside the stop for a revert).
+DECODED: Dict[str, Tuple[Any, Any, bool]] = {}
 
 
-def read_patch(path):
-    """LivePatch.read(path) (PatchFileError as it), remembered for the gated GDB when the file did
-    not change during the read."""
+def read_patch(path, check_identity=True):
+    """LivePatch.read(path, check_identity) (PatchFileError as it), remembered for the gated GDB when
+    the file did not change during the read."""
     from gdb_nsb.elf.livepatch import LivePatch
     path = os.path.abspath(path)
     try:
         before = file_identity(path)
     except OSError:
         before = None
-    patch = LivePatch.read(path)
+    patch = LivePatch.read(path, check_identity=check_identity)
     try:
         if before is not None and file_identity(path) == before:
-            DECODED[path] = (before, patch)
+            DECODED[path] = (before, patch, check_identity)
     except OSError:
         pass  # gone meanwhile: GDB reads (and reports) it itself
     return patch
