@@ -41,7 +41,8 @@ from gdb_nsb.process import run_windows
 from gdb_nsb.process.inferior import Inferior, is_native
 from gdb_nsb.process.remote_alarm import RemoteAlarm
 from gdb_nsb.process.sigstop import drain_sigstop, forget_sigstop, sigstop_handling
-from gdb_nsb.process.syscalls import SyscallInjector, signal_table
+from gdb_nsb.process.session_state import CALLBACK_CALL, changed, signals_handled
+from gdb_nsb.process.syscalls import SyscallInjector
 from gdb_nsb.process.undo import UndoLog
 
 # Signals a crashing callback raises: they end the call (every other signal passes to the program).
@@ -55,36 +56,12 @@ def require_run_allowed(what):
                                         % (what, run_windows.RUN_WINDOWS_HINT))
 
 
-@contextlib.contextmanager
-def parameters(**values):
-    saved = {}
-    try:
-        for name, value in values.items():
-            name = name.replace("_", "-")
-            old = gdb.parameter(name)
-            saved[name] = "on" if old is True else "off" if old is False else str(old)
-            gdb.execute("set %s %s" % (name, value), to_string=True)
-        yield
-    finally:
-        for name, old in saved.items():
-            gdb.execute("set %s %s" % (name, old), to_string=True)
-
-
-@contextlib.contextmanager
 def _program_signals_pass(keep_stopping):
     """The program's own signals are delivered without stopping the call; ``keep_stopping`` still stop."""
-    table = signal_table()
-    changed = [(name, flags) for name, flags in table.items()
-               if name.startswith("SIG") and name not in keep_stopping and name not in _CRASH_SIGNALS
-               and name not in ("SIGINT", "SIGKILL") and (flags[0] or flags[1] or not flags[2])]
-    for name, _flags in changed:
-        gdb.execute("handle %s nostop noprint pass" % name, to_string=True)
-    try:
-        yield
-    finally:
-        for name, (stop, prt, pas) in changed:
-            gdb.execute("handle %s %s %s %s" % (name, "stop" if stop else "nostop", "print" if prt else "noprint",
-                                                 "pass" if pas else "nopass"), to_string=True)
+    return signals_handled(lambda table: {
+        name: (False, False, True) for name in table
+        if name.startswith("SIG") and name not in keep_stopping and name not in _CRASH_SIGNALS
+        and name not in ("SIGINT", "SIGKILL")})
 
 
 @contextlib.contextmanager
@@ -174,8 +151,7 @@ def call(inf: Inferior, c: Call, seconds: float) -> Result:
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
         stack.enter_context(sigstop_handling())
-        stack.enter_context(parameters(scheduler_locking="off", unwindonsignal="on",
-                                        unwind_on_terminating_exception="on"))
+        stack.enter_context(changed(CALLBACK_CALL))
         stack.enter_context(user_breakpoints_off())
         thread.switch()
         timer = stack.enter_context(_Timer(gi, lwp, seconds))

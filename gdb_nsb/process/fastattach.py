@@ -30,7 +30,7 @@ import gdb
 from gdb_nsb import errors, timeline
 from gdb_nsb.elf.headers import is_elf_file
 from gdb_nsb.elf.image import ElfImage
-from gdb_nsb.process import filecache
+from gdb_nsb.process import filecache, session_state
 
 UNWIND_SECTIONS = (".eh_frame",)
 
@@ -127,7 +127,8 @@ def prepare(pid, patches=(), gate=None):
     else:
         try:
             if decided["skip_debug_files"]:
-                gdb.execute("set debug-file-directory", to_string=True)
+                for name, value in session_state.NO_DEBUG_FILES:
+                    session_state.write(name, value)
             if decided["exe"]:
                 gdb.execute("file %s" % _quote(decided["exe"]), to_string=True)
         except gdb.error as e:

@@ -22,7 +22,10 @@ a revert: ``revert-after-jump`` (per restored entry), ``revert-registry-save``,
 each memory write of the undo log (segments, registry slot and commit word,
 jumps, the registry memfd's name) and ``after-syscall`` after each injected
 system call (its thread's registers and bytes restored); ``step`` is
-either of them, counted together.  With
+either of them, counted together.  ``restore-settings``: in any operation,
+just before a step puts back the GDB settings or signal handling it changed
+(``session_state``); a ``fail`` there leaves them changed, as a GDB error in
+the put-back would.  With
 ``NSB_FAULT_LOG=FILE`` a kill first appends "POINT K DETAIL" to FILE, so that
 a test knows which write it stopped after.  With ``NSB_FAULT_PID=PID`` the
 faults act only while the current inferior is process PID (one process of
@@ -44,7 +47,8 @@ APPLY_POINTS = ("after-mmap", "after-mprotect", "after-segment-write", "registry
 REVERT_POINTS = ("revert-after-jump", "revert-registry-save", "revert-before-commit")
 WRITE_POINTS = ("after-write", "after-syscall")
 STEP = "step"  # either of WRITE_POINTS, counted together: kill@step:K stops after the K-th write or call
-POINTS = APPLY_POINTS + REVERT_POINTS + WRITE_POINTS + (STEP,)
+STATE_POINTS = ("restore-settings",)
+POINTS = APPLY_POINTS + REVERT_POINTS + WRITE_POINTS + (STEP,) + STATE_POINTS
 LOG_ENV = "NSB_FAULT_LOG"
 PID_ENV = "NSB_FAULT_PID"
 

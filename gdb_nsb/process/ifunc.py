@@ -16,8 +16,9 @@ import contextlib
 import gdb
 
 from gdb_nsb import errors
-from gdb_nsb.process.callbacks import parameters, thread_for_call, user_breakpoints_off
+from gdb_nsb.process.callbacks import thread_for_call, user_breakpoints_off
 from gdb_nsb.process.inferior import Inferior
+from gdb_nsb.process.session_state import RESOLVER_CALL, changed
 
 
 def run_resolvers(inf: Inferior, problems) -> dict:
@@ -28,8 +29,7 @@ def run_resolvers(inf: Inferior, problems) -> dict:
     previous = gdb.selected_thread()
     with contextlib.ExitStack() as stack:
         stack.callback(lambda: previous.switch() if previous is not None and previous.is_valid() else None)
-        stack.enter_context(parameters(scheduler_locking="on", unwindonsignal="on",
-                                       unwind_on_terminating_exception="on"))
+        stack.enter_context(changed(RESOLVER_CALL))
         stack.enter_context(user_breakpoints_off())
         thread_for_call(inf).switch()
         for p in problems:

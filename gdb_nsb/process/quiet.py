@@ -13,6 +13,8 @@ or exit.  For the command's duration (GDB 13.1, measured):
 * the selected thread and frame are put back (a stop selects frame 0 of the
   thread that stopped).
 
+The settings are the ``QUIET`` row of ``session_state``'s table.
+
 ``gdb.events.stop`` handlers of other extensions cannot be reached from
 here: they still see the stops of ``nsb-patch``'s injected calls and of run
 windows (README, "GDB sessions").  When a user breakpoint ends a run window
@@ -20,41 +22,11 @@ windows (README, "GDB sessions").  When a user breakpoint ends a run window
 frame stay selected and the stop is shown as GDB shows one.
 """
 
+import contextlib
+
 import gdb
 
-_HOOK = "hook-stop"
-
-
-def _setting(name):
-    """The current value of GDB setting ``name`` as ``set`` takes it, or None when this GDB lacks it."""
-    try:
-        value = gdb.parameter(name)
-    except (RuntimeError, gdb.error):
-        return None
-    return {True: "on", False: "off", None: "auto"}.get(value, value) if isinstance(value, (bool, type(None))) \
-        else str(value)
-
-
-def _user_hook():
-    """The body of the user's hook-stop (lines as ``define`` takes them), or None when there is none."""
-    try:
-        text = gdb.execute("show user %s" % _HOOK, to_string=True)
-    except gdb.error:
-        return None
-    lines = text.splitlines()[1:]
-    body = [l[2:] if l.startswith("  ") else l for l in lines]
-    while body and not body[-1].strip():
-        body.pop()
-    return body if body else None
-
-
-def _define_hook(body):
-    confirm = _setting("confirm")
-    gdb.execute("set confirm off", to_string=True)
-    try:
-        gdb.execute("\n".join(["define %s" % _HOOK] + list(body) + ["end"]), to_string=True)
-    finally:
-        gdb.execute("set confirm %s" % confirm, to_string=True)
+from gdb_nsb.process.session_state import QUIET, changed, define_hook, user_hook
 
 
 def _selected():
@@ -75,25 +47,20 @@ class quiet_command:
     def __enter__(self):
         self.thread, self.frame = _selected()
         self.keep = False
-        self.settings = []
-        for name, value in (("suppress-cli-notifications", "on"), ("print thread-events", "off")):
-            old = _setting(name)
-            if old is not None and old != value:
-                gdb.execute("set %s %s" % (name, value), to_string=True)
-                self.settings.append((name, old))
-        self.hook = _user_hook()
-        if self.hook is not None:
-            _define_hook([])
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(changed(QUIET))
+            hook = user_hook()
+            if hook is not None:
+                define_hook([])
+                stack.callback(define_hook, hook)
+            self.put_back = stack.pop_all()
         return self
 
     def keep_selection(self):
         self.keep = True
 
     def __exit__(self, *exc):
-        if self.hook is not None:
-            _define_hook(self.hook)
-        for name, old in reversed(self.settings):
-            gdb.execute("set %s %s" % (name, old), to_string=True)
+        self.put_back.close()
         if not self.keep and self.thread is not None and self.thread.is_valid():
             self.thread.switch()
             if self.frame is not None and self.frame.is_valid():
@@ -103,7 +70,7 @@ class quiet_command:
 
 def report_stop():
     """Show a stop of the user's as GDB does (the command kept it quiet): hook-stop, the frame, the displays."""
-    if _user_hook() is not None:
-        gdb.execute(_HOOK)
+    if user_hook() is not None:
+        gdb.execute("hook-stop")
     gdb.execute("frame")
     gdb.execute("display")

@@ -10,58 +10,28 @@ GDB as the thread's stop signal, which GDB would pass on resume or at detach
 once the user's ``handle`` is back (:func:`forget_sigstop`).
 """
 
+import contextlib
 import signal
 
 import gdb
 
 from gdb_nsb.process.inferior import is_native
-
-# While windows run, a GDB internal error (GDB 13 has some when threads vanish at an exit or exec)
-# must become an error we can handle, not GDB's death: no quit, no core file, and no backtrace
-# (printing it while ``to_string`` captures the output made GDB die of "Recursive internal problem").
-_INTERNAL_ERROR_SETTINGS = (("quit", "no"), ("corefile", "no"), ("backtrace", "off"))
+from gdb_nsb.process.session_state import ONE_THREAD_STEPS, SURVIVABLE_INTERNAL_ERRORS, changed, signals_handled
 
 
-class absorbed:
+def absorbed(name):
     """Context: GDB stops on signal ``name`` and never passes it (``handle NAME stop print nopass``);
     the user's setting restored on exit."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __enter__(self):
-        out = gdb.execute("info signals %s" % self.name, to_string=True)
-        row = [l for l in out.splitlines() if l.startswith(self.name + " ")][0].split()
-        self.saved = ["stop" if row[1] == "Yes" else "nostop", "print" if row[2] == "Yes" else "noprint",
-                      "pass" if row[3] == "Yes" else "nopass"]
-        gdb.execute("handle %s stop print nopass" % self.name, to_string=True)
-        return self
-
-    def __exit__(self, *exc):
-        gdb.execute("handle %s %s" % (self.name, " ".join(self.saved)), to_string=True)
-        return False
+    return signals_handled(lambda table: {name: (True, True, False)}, name)
 
 
-class sigstop_handling:
+@contextlib.contextmanager
+def sigstop_handling():
     """Context of run windows: ``handle SIGSTOP stop print nopass``, internal errors of GDB survivable
-    (see ``_INTERNAL_ERROR_SETTINGS``); the user's settings restored on exit."""
-
-    def __enter__(self):
-        self.sigstop = absorbed("SIGSTOP").__enter__()
-        self.internal = []
-        for name, value in _INTERNAL_ERROR_SETTINGS:
-            try:
-                shown = gdb.execute("maint show internal-error %s" % name, to_string=True)
-                self.internal.append((name, shown.rsplit('"', 2)[1]))
-                gdb.execute("maint set internal-error %s %s" % (name, value), to_string=True)
-            except (gdb.error, IndexError):
-                pass  # a GDB without the setting: its internal errors stay fatal, as before
-        return self
-
-    def __exit__(self, *exc):
-        for name, value in self.internal:
-            gdb.execute("maint set internal-error %s %s" % (name, value), to_string=True)
-        return self.sigstop.__exit__(*exc)
+    (``SURVIVABLE_INTERNAL_ERRORS``; a GDB without those settings: they stay fatal, as before); the
+    user's settings restored on exit."""
+    with absorbed("SIGSTOP"), changed(SURVIVABLE_INTERNAL_ERRORS):
+        yield
 
 
 def anchor_thread(inf):
@@ -100,16 +70,14 @@ def drain_sigstop(inf, pid, lwp):
     if th is None:
         return
     old = gdb.selected_thread()
-    lock = gdb.parameter("scheduler-locking")
     try:
-        gdb.execute("set scheduler-locking on", to_string=True)
-        th.switch()
-        for _ in range(3):
-            gdb.execute("stepi", to_string=True)
-            if not sigstop_pending(pid, lwp, native):
-                break
+        with changed(ONE_THREAD_STEPS):
+            th.switch()
+            for _ in range(3):
+                gdb.execute("stepi", to_string=True)
+                if not sigstop_pending(pid, lwp, native):
+                    break
     finally:
-        gdb.execute("set scheduler-locking %s" % lock, to_string=True)
         if old is not None and old.is_valid():
             old.switch()
 

@@ -21,6 +21,7 @@ from gdb_nsb.binder.process_view import MappedObject, ProcessView, compute_load_
 from gdb_nsb.elf.image import ElfImage
 from gdb_nsb.elf.memnote import build_id_in_memory
 from gdb_nsb.process import filecache
+from gdb_nsb.process.session_state import NO_CONFIRM, changed
 
 _AT_ENTRY = re.compile(r"^\s*9\s+AT_ENTRY\s.*?(0x[0-9a-fA-F]+)", re.M)
 _REMOTE_CACHE = None
@@ -133,15 +134,11 @@ def ensure_main_executable(inferior, maps, entry):
     if have is not None and (have == want or (want is None and not main.deleted)):
         return False
     exe = ("target:" if inferior.is_remote else "") + "/proc/%d/exe" % inferior.pid
-    confirm = gdb.parameter("confirm")
-    gdb.execute("set confirm off", to_string=True)
     try:
-        gdb.execute("file %s" % exe, to_string=True)
+        with changed(NO_CONFIRM):
+            gdb.execute("file %s" % exe, to_string=True)
     except gdb.error as e:
         raise errors.NsbError("GDB cannot read the running executable through %s: %s" % (exe, e)) from None
-    finally:
-        if confirm:
-            gdb.execute("set confirm on", to_string=True)
     return True
 
 

@@ -11,32 +11,11 @@ asking GDB per frame and works the same on a remote target.
 
 import gdb
 
+from gdb_nsb.process.session_state import UNWIND_EVERYTHING, changed
 from gdb_nsb.safepoint import (DUMMY, INLINE, NORMAL, OUTERMOST, SIGTRAMP, Frame, KnownCode,
                                ThreadStack)
 
 _KINDS = {gdb.SIGTRAMP_FRAME: SIGTRAMP, gdb.INLINE_FRAME: INLINE, gdb.DUMMY_FRAME: DUMMY}
-_SETTINGS = (("backtrace past-main", "on"), ("backtrace past-entry", "on"), ("backtrace limit", "unlimited"))
-
-
-class unwinder_settings:
-    """Context: unwind without limits, restoring the user's settings on exit."""
-
-    def __enter__(self):
-        self.saved = []
-        for name, value in _SETTINGS:
-            old = gdb.parameter(name)
-            if old is None:
-                old = "unlimited"
-            elif isinstance(old, bool):
-                old = "on" if old else "off"
-            self.saved.append((name, str(old)))
-            gdb.execute("set %s %s" % (name, value), to_string=True)
-        return self
-
-    def __exit__(self, *exc):
-        for name, value in self.saved:
-            gdb.execute("set %s %s" % (name, value), to_string=True)
-        return False
 
 
 def known_code() -> KnownCode:
@@ -97,7 +76,7 @@ def collect_stacks(inferior=None, want_sp=True):
         old_frame = gdb.selected_frame() if old_thread is not None else None
     except gdb.error:
         old_frame = None
-    with unwinder_settings():
+    with changed(UNWIND_EVERYTHING):
         try:
             for th in sorted(inf.threads(), key=lambda t: t.num):
                 th.switch()

@@ -14,6 +14,7 @@ import gdb
 
 from gdb_nsb import patchfiles
 from gdb_nsb.process import filecache
+from gdb_nsb.process.session_state import NO_CONFIRM, changed
 
 
 def loaded_build_ids():
@@ -48,13 +49,8 @@ def register(record, hints=()):
     path = _find_file(record, hints)
     if path is None:
         return None
-    confirm = gdb.parameter("confirm")
-    gdb.execute("set confirm off", to_string=True)
-    try:
+    with changed(NO_CONFIRM):
         gdb.execute("add-symbol-file %s -o %#x" % (_quote(path), record.patch_load_base), to_string=True)
-    finally:
-        if confirm:
-            gdb.execute("set confirm on", to_string=True)
     return path
 
 

@@ -30,6 +30,7 @@ import gdb
 from gdb_nsb.errors import NsbError
 from gdb_nsb.process import faults
 from gdb_nsb.process.inferior import Inferior
+from gdb_nsb.process.session_state import INJECTED_CALL, changed, signals_handled
 
 SYS_close = 3
 SYS_mmap = 9
@@ -99,57 +100,9 @@ def _signed(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-# --- GDB signal handling settings --------------------------------------------
-
-_SIGNAL_LINE = re.compile(r"^(SIG\w+|EXC_\w+)\s+(Yes|No)\s+(Yes|No)\s+(Yes|No)\s")
-
-
-def signal_table():
-    """{name: (stop, print, pass)} from ``info signals``."""
-    table = {}
-    for line in gdb.execute("info signals", to_string=True).splitlines():
-        m = _SIGNAL_LINE.match(line)
-        if m:
-            table[m.group(1)] = tuple(x == "Yes" for x in m.group(2, 3, 4))
-    return table
-
-
-@contextlib.contextmanager
-def _all_signals_stop():
-    """Every signal stops the inferior in GDB for the block (print/stop restored after)."""
-    table = signal_table()
-    nostop = [s for s, (stop, _, _) in table.items() if not stop]
-    noprint = [s for s, (_, prt, _) in table.items() if not prt]
-    if nostop:
-        gdb.execute("handle %s stop" % " ".join(nostop), to_string=True)
-    try:
-        yield
-    finally:
-        # "noprint" implies "nostop"; the rest of the nostop ones keep printing.
-        printing_nostop = [s for s in nostop if s not in noprint]
-        if noprint:
-            gdb.execute("handle %s noprint" % " ".join(noprint), to_string=True)
-        if printing_nostop:
-            gdb.execute("handle %s nostop" % " ".join(printing_nostop), to_string=True)
-
-
-@contextlib.contextmanager
-def _parameter(name, value):
-    """``set name value`` for the block, previous value restored after."""
-    old = gdb.parameter(name)
-    if old is None:
-        old_text = "auto"
-    elif old is True:
-        old_text = "on"
-    elif old is False:
-        old_text = "off"
-    else:
-        old_text = str(old)
-    gdb.execute("set %s %s" % (name, value), to_string=True)
-    try:
-        yield
-    finally:
-        gdb.execute("set %s %s" % (name, old_text), to_string=True)
+def _every_signal_stops(table):
+    """Every signal stops the inferior in GDB (``stop`` implies ``print``); whether it passes is kept."""
+    return {sig: (True, True, pas) for sig, (_stop, _prt, pas) in table.items()}
 
 
 def _sigmask(status_text, field):
@@ -203,10 +156,8 @@ class SyscallInjector:
             # thread still runs, so the step's end cannot be awaited here.  Refuse cleanly.
             raise InjectionError("injected syscalls need all-stop mode (set non-stop off before attaching)")
         with contextlib.ExitStack() as stack:
-            stack.enter_context(_all_signals_stop())
-            stack.enter_context(_parameter("scheduler-locking", "on"))
-            # A displaced step would run the stub's copy elsewhere; step in place.
-            stack.enter_context(_parameter("displaced-stepping", "off"))
+            stack.enter_context(signals_handled(_every_signal_stops))
+            stack.enter_context(changed(INJECTED_CALL))
             self._depth = 1
             self._dirty = set()
             try:

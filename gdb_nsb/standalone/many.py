@@ -38,8 +38,9 @@ class _Job:
 
 
 def sessions_for(count):
-    """How many sessions serve ``count`` processes side by side: one per core, at most one per process."""
-    return max(1, min(count, os.cpu_count() or 1))
+    """How many sessions serve ``count`` processes side by side: one per core the runner may run on
+    (``taskset``, a container's cpuset), at most one per process."""
+    return max(1, min(count, len(os.sched_getaffinity(0))))
 
 
 def run_many(command, pids, args, extra, patch_info, runner):
