@@ -113,10 +113,30 @@ def detail_level(text):
     return _whole_number(text, 0, 3)
 
 
-# The runner's default priority: normal.  A raised one (--nice -10) cut a revert at load 29-33 from
-# 16-24 s to 5-14 s, but the acceptance matrix's busy cells then left a target silent for 10 s after
-# an apply in about 1 run of 12 (0 of 14 at normal priority; cause not found yet): opt-in until it is.
+# The runner's default niceness: normal.  The scheduling policy (POLICIES) is what raises it under load.
 DEFAULT_NICE = 0
+
+# The runner's scheduling policy for itself and the GDB it starts (standalone/gdbrun.set_policy):
+# realtime is SCHED_RR at the lowest real-time priority, when permitted.  Under CPU load a GDB in a
+# session of its own waited seconds for each few milliseconds of CPU, whatever the niceness
+# (bench/load_revert.py, docs/TRUST.md).
+POLICIES = ("realtime", "normal")
+DEFAULT_POLICY = "realtime"
+
+
+def policy_in(argv):
+    """The --sched value of a runner command line, read before parsing it (the runner raises itself first
+    thing: under load, parsing and importing alone waited up to 29 s); DEFAULT_POLICY when not given.
+    A value that is not a policy counts as normal (the parser then refuses it)."""
+    policy = DEFAULT_POLICY
+    for i, word in enumerate(argv):
+        if word == "--":
+            break
+        if word == "--sched":
+            policy = argv[i + 1] if i + 1 < len(argv) else "normal"
+        elif word.startswith("--sched="):
+            policy = word.split("=", 1)[1]
+    return policy if policy in POLICIES else "normal"
 
 
 def niceness(text):
@@ -170,8 +190,12 @@ OPTIONS: Dict[str, Option] = {o.key: o for o in (
          "(default %d; set nsb callback-timeout)" % SETTINGS["callback-timeout"].default, kind="value",
          metavar="SECONDS", type=positive_seconds, setting="callback-timeout"),
     _opt("nice", ["--nice"], "scheduling niceness of the runner and its GDB's session (default %d; -10, as "
-         "root: under CPU load the pause and the command last about what they last on a quiet machine)"
+         "root: one more share of the CPU for GDB's session when --sched is normal)"
          % DEFAULT_NICE, kind="value", metavar="N", type=niceness, default=DEFAULT_NICE, faces=frozenset((RUNNER,))),
+    _opt("sched", ["--sched"], "scheduling of the runner and of the GDB it starts: realtime (SCHED_RR at the "
+         "lowest real-time priority, as root: under CPU load a command lasts about what it lasts on a quiet "
+         "machine) or normal (default %s)" % DEFAULT_POLICY, kind="value", choices=POLICIES, default=DEFAULT_POLICY,
+         faces=frozenset((RUNNER,))),
     _opt("remote", ["--remote"], "reach the process through a running gdbserver (with -p: extended-remote + attach)",
          kind="value", faces=frozenset((RUNNER,)), metavar="HOST:PORT"),
     _opt("verbose", ["-v"], "detail level (0-3)", kind="value", metavar="N", type=detail_level, default=0,
@@ -231,7 +255,7 @@ class Command(NamedTuple):
         return self.about + ("\n\n" + extra if extra else "")
 
 
-_RUNNER_COMMON = ("pid", "json", "remote", "nice")
+_RUNNER_COMMON = ("pid", "json", "remote", "nice", "sched")
 
 COMMANDS: Dict[str, Command] = {c.name: c for c in (
     Command(

@@ -60,6 +60,11 @@ def main(argv=None):
     timeline.mark("runner_start")
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    if chosen in options.COMMANDS:
+        # The runner's scheduling policy, before anything else costs CPU; GDB inherits it (not `nsb gdb`:
+        # an interactive GDB stays normal).
+        from gdb_nsb.standalone import gdbrun
+        gdbrun.set_policy(options.policy_in(argv[1:]))
     if chosen == "gdb" and argv[1:2] not in (["-h"], ["--help"]):
         # Everything after `gdb` belongs to GDB, options included (argparse would take them).
         from gdb_nsb.standalone import gdbcmd

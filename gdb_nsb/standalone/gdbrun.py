@@ -100,3 +100,30 @@ def set_session_priority(pid, nice):
         return True
     except OSError:  # no autogroup support, not permitted, or GDB already gone: keep the default
         return False
+
+
+def set_policy(policy, pid=0):
+    """Run ``pid`` (0: this thread) under ``policy`` (options.POLICIES); True when it was set.
+
+    realtime: SCHED_RR at the lowest real-time priority, inherited by everything the runner starts:
+    GDB, GDB's helper threads and the `iconv -l` GDB runs at start-up.  All of it must be: a
+    real-time GDB whose vfork child (iconv) was normal waited for that child in the kernel for up to
+    60 s under load (bench/load_revert.py).  A real-time thread runs before every normal one, so
+    whatever the load the runner and GDB wait for the CPU only for each other and the kernel;
+    autogroup shares do not apply to them.  Their work is bounded by the deadline (the runner kills
+    GDB) and the kernel keeps 5% of each CPU for normal tasks.  Needs privilege (root, CAP_SYS_NICE
+    or RLIMIT_RTPRIO): without it the policy stays normal, silently, as a default must not fail a
+    command.
+    """
+    if policy != "realtime":
+        return False
+    try:
+        os.sched_setscheduler(pid, os.SCHED_RR, os.sched_param(os.sched_get_priority_min(os.SCHED_RR)))
+    except PermissionError:  # not permitted: the normal policy stays
+        return False
+    return True
+
+
+def raise_gdb(pid, args):
+    """A GDB just started by the runner: its session's niceness (--nice); its policy it inherited."""
+    set_session_priority(pid, getattr(args, "nice", None))

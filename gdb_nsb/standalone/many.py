@@ -123,7 +123,7 @@ def _session(command, jobs, args, extra, patch_info, runner, workdir, tag, recor
     err_f = tempfile.TemporaryFile(mode="w+", dir=workdir)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_f, stderr=err_f, text=True,
                             start_new_session=True)
-    gdbrun.set_session_priority(proc.pid, getattr(args, "nice", None))
+    gdbrun.raise_gdb(proc.pid, args)
     grace = runner.grace_seconds()
     by_pid = {j.pid: j for j in jobs}
     done, current, seen = [], None, 0

@@ -213,7 +213,7 @@ class GdbRun:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, text=True, start_new_session=True,
                                          pass_fds=pass_fds)
-            gdbrun.set_session_priority(self.proc.pid, getattr(args, "nice", None))
+            gdbrun.raise_gdb(self.proc.pid, args)
         finally:
             for fd in pass_fds:
                 os.close(fd)
@@ -452,7 +452,7 @@ def run(command, args, prepare):
     returns its description, or None).  That function runs before any
     process is touched; with one local process GDB boots meanwhile, gated.
     """
-    gdbrun.set_priority(getattr(args, "nice", None))
+    gdbrun.set_priority(getattr(args, "nice", None))  # the policy (--sched) is set by cli.main, first thing
     try:
         pids = parse_pids(args.pid)
         all_of = getattr(args, "all_of", False)
