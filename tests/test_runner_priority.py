@@ -64,6 +64,33 @@ def test_realtime_policy_is_inherited():
         assert out == ["False", "False", "0", "0", "0"], out
 
 
+@pytest.mark.timeout(60)
+def test_nsb_script_starts_the_runner_raised(tmp_path):
+    """./nsb raises itself before its set-up and Python start, for the runner commands only, not with
+    --sched normal: a stand-in venv whose python prints the policy it was started with."""
+    import hashlib
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text("#!/bin/sh\ncut -d' ' -f41 /proc/self/stat\n")
+    python.chmod(0o755)
+    with open(os.path.join(T.ROOT, "pyproject.toml"), "rb") as f:
+        (venv / ".nsb-stamp").write_text("%s \n" % hashlib.sha256(f.read()).hexdigest())
+    (venv / ".nsb-bytecode").touch()  # newer than every source: nothing to compile
+
+    def policy(*args):
+        run = subprocess.run([os.path.join(T.ROOT, "nsb")] + list(args), capture_output=True, text=True, timeout=30,
+                             env=dict(os.environ, NSB_VENV=str(venv)))
+        assert run.returncode == 0, run.stderr
+        return int(run.stdout)
+
+    raised = os.SCHED_RR if os.geteuid() == 0 else os.SCHED_OTHER
+    assert policy("revert", "-p", "1", "-f", "x.so") == raised
+    assert policy("check", "-p", "1", "--sched=realtime") == raised
+    assert policy("patch", "-p", "1", "--sched", "normal") == os.SCHED_OTHER
+    assert policy("generate", "a", "b") == policy("gdb") == os.SCHED_OTHER
+
+
 @pytest.mark.timeout(30)
 def test_thread_priority_inherited_by_children():
     code = ("import os, subprocess; from gdb_nsb.standalone import gdbrun; print(gdbrun.set_priority(-4)); "
