@@ -193,9 +193,9 @@ OPTIONS: Dict[str, Option] = {o.key: o for o in (
          "root: one more share of the CPU for GDB's session when --sched is normal)"
          % DEFAULT_NICE, kind="value", metavar="N", type=niceness, default=DEFAULT_NICE, faces=frozenset((RUNNER,))),
     _opt("sched", ["--sched"], "scheduling of the runner and of the GDB it starts: realtime (SCHED_RR at the "
-         "lowest real-time priority, as root: under CPU load a command lasts about what it lasts on a quiet "
-         "machine) or normal (default %s)" % DEFAULT_POLICY, kind="value", choices=POLICIES, default=DEFAULT_POLICY,
-         faces=frozenset((RUNNER,))),
+         "lowest real-time priority, as root: under CPU load a command on one process lasts about what it lasts "
+         "on a quiet machine; several processes stay normal) or normal (default %s)" % DEFAULT_POLICY,
+         kind="value", choices=POLICIES, default=DEFAULT_POLICY, faces=frozenset((RUNNER,))),
     _opt("remote", ["--remote"], "reach the process through a running gdbserver (with -p: extended-remote + attach)",
          kind="value", faces=frozenset((RUNNER,)), metavar="HOST:PORT"),
     _opt("verbose", ["-v"], "detail level (0-3)", kind="value", metavar="N", type=detail_level, default=0,

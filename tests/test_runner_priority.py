@@ -55,13 +55,15 @@ def test_realtime_policy_is_inherited():
     shell = "cut -d' ' -f41 /proc/self/stat; cut -d' ' -f41 /proc/self/stat"
     code = ("import os, subprocess; from gdb_nsb.standalone import gdbrun; print(gdbrun.set_policy('normal')); "
             "print(gdbrun.set_policy('realtime')); print(os.sched_getscheduler(0)); "
-            "print(subprocess.run(['sh', '-c', %r], capture_output=True, text=True).stdout)" % shell)
+            "print(subprocess.run(['sh', '-c', %r], capture_output=True, text=True).stdout); "
+            "print(gdbrun.set_policy('normal')); print(os.sched_getscheduler(0))" % shell)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20,
                          env=dict(os.environ, PYTHONPATH=T.ROOT)).stdout.split()
     if os.geteuid() == 0:
-        assert out == ["False", "True", str(os.SCHED_RR), str(os.SCHED_RR), str(os.SCHED_RR)], out
+        # ... and back to normal (the runner before sessions for several processes)
+        assert out == ["False", "True", str(os.SCHED_RR), str(os.SCHED_RR), str(os.SCHED_RR), "True", "0"], out
     else:
-        assert out == ["False", "False", "0", "0", "0"], out
+        assert out == ["False", "False", "0", "0", "0", "False", "0"], out
 
 
 @pytest.mark.timeout(60)
@@ -175,3 +177,32 @@ def test_gdb_of_the_runner_runs_raised(tmp_path, sched):
                 os.killpg(p.pid, signal.SIGKILL)
             p.communicate()
         assert tg.ask("unpark") == "unparked"
+
+
+@pytest.mark.gdb
+@pytest.mark.timeout(120)
+def test_several_processes_run_at_normal_priority(tmp_path):
+    """With several processes the runner goes back to normal before starting its GDB sessions: a GDB per
+    core for the whole set must not hold the CPUs at real-time priority."""
+    if os.geteuid() != 0:
+        pytest.skip("raising a priority needs root")
+    target = lt.build_target()
+    patch = lt.make_patch(target, tmp_path)
+    with lt.start_target(target) as one, lt.start_target(target) as two:
+        for tg in (one, two):
+            assert tg.ask("park") == "parked"
+        p = T.start_nsb("check", "-p", one.pid, "-p", two.pid, "-f", patch, "--retries", "10000", "--timeout", "60")
+        try:
+            policies = {}
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and p.poll() is None and "gdb worker" not in policies:
+                gdb = T.child_named(p.pid, "gdb")
+                policies = _policies(gdb) if gdb is not None else {}
+                time.sleep(0.01)
+            assert policies.get("gdb") == policies.get("gdb worker") == {os.SCHED_OTHER}, policies
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+        for tg in (one, two):
+            assert tg.ask("unpark") == "unparked"

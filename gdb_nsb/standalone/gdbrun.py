@@ -113,8 +113,14 @@ def set_policy(policy, pid=0):
     autogroup shares do not apply to them.  Their work is bounded by the deadline (the runner kills
     GDB) and the kernel keeps 5% of each CPU for normal tasks.  Needs privilege (root, CAP_SYS_NICE
     or RLIMIT_RTPRIO): without it the policy stays normal, silently, as a default must not fail a
-    command.
+    command.  normal: back to SCHED_OTHER if this was real-time.
     """
+    if policy == "normal":
+        # Back from real-time (the runner before it starts sessions for several processes): always permitted.
+        if os.sched_getscheduler(pid) != os.SCHED_RR:
+            return False
+        os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+        return True
     if policy != "realtime":
         return False
     try:

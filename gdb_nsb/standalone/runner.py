@@ -408,6 +408,9 @@ def _gdb_failure_message(err, bare=False):
 def _run_all(command, targets, args, extra, patch_info):
     if len(targets) == 1:
         return [run_one(command, targets[0], args, extra, patch_info)]
+    # Several processes: a GDB per core for as long as the whole set takes must not hold the CPUs at
+    # real-time priority (other programs would keep 5% of them): back to normal before any starts.
+    gdbrun.set_policy("normal")
     if not args.remote and os.environ.get("NSB_SESSION_PER_PROCESS") != "1":
         # Local processes: a few GDB sessions serve them all, one process after the other (many.py).
         import sys
