@@ -120,8 +120,11 @@ DEFAULT_NICE = 0
 # realtime is SCHED_RR at the lowest real-time priority, when permitted.  Under CPU load a GDB in a
 # session of its own waited seconds for each few milliseconds of CPU, whatever the niceness
 # (bench/load_revert.py, docs/TRUST.md).
-POLICIES = ("realtime", "normal")
-DEFAULT_POLICY = "realtime"
+# auto (the default) is realtime only on a machine busier than it has CPUs for (standalone/gdbrun.busy):
+# on a quiet one, real-time start-up work (runner, GDB, GDB's DWARF threads) took every CPU from the
+# target's threads and made its largest pause 20-23 ms instead of 14 (bench, session 5).
+POLICIES = ("auto", "realtime", "normal")
+DEFAULT_POLICY = "auto"
 
 
 def policy_in(argv):
@@ -192,7 +195,8 @@ OPTIONS: Dict[str, Option] = {o.key: o for o in (
     _opt("nice", ["--nice"], "scheduling niceness of the runner and its GDB's session (default %d; -10, as "
          "root: one more share of the CPU for GDB's session when --sched is normal)"
          % DEFAULT_NICE, kind="value", metavar="N", type=niceness, default=DEFAULT_NICE, faces=frozenset((RUNNER,))),
-    _opt("sched", ["--sched"], "scheduling of the runner and of the GDB it starts: realtime (SCHED_RR at the "
+    _opt("sched", ["--sched"], "scheduling of the runner and of the GDB it starts: auto (realtime when more "
+         "tasks want a CPU than twice the CPUs, else normal), realtime (SCHED_RR at the "
          "lowest real-time priority, as root: under CPU load a command on one process lasts about what it lasts "
          "on a quiet machine; several processes stay normal) or normal (default %s)" % DEFAULT_POLICY,
          kind="value", choices=POLICIES, default=DEFAULT_POLICY, faces=frozenset((RUNNER,))),

@@ -64,7 +64,7 @@ def main(argv=None):
         # The runner's scheduling policy, before anything else costs CPU; GDB inherits it (not `nsb gdb`:
         # an interactive GDB stays normal).
         from gdb_nsb.standalone import gdbrun
-        gdbrun.set_policy(options.policy_in(argv[1:]))
+        gdbrun.set_policy(gdbrun.resolve_policy(options.policy_in(argv[1:])))
     if chosen == "gdb" and argv[1:2] not in (["-h"], ["--help"]):
         # Everything after `gdb` belongs to GDB, options included (argparse would take them).
         from gdb_nsb.standalone import gdbcmd

@@ -102,6 +102,32 @@ def set_session_priority(pid, nice):
         return False
 
 
+# auto goes real-time when more tasks are runnable than this many per CPU.  The shell's check in ./nsb
+# (builtins: before Python starts) applies the same rule to /proc/stat.
+BUSY_PER_CPU = 2
+
+
+def busy(proc_stat, cpus):
+    """True when /proc/stat's ``procs_running`` (the tasks running or waiting for a CPU now, the reader
+    included) exceeds BUSY_PER_CPU per CPU of ``cpus``."""
+    for line in proc_stat.splitlines():
+        if line.startswith("procs_running "):
+            return int(line.split()[1]) > BUSY_PER_CPU * max(1, cpus)
+    return False
+
+
+def resolve_policy(policy):
+    """The policy ``auto`` stands for now (realtime on a busy machine, else normal); others unchanged."""
+    if policy != "auto":
+        return policy
+    try:
+        with open("/proc/stat") as f:
+            text = f.read()
+    except OSError:
+        return "normal"
+    return "realtime" if busy(text, len(os.sched_getaffinity(0))) else "normal"
+
+
 def set_policy(policy, pid=0):
     """Run ``pid`` (0: this thread) under ``policy`` (options.POLICIES); True when it was set.
 
