@@ -148,11 +148,7 @@ def test_nice_is_checked_and_documented():
 def _policies(pid):
     """{thread name: set of scheduling policies} of the threads of ``pid`` (empty once it is gone)."""
     out = {}
-    try:
-        tids = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return out
-    for tid in tids:
+    for tid in T.thread_states(pid):  # the product's /proc task reader
         try:
             with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
                 name = f.read().strip()
