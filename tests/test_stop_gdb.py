@@ -80,7 +80,9 @@ print("NSB-RESULT:" + json.dumps({"threads": len(st), "collect": t1 - t0, "check
 '''
 
 
-def test_stacks_of_256_threads_are_fast_and_reliable():
+def test_stacks_of_256_threads_are_complete_and_settings_restored():
+    # Reliability only: how fast this is belongs to bench/run.py (256 threads row).  A time bound here
+    # failed CI (2.6 s against 0.04 s quiet) when the machine's other tests took the CPUs.
     exe = build()
     with Target([exe, "254"], ready_line="ready") as t:
         r = run_gdb(t.pid, commands=["set backtrace limit 7"], python=STACKS_TIMING, timeout=120)
@@ -90,7 +92,6 @@ def test_stacks_of_256_threads_are_fast_and_reliable():
             res["threads"], res["frames"], res["collect"], res["check"]))
         assert res["threads"] == 257
         assert res["safe"], res["msg"]          # every stack reaches its outermost frame through known code
-        assert res["collect"] < 2.0
         assert res["pm"] is False and res["limit"] == 7   # user settings restored
         assert wait_running(t.pid), thread_states(t.pid)
 
