@@ -159,3 +159,71 @@ def test_revert_refuses_while_an_applied_patch_depends_on_it():
     reg = Registry([rec(A, states=[(7, 1)]), rec(C, states=[(7, 1)]), rec(Q, needs_states=[(7, 1)]),
                     rec(B, needs=["ee" * 20])])
     series.refuse_revert(reg, A)
+
+
+def _repair(sim, registry):
+    """What the tool does after a kill: a record with none of its jumps in place counts as not applied (the
+    next apply settles it); the one the memory shows partly in effect is reverted (finishing the job, as
+    ``skip_done``).  Returns the registry after."""
+    from gdb_nsb.binder.plan import plan_revert
+    from gdb_nsb.lifecycle.consistency import consistency
+    from gdb_nsb.lifecycle.instances import not_in_effect
+    for rec in list(registry.active()):
+        if not_in_effect(rec, sim.mem):  # as the next apply settles it (instances.settle_gone_instances)
+            registry = plan_revert(registry, rec.patch_build_id).registry_after
+            continue
+        if not consistency(registry, sim.mem):
+            continue
+        top_entries = [f.entry for f in rec.functions if registry.top(f.entry) == rec.patch_build_id]
+        if all(sim.mem.read(e, len(rec.function_at(e).jump)) == rec.function_at(e).jump for e in top_entries):
+            continue  # this record is whole: another one is the partial one
+        plan = plan_revert(registry, rec.patch_build_id)
+        for w in plan.writes:
+            if sim.mem.read(w.addr, len(w.data)) != w.data:
+                assert sim.mem.read(w.addr, len(w.expected)) == w.expected, w.what
+                sim.mem.write(w.addr, w.data)
+        registry = plan.registry_after
+    return registry
+
+
+def test_replace_killed_after_any_write_leaves_a_state_a_revert_finishes(world):
+    """Between any two entry writes of a replace the committed registry (stacked while entries switch,
+    the old records reduced while their own entries are restored) accounts for every jump in memory:
+    ``consistency`` sees at most a partial apply or revert, and reverting that record makes it whole."""
+    from gdb_nsb.lifecycle.consistency import consistency
+    target, f, patches = world
+    lp_c, img_c = patches["C"]
+    d, a, c = patches["D"][0].new_bid, patches["A"][0].new_bid, lp_c.new_bid
+    base = applied_sim(world, "D", "A")
+    plan = plan_replace(base.view(), lp_c, img_c, base.registry)
+    switches, restores = plan.switch_writes(), plan.restore_writes()
+    assert [w.what for w in switches] == ["jump over f"] and [w.what for w in restores] == ["restore nop"]
+    stacked, reduced = plan.registry_stacked(), plan.registry_reduced()
+    assert [b for b, _ in stacked.stack(switches[0].addr)] == [d, a, c] and stacked.patch(c).replaced == []
+    assert [p.patch_build_id for p in reduced.active()] == [d, c]
+    assert [fn.name for fn in reduced.patch(d).functions] == ["nop"]
+    entry_writes = switches + restores
+    n = len(switches)
+    # (entry writes made, the registry committed then): the stacked one up to the last switch, the
+    # reduced one from then on (committed before the first restore).
+    points = [(k, stacked) for k in range(n + 1)] + [(k, reduced) for k in range(n, len(entry_writes) + 1)]
+    for k, registry in points:
+        sim = applied_sim(world, "D", "A")
+        sim.mem.add(plan.mapping.start, bytes(plan.mapping.length))
+        for seg in plan.segment_writes:
+            sim.mem.write(seg.addr, seg.data)
+        for w in entry_writes[:k]:
+            sim.mem.write(w.addr, w.data)
+        problems = consistency(registry, sim.mem)
+        assert len(problems) <= 1, (k, problems)
+        after = _repair(sim, registry)
+        assert consistency(after, sim.mem) == [], k
+        tops = {e: after.top(e) for e in (switches[0].addr, restores[0].addr)}
+        if k < n:                  # the new patch reverted: the old set as before the replace
+            assert tops == {switches[0].addr: a, restores[0].addr: d}, k
+        elif registry is stacked:  # the new patch whole, stacked over the old set
+            assert tops == {switches[0].addr: c, restores[0].addr: d}, k
+        else:                      # the new patch in place; nop's original code back (or D's jump, D reduced)
+            assert tops[switches[0].addr] == c and tops[restores[0].addr] in ((None,) if k > n else (d,)), k
+        for e in tops:
+            assert sim.mem.read(e, 5) == after.expected_bytes(e, 5, target.read_vaddr(e - EXE_BIAS, 5)), (k, hex(e))

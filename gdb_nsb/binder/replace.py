@@ -8,6 +8,16 @@ the old patches changed.  No entry ever shows an intermediate layer, so no
 thread can run an old and a new function in one call chain.  The replaced
 records leave the registry; their mappings are unmapped at commit, unless a
 pointer into them is found then (``keep_mapped``): the record stays, inactive.
+
+The tool may be killed between any two writes, so the registry passes through
+two states a plain apply and revert already know, each committed before the
+writes it describes: first the new patch *stacked* over the old ones
+(``registry_stacked``) while entries switch to the new jumps, a kill leaving a
+partial stacked apply that ``revert`` of the new patch finishes back to the
+old set; then the old records *reduced* to the entries only they changed
+(``registry_reduced``) while those get their original code back, a kill
+leaving those records partly reverted, which their ``revert`` finishes.  No
+jump is ever left in memory that no record accounts for.
 """
 
 from __future__ import annotations
@@ -52,6 +62,47 @@ class ReplacePlan(LoadPlan):
     retire: dict[str, tuple[int, int]] = field(default_factory=dict)
     kept: dict[str, str] = field(default_factory=dict)
     restored: list[str] = field(default_factory=list)  # functions given back their original code
+    tops_before: dict[int, str] = field(default_factory=dict)  # entry -> the old top layer's build-id
+
+    def switch_writes(self) -> list[Write]:
+        """The writes of entries the new patch takes (each from an old jump or the original to its jump)."""
+        return [w for w in self.jump_writes if w.addr in self._new_entries()]
+
+    def restore_writes(self) -> list[Write]:
+        """The writes giving back original code at entries only the replaced patches changed."""
+        return [w for w in self.jump_writes if w.addr not in self._new_entries()]
+
+    def _new_entries(self) -> set[int]:
+        return {f.entry for f in _record(self.registry_after, self.patch_build_id).functions}
+
+    def registry_stacked(self) -> Registry:
+        """The registry while entries switch: the replaced records as they were, the new one on top of them
+        (no ``replaced`` yet: reverting it gives back the old set)."""
+        reg = copy.deepcopy(self.registry_after)
+        reg.patches = [r for r in reg.patches if r.patch_build_id not in self._replaced_ids()]
+        reg.patches[:0] = copy.deepcopy(Registry(self.replaced)).patches
+        rec = _record(reg, self.patch_build_id)
+        rec.replaced = []
+        for f in rec.functions:
+            f.below = self.tops_before.get(f.entry, "")
+        return reg
+
+    def registry_reduced(self) -> Registry:
+        """The registry while old-only entries are restored: the new patch as it ends, each replaced record
+        kept active with only the entries no new layer covers (records left with none are gone)."""
+        reg = copy.deepcopy(self.registry_after)
+        new_entries = self._new_entries()
+        for old in copy.deepcopy(Registry(self.replaced)).patches:
+            old.functions = [f for f in old.functions if f.entry not in new_entries]
+            if not old.functions:
+                continue
+            # A record kept mapped (inactive, no layers) is the same patch: its reduced form stands in.
+            reg.patches = [r for r in reg.patches if r.patch_build_id != old.patch_build_id]
+            reg.patches.insert(0, old)
+        return reg
+
+    def _replaced_ids(self) -> set[str]:
+        return {r.patch_build_id for r in self.replaced}
 
     def keep_mapped(self, build_id: str, why: str) -> None:
         """Keep a replaced patch's memory (something points into it): its record stays, inactive, no layers."""
@@ -131,4 +182,9 @@ def plan_replace(view, livepatch, patch_image, registry: Registry, breakpoints=(
             retire[old.patch_build_id] = span
     fields = {k: getattr(load, k) for k in LoadPlan.__dataclass_fields__}
     fields.update(jump_writes=writes, problems=problems + load.problems)
-    return ReplacePlan(**fields, replaced=replaced, retire=retire, restored=restored)
+    tops = {}
+    for entry in new_entries:
+        top = registry.top(entry)
+        if top is not None:
+            tops[entry] = top
+    return ReplacePlan(**fields, replaced=replaced, retire=retire, restored=restored, tops_before=tops)

@@ -9,13 +9,17 @@ of a patch reverted earlier removes record and mapping only.
 import copy
 
 from gdb_nsb.binder import plan as planmod
+from gdb_nsb.binder.replace import ReplacePlan
 from gdb_nsb.errors import MismatchError
 from gdb_nsb.registry import STATE_INACTIVE
 
 
 def pending_registry(plan):
-    """The registry as it must be while the new mapping exists but nothing jumps into it."""
-    reg = copy.deepcopy(plan.registry_after)
+    """The registry as it must be while the new mapping exists but nothing jumps into it.
+
+    For a replace that is the registry before it plus the new record: the patches it replaces are still
+    in effect until their entries switch (a record dropped here left their jumps unaccounted for)."""
+    reg = plan.registry_stacked() if isinstance(plan, ReplacePlan) else copy.deepcopy(plan.registry_after)
     rec = reg.patch(plan.patch_build_id)
     rec.state = STATE_INACTIVE
     rec.functions = []

@@ -322,11 +322,9 @@ def _execute_apply(inf, injector, store, plan, deadline, view, load_only=False):
                 if m is None:
                     store.save(pending_registry(plan), undo)
                 return undo
-            store.save(plan.registry_after, undo)
-            faults.point("registry-save")
             for c in plan.breakpoints_to_disable:
                 disabled += _disable_breakpoints_at(c.addr)
-            undo.write_all(plan.jump_writes, after=lambda w: faults.point("after-jump", w.what))
+            _write_entries(plan, store, undo)
             for bid, (start, length) in getattr(plan, "retire", {}).items():
                 # A replaced patch's memory goes once everything else holds (as revert --unmap's does).
                 undo.defer(lambda s=start, n=length: injector.check("munmap", 11, s, n),
@@ -341,6 +339,27 @@ def _execute_apply(inf, injector, store, plan, deadline, view, load_only=False):
         for loc in disabled:
             loc.enabled = True
         raise
+
+
+def _write_entries(plan, store, undo):
+    """Commit the registry that describes the entry writes about to be made, then make them.
+
+    A replace goes through two registries (binder/replace.py): a kill between any two of its writes
+    leaves a state an ordinary partial apply or revert describes, never a jump no record accounts for."""
+    after_jump = lambda w: faults.point("after-jump", w.what)  # noqa: E731
+    if isinstance(plan, ReplacePlan):
+        restores = plan.restore_writes()
+        store.save(plan.registry_stacked(), undo)
+        faults.point("registry-save")
+        undo.write_all(plan.switch_writes(), after=after_jump)
+        if restores:
+            store.save(plan.registry_reduced(), undo)
+            undo.write_all(restores, after=after_jump)
+        store.save(plan.registry_after, undo)
+        return
+    store.save(plan.registry_after, undo)
+    faults.point("registry-save")
+    undo.write_all(plan.jump_writes, after=after_jump)
 
 
 def _main_mapping():

@@ -24,7 +24,8 @@ Main thread commands on stdin: ``get`` -> ``value V W`` (compute(1), scale(1));
 ``stat`` -> ``calls C wrong W bad B sent S handled H spawned P forks F childbad K``;
 ``park`` -> ``parked``; ``unpark`` -> ``unparked``; ``exec``/``exit`` (see above).
 
-Patches: ``plus`` (compute + 100), ``both`` (compute + 100 and scale + 1000).
+Patches: ``plus`` (compute + 100), ``both`` (compute + 100 and scale + 1000), ``cumulative`` (compute
++ 100, replacing every patch applied).
 """
 
 import os
@@ -265,6 +266,11 @@ PATCHES = {
             "}\n"
             "int scale(int x) { return 2 * x + base_value + 1000; }\n",
 }
+# A cumulative patch (an apply replaces every patch of the target): compute as in ``both``, scale back
+# to the original's value.  After ``both``: compute switches to it, scale gets its original code back.
+PATCHES["cumulative"] = PATCHES["both"].split("int scale")[0].replace(
+    "#include <unistd.h>\n", '#include <unistd.h>\n#include "vzp.h"\nVZP_CUMULATIVE;\n').replace(
+    "return base_value + x + 100;", "return base_value + x + 100; /* cumulative */")
 
 
 def target():
