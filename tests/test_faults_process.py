@@ -55,7 +55,7 @@ def test_run_windows_with_signals_threads_and_forks(mode):
         rc, doc, err = _busy_then_free(t, "revert", p)
         assert rc == 0, (doc, err)
         assert t.values() == (0, 0)
-        after = t.settle(timeout=10)
+        after = t.settle()
         assert after["wrong"] == 0 and after["sent"] == after["handled"], after
         assert after["sent"] > base["sent"]
         if mode == "spawn":

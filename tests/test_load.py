@@ -59,7 +59,7 @@ def test_apply_revert_cycles_under_load():
         assert t.values() == (0, 0)
         assert [T.entry_state(t.pid, R.target(), f) for f in ("compute", "scale")] == ["original", "original"]
         # The workers kept calling through every cycle and never saw a value outside {original, patched}.
-        after = t.settle(timeout=10)
+        after = t.settle()
         assert after["wrong"] == 0, after
         assert after["sent"] == after["handled"], after
         assert after["calls"] > before["calls"] + 16 * CYCLES, (before, after)
