@@ -319,8 +319,13 @@ COMMANDS: Dict[str, Command] = {c.name: c for c in (
         "that stands in the way, it looks again at later moments, as an apply retries: locally the process\n"
         "runs untraced in between (GDB detaches and attaches again: nothing of the tool is in it, not even\n"
         "GDB's breakpoints).  Remotely, and at the GDB prompt unless `set nsb run-windows on`, the\n"
-        "answer is one look and says \"busy at this instant\".",
-        _RUNNER_COMMON + ("file", "timeout", "verbose",
+        "answer is one look and says \"busy at this instant\".  It judges what `patch` with the same\n"
+        "options would do: a cumulative patch (VZP_CUMULATIVE), or any patch with --replace, as the\n"
+        "atomic replace of every patch applied to its target (their code counts as busy too, and the\n"
+        "dependency rules see them leave: exit 20); --json's \"plan\" is that of `patch --dry-run`.",
+        _RUNNER_COMMON + ("file", ("replace", "judge an atomic replace, as `patch --replace` would do it (a "
+                                              "cumulative patch is judged so without the option)"),
+                          "timeout", "verbose",
                           ("retries", "looks at the threads before answering busy (default %d; set nsb retries)"
                            % DEFAULT_TRIES),
                           ("allow-seccomp", "do not count a seccomp filter as a reason it cannot apply"),

@@ -146,20 +146,23 @@ def test_reasons_against_apply(world):
     entry = EXE_BIAS + f.value
 
     def reasons(view, registry=sim.registry, memory=sim.mem, pcs=()):
-        return verdicts.reasons_against_apply(view, lp, img, registry, memory, [], "refuse", dict,
-                                              lambda: stacks_at(*pcs), 42)
+        out, plans[0] = verdicts.reasons_against_apply(view, lp, img, registry, memory, [], "refuse", False, dict,
+                                                       lambda: stacks_at(*pcs), 42)
+        return out
 
-    assert reasons(sim.view()) == []
+    plans = [None]  # the plan of the last call
+    assert reasons(sim.view()) == [] and plans[0].jumps[0][0] == "f" and not hasattr(plans[0], "replaced")
     assert reasons(sim.view(), pcs=[entry]) == []  # at the entry nothing of the old code ran yet
     busy = reasons(sim.view(), pcs=[entry + 8])
     assert len(busy) == 1 and busy[0][1] == BUSY
     assert busy[0][0].startswith("busy now: not at a safe point: thread 1 (LWP 100) frame #0")
     gone = reasons(make_view([]))
     assert len(gone) == 1 and gone[0] == ("target not mapped: no object with build-id %s (?) in process 42"
-                                          % lp.old_bid, MISMATCH)
+                                          % lp.old_bid, MISMATCH) and plans[0] is None
     bytes_ = reasons(sim.view(), memory=FakeMemory(), pcs=[entry + 8])
     assert [c for _, c in bytes_] == [MISMATCH, BUSY] and "cannot read" in bytes_[0][0]
     sim.execute(plan_load(sim.view(), lp, img, sim.registry))
     again = reasons(sim.view(), registry=sim.registry)
     assert again == [("patch %s is already applied (load base %#x)" % (
         lp.new_bid, sim.registry.patch(lp.new_bid).patch_load_base), errors.AlreadyAppliedError.exit_code)]
+    assert plans[0] is None  # planning refused: no plan to show

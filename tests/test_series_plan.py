@@ -1,5 +1,8 @@
-"""Patch series, pure: the replace plan against a simulated process, its busy ranges, and the
-dependency rules (lifecycle/series.py) on registries."""
+"""Patch series, pure: the replace plan against a simulated process, its busy ranges, the choice of
+stacked or replace that apply and check share (lifecycle/apply_kind.py), and the dependency rules
+(lifecycle/series.py) on registries."""
+
+import dataclasses
 
 import pytest
 
@@ -10,9 +13,10 @@ from gdb_nsb.binder.plan import evaluate, plan_load
 from gdb_nsb.binder.replace import plan_replace
 from gdb_nsb.elf.livepatch import FuncJump, LivePatch, State
 from gdb_nsb.errors import DependencyError
-from gdb_nsb.lifecycle import series
-from gdb_nsb.lifecycle.busy import busy_for_apply, busy_for_replace, busy_for_revert
+from gdb_nsb.lifecycle import apply_kind, outcome, series, verdicts
+from gdb_nsb.lifecycle.busy import _without, busy_for_apply, busy_for_replace, busy_for_revert, copy_range
 from gdb_nsb.registry import STATE_ACTIVE, STATE_INACTIVE, PatchRecord, Registry
+from gdb_nsb.safepoint import Frame, SafePointCheck, ThreadStack
 
 
 @pytest.fixture(scope="module", params=["plain", "cet"])
@@ -93,6 +97,69 @@ def test_busy_for_replace_covers_old_and_new_code(world):
     for rec in old:
         for name, ranges in busy_for_revert(rec).items():
             assert set(ranges) <= set(busy[name]) and entries[name] == set()
+
+
+def test_busy_for_replace_names_the_replaced_copies_by_function(world):
+    sim = applied_sim(world, "D", "A")
+    lp_c, _ = world[2]["C"]
+    d_lp, d_img = world[2]["D"]
+    d = sim.registry.patch(d_lp.new_bid)
+    nop = copy_range(d, next(x for x in d.functions if x.name == "nop"), d_img)
+    busy, entries = busy_for_replace(lp_c, EXE_BIAS, sim.registry, {d_lp.new_bid: d_img}, list(sim.registry.patches))
+    named = "nop of patch %s" % d_lp.new_bid[:12]
+    assert busy[named] == [nop] and entries[named] == set()
+    # The rest of D's executable memory stays busy, under the patch's name, without the copies.
+    rest = busy["patch %s" % d_lp.new_bid[:12]]
+    assert rest and not [r for r in rest if r[0] < nop[1] and nop[0] < r[1]]
+    assert SafePointCheck(busy, entries).function_at(nop[0] + 1) == named
+    assert _without([(0, 100)], [(10, 20), (50, 60)]) == [(0, 10), (20, 50), (60, 100)]
+    assert _without([(0, 100)], [(0, 10), (90, 120)]) == [(10, 90)] and _without([(5, 8)], [(0, 10)]) == []
+
+
+def test_check_and_apply_judge_the_same_plan_stacked_or_replace(world):
+    """A thread parked in D's copy of nop (a function only D changed): stacking C over D and A does not
+    touch nop, a replace (--replace, or C cumulative) takes D out and must wait for that thread."""
+    target, f, patches = world
+    sim = applied_sim(world, "D", "A")
+    lp_c, img_c = patches["C"]
+    d_lp, d_img = patches["D"]
+    d = sim.registry.patch(d_lp.new_bid)
+    nop = copy_range(d, next(x for x in d.functions if x.name == "nop"), d_img)
+    cumulative = dataclasses.replace(lp_c, cumulative=True)
+    assert not apply_kind.replaces(lp_c, False)
+    assert apply_kind.replaces(lp_c, True) and apply_kind.replaces(cumulative, False)
+    stacks = [ThreadStack(1, 100, None, [Frame(nop[0] + 1), Frame(EXE_BIAS + f.value - 1)])]
+
+    def judge(lp, replace_option):
+        return verdicts.reasons_against_apply(sim.view(), lp, img_c, sim.registry, sim.mem, [], "refuse",
+                                              replace_option, lambda: {d_lp.new_bid: d_img}, lambda: stacks, 42)
+
+    reasons, plan = judge(lp_c, False)
+    assert reasons == [] and outcome.plan_dict(plan) == {"kind": "stack", "functions": ["f"], "replaces": [],
+                                                         "restores": []}
+    assert outcome.plan_lines(plan) == []
+    for lp, option in ((lp_c, True), (cumulative, False)):
+        reasons, plan = judge(lp, option)
+        assert [c for _, c in reasons] == [3], reasons
+        assert "inside nop of patch %s" % d_lp.new_bid[:12] in reasons[0][0]
+        assert outcome.plan_dict(plan) == {"kind": "replace", "functions": ["f"],
+                                           "replaces": [d_lp.new_bid, patches["A"][0].new_bid], "restores": ["nop"]}
+        assert outcome.plan_lines(plan)[0] == "an apply replaces patches %s, %s in the same stop" % (
+            d_lp.new_bid[:16], patches["A"][0].new_bid[:16])
+        # The very plan (and busy ranges) the apply makes.
+        same = apply_kind.plan(sim.view(), lp, img_c, sim.registry, [], "refuse", option)
+        assert [w.addr for w in same.writes] == [w.addr for w in plan.writes] and evaluate(same, sim.mem) == []
+        assert apply_kind.busy(same, lp, sim.registry, {d_lp.new_bid: d_img})[0]["nop of patch %s"
+                                                                                 % d_lp.new_bid[:12]] == [nop]
+    # The series rules as the apply applies them: a need of D is met while D stays, not once it leaves.
+    needs_d = dataclasses.replace(lp_c, needs_patches=[d_lp.new_bid])
+    stacks[:] = []
+    assert judge(needs_d, False) == ([], judge(needs_d, False)[1])
+    reasons, plan = judge(needs_d, True)
+    assert [c for _, c in reasons] == [20] and "needs patch %s" % d_lp.new_bid[:16] in reasons[0][0]
+    with pytest.raises(DependencyError) as e:
+        apply_kind.refuse_series(needs_d, sim.registry, plan)
+    assert str(e.value) == reasons[0][0]
 
 
 # ---------------------------------------------------------------- dependencies and states

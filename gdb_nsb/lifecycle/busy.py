@@ -64,10 +64,37 @@ def busy_for_revert(record):
 
 
 def busy_for_replace(livepatch, target_bias, registry, images_by_bid, replaced):
-    """``busy_for_apply`` of the new patch united with ``busy_for_revert`` of every record it ``replaced``."""
+    """``busy_for_apply`` of the new patch united with ``busy_for_revert`` of every record it ``replaced``.
+
+    A replaced patch's copy of a function it redirected is named after the function ("gen_b of patch
+    <id>"), when its file (``images_by_bid``) gives the copy's symbol, so that a busy verdict names what
+    the thread runs; the rest of its executable memory keeps the patch's name.  No entry pc is safe there:
+    a thread at an old copy's entry would run code that goes away."""
     busy, safe_entries = busy_for_apply(livepatch, target_bias, registry, images_by_bid)
     for record in replaced:
+        image = images_by_bid.get(record.patch_build_id)
+        copies = []
+        for f in record.functions:
+            copy = copy_range(record, f, image)
+            if copy is not None:
+                copies.append(copy)
+                busy.setdefault("%s of patch %s" % (f.name, record.patch_build_id[:12]), []).append(copy)
         for name, ranges in busy_for_revert(record).items():
-            busy.setdefault(name, []).extend(ranges)
-            safe_entries.setdefault(name, set())
+            busy.setdefault(name, []).extend(_without(ranges, copies))
+    for name in busy:
+        safe_entries.setdefault(name, set())
     return busy, safe_entries
+
+
+def _without(ranges, holes):
+    """[lo, hi) ``ranges`` minus the ``holes``, so that no address lies in two busy names."""
+    out = []
+    for lo, hi in ranges:
+        for a, b in sorted(holes):
+            if a > lo and a < hi:
+                out.append((lo, a))
+            if b > lo and a < hi:
+                lo = max(lo, b)
+        if lo < hi:
+            out.append((lo, hi))
+    return out

@@ -23,6 +23,7 @@ class Outcome:
     state: str = ""
     patches: Optional[list] = None  # set by list (also when empty, so --json always has the key)
     replaced: Optional[list] = None  # set by a replace: the patches it took out
+    plan: Optional[dict] = None  # set by check and patch --dry-run: what the apply does (plan_dict)
 
     def as_dict(self):
         d = {"result": "ok" if self.code == 0 else "error", "code": self.code, "message": self.message,
@@ -36,6 +37,8 @@ class Outcome:
             d["patches"] = self.patches
         if self.replaced is not None:
             d["replaced"] = self.replaced
+        if self.plan is not None:
+            d["plan"] = self.plan
         return d
 
     def fail(self, error):
@@ -77,7 +80,33 @@ def _dry_run(out, plan, reasons, verb, done, code):
 
 
 def apply_dry_run(out, plan, reasons):
+    out.plan = plan_dict(plan)
     return _dry_run(out, plan, reasons, "apply", "applied", errors.MismatchError.exit_code)
+
+
+def plan_dict(plan):
+    """What applying ``plan`` does, for ``--json``: ``check`` and ``patch --dry-run`` give the same.
+
+    ``kind``: stack (on the layers there) or replace; ``functions`` it redirects; ``replaces``: the
+    build-ids of the patches a replace takes out; ``restores``: functions given their original code back."""
+    replace = hasattr(plan, "replaced")
+    return {"kind": "replace" if replace else "stack", "functions": [name for name, _ in plan.jumps],
+            "replaces": [r.patch_build_id for r in plan.replaced] if replace else [],
+            "restores": list(plan.restored) if replace else []}
+
+
+def plan_lines(plan):
+    """``check``'s words for a replace: which patches the apply takes out, which functions get their code back."""
+    if not hasattr(plan, "replaced"):
+        return []
+    ids = ", ".join(r.patch_build_id[:16] for r in plan.replaced)
+    out = ["an apply replaces %s in the same stop" % (
+        ("patch%s %s" % ("" if len(plan.replaced) == 1 else "es", ids)) if ids
+        else "nothing (no patch of its target is applied)")]
+    if plan.restored:
+        out.append("and restores the original code of %s (only the replaced patches changed it)"
+                   % ", ".join(plan.restored))
+    return out
 
 
 def applied(out, plan, settled):

@@ -10,7 +10,7 @@ now, each reason with the exit code of its cause.
 from gdb_nsb import errors
 from gdb_nsb.binder import plan as planmod
 from gdb_nsb.binder.errors import IfuncNeedsResolver
-from gdb_nsb.lifecycle.busy import busy_for_apply
+from gdb_nsb.lifecycle import apply_kind, outcome
 from gdb_nsb.lifecycle.instances import absent_target_reason, not_in_effect, target_unloaded
 from gdb_nsb.registry import STATE_ACTIVE
 from gdb_nsb.safepoint import SafePointCheck
@@ -208,8 +208,9 @@ def only_busy(reasons):
     return bool(reasons) and all(c == errors.BusyError.exit_code for _, c in reasons)
 
 
-def check_not_applied(out, lp, reasons, warnings):
-    """The patch is not applied: could it be now?  ``reasons`` are (reason, exit code), in the order found.
+def check_not_applied(out, lp, reasons, warnings, plan=None):
+    """The patch is not applied: could it be now?  ``reasons`` are (reason, exit code), in the order found;
+    ``plan`` the apply's plan they were judged on (None: planning refused).
 
     The exit code is the first reason's that is not "busy" (a thread in the code passes; a mismatch
     does not), else busy; NotAppliedError's when nothing stands in the way."""
@@ -223,32 +224,42 @@ def check_not_applied(out, lp, reasons, warnings):
         out.code = hard[0] if hard else errors.BusyError.exit_code
         out.message = "patch %s is not applied and cannot be applied now: %s" % (lp.new_bid[:16], out.reasons[0])
     out.lines = [out.message] + ["  - " + r for r in out.reasons[1:]] + warnings
+    if plan is not None:
+        out.plan = outcome.plan_dict(plan)
+        out.lines += outcome.plan_lines(plan)
     return out
 
 
-def reasons_against_apply(view, lp, image, registry, memory, breakpoints, breakpoint_policy, patch_images, stacks,
-                          pid, busy_label="busy now"):
-    """(reason, exit code) of everything in the process that keeps ``lp`` from being applied now.
+def reasons_against_apply(view, lp, image, registry, memory, breakpoints, breakpoint_policy, replace_option,
+                          patch_images, stacks, pid, busy_label="busy now"):
+    """([(reason, exit code)] of everything in the process that keeps ``lp`` from being applied now, the plan
+    or None when planning refused).
 
-    The target not mapped, a refusal of planning, a plan whose expected bytes
-    are not there, a thread inside the code.  ``patch_images()`` gives the
-    registered patches' ElfImages by build-id and ``stacks()`` the threads'
-    stacks; both are asked for only once a plan exists.  ``busy_label`` starts the reason of a thread
-    inside the code (it says how often the stacks were looked at)."""
+    Judged on the very plan an apply with the same options makes (lifecycle/apply_kind.py: stacked, or a
+    replace for a cumulative patch or ``replace_option``): the target not mapped, a refusal of planning or
+    of the series rules, a plan whose expected bytes are not there, a thread inside the code (for a
+    replace, the replaced patches' code too).  ``patch_images()`` gives the registered patches' ElfImages
+    by build-id and ``stacks()`` the threads' stacks; both are asked for only once a plan exists.
+    ``busy_label`` starts the reason of a thread inside the code (it says how often the stacks were looked at)."""
     target = view.object_by_build_id(lp.old_bid)
     if target is None:
-        return [(absent_target_reason(view, lp, pid), errors.MismatchError.exit_code)]
+        return [(absent_target_reason(view, lp, pid), errors.MismatchError.exit_code)], None
     try:
-        plan = planmod.plan_load(view, lp, image, registry, breakpoints, breakpoint_policy)
+        plan = apply_kind.plan(view, lp, image, registry, breakpoints, breakpoint_policy, replace_option)
         pending = pending_resolvers(plan)
         if pending:  # an apply runs them; judged with stand-ins, as a dry run does
-            plan = planmod.plan_load(view, lp, image, registry, breakpoints, breakpoint_policy,
-                                     ifunc_results=resolver_stand_ins(pending))
+            plan = apply_kind.plan(view, lp, image, registry, breakpoints, breakpoint_policy, replace_option,
+                                   resolver_stand_ins(pending))
     except errors.NsbError as e:
-        return [(str(e), e.exit_code)]
-    reasons = [(r, errors.MismatchError.exit_code) for r in planmod.evaluate(plan, memory)]
-    busy, entries = busy_for_apply(lp, target.load_bias, registry, patch_images())
+        return [(str(e), e.exit_code)], None
+    reasons = []
+    try:
+        apply_kind.refuse_series(lp, registry, plan)
+    except errors.DependencyError as e:
+        reasons.append((str(e), e.exit_code))
+    reasons += [(r, errors.MismatchError.exit_code) for r in planmod.evaluate(plan, memory)]
+    busy, entries = apply_kind.busy(plan, lp, registry, patch_images())
     verdict = SafePointCheck(busy, entries).check(stacks())
     if not verdict.safe:
         reasons.append(("%s: %s" % (busy_label, verdict.message()), errors.BusyError.exit_code))
-    return reasons
+    return reasons, plan

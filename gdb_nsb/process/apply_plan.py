@@ -1,13 +1,11 @@
-"""What an apply executes, decided inside the stop: the plan (stacked, or an atomic replace; IFUNC
-resolvers nothing in the process ran yet are run first), its busy ranges, and which replaced patches
-stay mapped because the program still points into them.  ``engine.apply`` calls these once per safe
-point try."""
+"""What an apply executes, decided inside the stop: the plan (stacked, or an atomic replace, as
+lifecycle/apply_kind.py chooses for apply and check alike; IFUNC resolvers nothing in the process ran
+yet are run first), its busy ranges, and which replaced patches stay mapped because the program still
+points into them.  ``engine.apply`` calls these once per safe point try."""
 
 from gdb_nsb import errors
-from gdb_nsb.binder import plan as planmod
-from gdb_nsb.binder.replace import ReplacePlan, plan_replace
-from gdb_nsb.lifecycle import series, verdicts
-from gdb_nsb.lifecycle.busy import busy_for_apply, busy_for_replace, copy_range
+from gdb_nsb.lifecycle import apply_kind, verdicts
+from gdb_nsb.lifecycle.busy import copy_range
 from gdb_nsb.lifecycle.pointers import find_pointer_into
 from gdb_nsb.process import snapshot as snap
 
@@ -29,21 +27,10 @@ def plan_apply(view, lp, image, registry, opts, inf):
 
 
 def _plan_once(view, lp, image, registry, opts, ifunc_results=None):
-    if opts.replace or lp.cumulative:
-        plan = plan_replace(view, lp, image, registry, snap.breakpoint_locations(), opts.breakpoints,
-                            ifunc_results=ifunc_results)
-        series.refuse_apply(lp, registry, plan.replaced)
-    else:
-        plan = planmod.plan_load(view, lp, image, registry, snap.breakpoint_locations(), opts.breakpoints,
-                                 ifunc_results=ifunc_results)
-        series.refuse_apply(lp, registry)
+    plan = apply_kind.plan(view, lp, image, registry, snap.breakpoint_locations(), opts.breakpoints, opts.replace,
+                           ifunc_results)
+    apply_kind.refuse_series(lp, registry, plan)  # before any resolver runs in the process
     return plan
-
-
-def busy_for(plan, lp, registry, files_by_bid):
-    if isinstance(plan, ReplacePlan):
-        return busy_for_replace(lp, plan.target_bias, registry, files_by_bid, plan.replaced)
-    return busy_for_apply(lp, plan.target_bias, registry, files_by_bid)
 
 
 def keep_pointed_to(plan, inf, store, files_by_bid):

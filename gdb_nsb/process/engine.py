@@ -26,8 +26,8 @@ import gdb
 
 from gdb_nsb import errors, timeline
 from gdb_nsb.binder import plan as planmod
-from gdb_nsb.binder.replace import ReplacePlan, replaced_set
-from gdb_nsb.lifecycle import outcome, series, verdicts
+from gdb_nsb.binder.replace import ReplacePlan
+from gdb_nsb.lifecycle import apply_kind, outcome, series, verdicts
 from gdb_nsb.lifecycle.busy import busy_for_revert
 from gdb_nsb.lifecycle.consistency import consistency, verify_saved_bytes
 from gdb_nsb.lifecycle.guards import guard_apply_writes, guard_revert_writes
@@ -198,7 +198,7 @@ def apply(path, opts: Options) -> Outcome:
                       for name in getattr(plan, "resolvers_to_run", ())]
         out.timings = clock.total()
         return out
-    busy, entries = apply_plan.busy_for(plan, lp, registry, files_by_bid)
+    busy, entries = apply_kind.busy(plan, lp, registry, files_by_bid)
     cbs = callbacks.Runner(inf, injector, store, opts.callback_timeout, deadline,
                            "apply of patch %s" % lp.new_bid[:12]) if lp.callbacks else None
     loaded = None
@@ -570,12 +570,11 @@ def _check_once(path, lp, image, opts, busy_label):
     if verdicts.check_recorded(out, lp, rec, consistency(registry, inf, view)):
         return out, None
     reasons, warnings = verdicts.environment_reasons(environment.collect(inf), opts.allow_seccomp)
-    reasons += verdicts.reasons_against_apply(view, lp, image, registry, inf, snap.breakpoint_locations(),
-                                              opts.breakpoints, lambda: _patch_images(registry, [path]),
-                                              collect_stacks, inf.pid, busy_label)
-    target = view.object_by_build_id(lp.old_bid)
-    leaving = replaced_set(registry, lp, target.load_bias) if lp.cumulative and target is not None else []
-    reasons += [("needs %s, which is not applied" % m, errors.DependencyError.exit_code)
-                for m in series.missing_dependencies(lp, registry, leaving)]
-    verdicts.check_not_applied(out, lp, reasons, warnings)
+    # Judged on the plan an apply with these options makes: stacked, or a replace (cumulative, --replace).
+    against, plan = verdicts.reasons_against_apply(view, lp, image, registry, inf, snap.breakpoint_locations(),
+                                                   opts.breakpoints, opts.replace,
+                                                   lambda: _patch_images(registry, [path]), collect_stacks,
+                                                   inf.pid, busy_label)
+    reasons += against
+    verdicts.check_not_applied(out, lp, reasons, warnings, plan)
     return out, reasons
