@@ -12,14 +12,18 @@ per flavor, cached):
   layer of it, so a replace of p1+p2 by p3 gives gen_b its original code back (chain = base + 303);
 * ``p4``: gen_b at generation 4, needs state 1 (chain on top of p3 = base + 343);
 * ``p1hook``: ``p1`` that also registers one of its own helpers in the target's ``hook`` pointer:
-  code only that old patch has, which the program keeps calling.
+  code only that old patch has, which the program keeps calling;
+* ``p1park``: ``p1`` that also changes ``park(fd)`` (a blocking read), which no other patch changes:
+  a thread parked in it after the apply is inside code only that patch has (``check`` of a replace).
 
 Worker threads call ``chain()`` (a few percent of their time) and count every value outside the
 *allowed* set, which the test sets with ``allow V ...`` (values relative to base_value): while a
 replace of p1+p2 by p3 runs, only +112 and +303 are allowed, so a chain that mixed an old link
 with a new one (+103, +312, +302 ...) or passed through an intermediate state counts.
 Commands: ``get`` -> ``value V`` (V - base); ``stat`` -> ``calls C mixed M last L hooks H``;
-``allow V...`` -> ``allowed``; ``unhook`` -> ``unhooked``.
+``allow V...`` -> ``allowed``; ``unhook`` -> ``unhooked``; ``park`` -> ``parked`` (a new thread
+blocks in ``park()`` on a pipe); ``unpark`` -> ``unparked R`` (a byte written, the thread joined, R
+what ``park`` returned: 1 from the target's code, 2 from ``p1park``'s).
 """
 
 
@@ -28,6 +32,7 @@ from .cbuild import bind_patch
 from .process import Target, wait_progress
 
 TARGET_C = r'''
+#include <unistd.h>
 int base_value = 1000;
 int (*volatile hook)(void);
 
@@ -37,6 +42,7 @@ __attribute__((noinline, noclone)) int gen_c(void) { return LINK(base_value) + 0
 __attribute__((noinline, noclone)) int gen_b(void) { return 10 * 0 + LINK(gen_c()); }
 __attribute__((noinline, noclone)) int gen_a(void) { return 100 * 0 + LINK(gen_b()); }
 __attribute__((noinline, noclone)) int chain(void) { return LINK(gen_a()); }
+__attribute__((noinline, noclone)) int park(int fd) { char c; return LINK((int)read(fd, &c, 1)) + 0; }
 '''
 
 MAIN_C = r'''
@@ -50,12 +56,24 @@ MAIN_C = r'''
 extern int base_value;
 extern int (*volatile hook)(void);
 int chain(void);
+int park(int fd);
 
 #define MAX_WORKERS 16
 #define MAX_ALLOWED 8
 static volatile long calls[MAX_WORKERS], mixed, last_bad, hooks;
 static volatile int allowed[MAX_ALLOWED] = {0}, n_allowed = 1;
 static long pause_ns = 200 * 1000;
+static int park_fds[2] = {-1, -1};
+static volatile int parking, park_result;
+static pthread_t parked_thread;
+
+static void *parker(void *arg)
+{
+    (void)arg;
+    parking = 1;
+    park_result = park(park_fds[0]);
+    return NULL;
+}
 
 static void *worker(void *arg)
 {
@@ -112,6 +130,17 @@ int main(int argc, char **argv)
             usleep(20000); /* calls that began under the old set finish */
             mixed = 0;
             printf("allowed\n");
+        } else if (!strncmp(line, "unpark", 6)) {
+            if (write(park_fds[1], "x", 1) != 1) return 1;
+            pthread_join(parked_thread, NULL);
+            printf("unparked %d\n", park_result);
+        } else if (!strncmp(line, "park", 4)) {
+            if (park_fds[0] < 0 && pipe(park_fds)) return 1;
+            parking = 0;
+            pthread_create(&parked_thread, NULL, parker, NULL);
+            while (!parking) usleep(1000);
+            usleep(20000); /* it is in read() by now */
+            printf("parked\n");
         } else if (!strncmp(line, "unhook", 6)) {
             hook = 0;
             usleep(20000);
@@ -139,6 +168,10 @@ PATCHES = {
                   "int gen_a(void) { return 100 * 3 + gen_b(); }\n",
     "p4": '#include "vzp.h"\nVZP_NEEDS_STATE(1, 1);\n'
           + GEN + "int gen_b(void) { return 10 * 4 + gen_c(); }\n",
+    "p1park": GEN + "#include <unistd.h>\n"
+                    "int gen_b(void) { return 10 * 1 + gen_c(); }\n"
+                    "int gen_a(void) { return 100 * 1 + gen_b(); }\n"
+                    "int park(int fd) { char c; return (int)read(fd, &c, 1) + 1; }\n",
     "p1hook": GEN + "extern int (*volatile hook)(void);\n"
                     "static int p1_helper(void) { return 1; }\n"
                     "int gen_b(void) { return 10 * 1 + gen_c(); }\n"
@@ -185,6 +218,15 @@ class Running(Target):
 
     def unhook(self):
         assert self.ask("unhook") == "unhooked"
+
+    def park(self):
+        assert self.ask("park") == "parked"
+
+    def unpark(self):
+        """What ``park`` returned: 1 (the target's code) or 2 (``p1park``'s)."""
+        line = self.ask("unpark")
+        assert line.startswith("unparked "), line
+        return int(line.split()[1])
 
     def wait_calls(self, more=200, timeout=5.0):
         return wait_progress(self.stats, more, timeout)
