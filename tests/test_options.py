@@ -85,7 +85,7 @@ def test_runner_help_shows_every_option_of_the_table(command):
     ["patch", "-p", "1", "-f", "x.so", "--dry-run", "--retries", "4", "--strategy", "run-out", "--timeout", "2.5",
      "-v", "2", "--allow-seccomp"],
     ["revert", "-p", "1", "-f", "abcd1234", "--unmap", "--strategy", "retry"],
-    ["check", "-p", "1", "-f", "x.so", "--allow-seccomp"],
+    ["check", "-p", "1", "-f", "x.so", "--allow-seccomp", "--replace"],
     ["list", "-p", "1", "--patch-dir", 'a b:c"d'],
 ])
 def test_runner_forwards_its_options_to_the_gdb_command_unchanged(argv):
