@@ -152,3 +152,14 @@ def test_busy_at_the_prompt_does_not_resume(target):
         assert re.search(r"compute", g2.run("frame")), out
     finally:
         g2.close()
+
+
+def test_readme_names_what_an_interactive_session_still_shows():
+    """Item 1 allows stop handlers that fire if the README names them; it also names the run windows' report
+    (asserted above: 'received signal SIGSTOP' is GDB's own line at the end of each window)."""
+    with open(os.path.join(os.path.dirname(LOADER), "README.md")) as f:
+        text = f.read()
+    section = text[text.index("### GDB sessions"):]
+    section = section[:section.index("\n#", 1)]
+    assert "gdb.events.stop" in section and "nsb-patch" in section, section
+    assert "received signal SIGSTOP" in section and "set nsb run-windows on" in section, section
