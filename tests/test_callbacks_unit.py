@@ -183,3 +183,14 @@ def test_timeout_and_crash_fail_with_their_own_message_and_state(result, words):
     rec = _record()
     rec.callback_state = state
     assert cbl.has_failed(rec) and not cbl.has_failed(_record())
+
+
+def test_a_thread_inside_the_allocator_or_the_loader_is_not_borrowed():
+    base_name, lock_holder = cbl.base_name, cbl.lock_holder
+    assert [base_name(n) for n in ("__GI___libc_malloc", "_int_malloc", "___dlopen", "__libc_fork", "main")] == [
+        "malloc", "int_malloc", "dlopen", "fork", "main"]
+    # With libc's debug info (static functions named) and without (only exported names): found either way.
+    assert lock_holder(["checked_request2size", "_int_malloc", "__GI___libc_malloc", "main"]) == "_int_malloc"
+    assert lock_holder([None, "malloc", "main"]) == "malloc"
+    assert lock_holder(["__GI___libc_read", "_IO_new_file_underflow", "main"]) is None
+    assert lock_holder(["mallocate_things", "free_list_walk"]) is None  # whole names only

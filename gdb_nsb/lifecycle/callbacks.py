@@ -35,6 +35,33 @@ LEAVES = {
 }
 FAILED_PREFIX = "failed: "
 
+# libc functions that hold a lock of the allocator (an arena, or all of them around fork) or of the dynamic
+# loader while they run, by base name (``base_name``).  A callback borrowing a thread stopped inside one
+# would wait, on that very thread, for the lock the thread holds: such a thread is not borrowed.
+LOCK_HOLDERS = frozenset((
+    "malloc", "calloc", "realloc", "reallocarray", "free", "cfree", "memalign", "aligned_alloc",
+    "posix_memalign", "valloc", "pvalloc", "int_malloc", "int_free", "int_realloc", "int_memalign",
+    "sysmalloc", "systrim", "malloc_consolidate", "malloc_trim", "mtrim", "malloc_info", "malloc_stats",
+    "mallinfo", "mallinfo2", "tcache_init", "arena_get2", "reused_arena", "get_free_list",
+    "fork", "Fork", "dlopen", "dlmopen", "dlclose", "dl_open", "dl_close", "dl_iterate_phdr"))
+
+
+def base_name(name: str) -> str:
+    """A libc function's name without its internal prefixes: ``__GI___libc_malloc`` -> ``malloc``,
+    ``_int_malloc`` -> ``int_malloc``, ``___dlopen`` -> ``dlopen``."""
+    if name.startswith("__GI_"):
+        name = name[len("__GI_"):]
+    name = name.lstrip("_")
+    return name[len("libc_"):] if name.startswith("libc_") else name
+
+
+def lock_holder(frame_names) -> Optional[str]:
+    """The first of a thread's frames (innermost first) that holds a lock a callback may need, or None."""
+    for name in frame_names:
+        if name and base_name(name) in LOCK_HOLDERS:
+            return name
+    return None
+
 
 @dataclass(frozen=True)
 class Call:

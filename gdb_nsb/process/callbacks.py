@@ -23,8 +23,9 @@ disabled for its duration, so none can leave the thread inside a
 half-finished call.
 
 The thread: the lowest-numbered thread that holds no signal (the main
-thread, usually), borrowed where it stopped, like a signal handler borrows
-it; docs/CALLBACKS.md states what this asks of a callback.
+thread, usually) and is not inside the allocator or the dynamic loader
+(their locks: ``thread_for_call``), borrowed where it stopped, like a signal
+handler borrows it; docs/CALLBACKS.md states what this asks of a callback.
 """
 
 import contextlib
@@ -77,12 +78,50 @@ def user_breakpoints_off():
                 b.enabled = True
 
 
+# A thread is judged by its innermost frames (a lock-holding libc function is among them).
+_FRAMES_LOOKED_AT = 32
+# When every thread that could run a callback is inside such a function: run windows this long, this many.
+_WINDOWS, _WINDOW_SECONDS = 20, 0.005
+
+
+def _frame_names(thread):
+    """The names of ``thread``'s innermost frames (selects it)."""
+    thread.switch()
+    names = []
+    frame = gdb.newest_frame()
+    while frame is not None and len(names) < _FRAMES_LOOKED_AT:
+        names.append(frame.name())
+        try:
+            frame = frame.older()
+        except gdb.error:
+            break  # the unwinder gave up: judged by the frames it read
+    return names
+
+
 def thread_for_call(inf):
+    """The thread a callback borrows: the lowest-numbered one that holds no signal and is not inside a libc
+    function holding a lock the callback may need (``lifecycle.callbacks.LOCK_HOLDERS``: the allocator's, the
+    dynamic loader's).  When every such thread is inside one, the process runs a few milliseconds (a run
+    window: it runs during the call anyway) and they are looked at again."""
     injector = SyscallInjector(inf)
-    for t in sorted(inf.threads(), key=lambda t: t.num):
-        if injector.clean(t):
-            return t
-    raise errors.BusyError("no thread of process %d can run a callback now: every thread holds a signal" % inf.pid)
+    inside = []
+    for window in range(_WINDOWS + 1):
+        clean = [t for t in sorted(inf.threads(), key=lambda t: t.num) if injector.clean(t)]
+        if not clean:
+            raise errors.BusyError("no thread of process %d can run a callback now: every thread holds a signal"
+                                   % inf.pid)
+        inside = []
+        for t in clean:
+            holder = cbmod.lock_holder(_frame_names(t))
+            if holder is None:
+                return t
+            inside.append("thread %d in %s" % (t.num, holder))
+        if window < _WINDOWS:
+            with sigstop_handling():
+                run_windows.run_window(_WINDOW_SECONDS)
+    raise errors.BusyError("no thread of process %d can run a callback now: at each of %d looks, every thread "
+                           "that could was inside a function holding a lock the callback may need (%s)"
+                           % (inf.pid, _WINDOWS + 1, ", ".join(inside)))
 
 
 class _Timer:
@@ -136,6 +175,7 @@ def call(inf: Inferior, c: Call, seconds: float) -> Result:
 
     TargetExitedError when the process exited during the call."""
     gi = gdb.selected_inferior()
+    previous = gdb.selected_thread()
     thread = thread_for_call(inf)
     lwp = thread.ptid[1]
     pid = gi.pid
@@ -147,7 +187,6 @@ def call(inf: Inferior, c: Call, seconds: float) -> Result:
             signals.append(sig)
 
     expr = "((%s (*)(void)) %d)()" % ("int" if c.returns_value else "void", c.address)
-    previous = gdb.selected_thread()
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
         stack.enter_context(sigstop_handling())

@@ -1,0 +1,88 @@
+"""The thread a callback borrows is not inside the allocator (issue 19 item 1: a thread that is itself inside
+the allocator must not deadlock the callback).
+
+The target's main thread (thread 1, the one a callback used to borrow) allocates and frees 4 KiB blocks in a
+loop: beyond the tcache, so every call takes its arena's lock.  A GDB session stops it at ``_int_malloc``
+(arena lock held) and applies a patch whose pre-patch callback allocates 4 KiB.  Borrowing thread 1 there, the
+callback would wait for the lock its own thread holds until its time limit; another thread runs it at once, and
+thread 1, running while the call does, finishes its malloc.
+"""
+
+import re
+
+import pytest
+
+import targets as T
+
+pytestmark = [pytest.mark.gdb, pytest.mark.timeout(300)]
+
+TARGET_C = r'''
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+volatile long rounds;
+
+__attribute__((noinline)) long rounds_done(void)
+{
+    __asm__ volatile("");
+    return rounds;
+}
+
+static void *idle(void *arg)
+{
+    (void)arg;
+    for (;;)
+        pause();
+    return NULL;
+}
+
+int main(void)
+{
+    pthread_t t;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    pthread_create(&t, NULL, idle, NULL);
+    printf("ready\n");
+    for (;;) {
+        void *volatile p = malloc(4096);
+        free(p);
+        rounds++;
+    }
+}
+'''
+
+PATCH_C = r'''
+#include <stdlib.h>
+#include "vzp.h"
+
+extern volatile long rounds;
+
+long rounds_done(void) { return rounds + 1000000000L; }
+
+int allocating_pre_patch(void)
+{
+    void *volatile p = malloc(4096);
+    if (!p)
+        return 1;
+    free(p);
+    return 0;
+}
+VZP_PRE_PATCH(allocating_pre_patch)
+'''
+
+
+def test_a_callback_does_not_borrow_a_thread_inside_the_allocator(tmp_path):
+    target = T.build([("allocloop.c", TARGET_C)], ["-O2", "-flive-patching=inline-clone", "-g", "-pthread", "-fPIE",
+                                                   "-pie"], "allocloop")
+    patch = T.bind_patch(target, [("allocloop_fix.c", PATCH_C)], "allocloop-fix.so", workdir=tmp_path)
+    with T.Target([target], ready_line="ready", timeout=20) as t:
+        r = T.run_gdb(t.pid, timeout=120, commands=[
+            "break _int_malloc thread 1", "continue", "delete", "echo ==stopped-in==\\n", "bt 2",
+            "set nsb run-windows on", "set nsb callback-timeout 3", "nsb-patch %s" % patch,
+            "echo ==after==\\n", "thread 1", "bt 2"])
+        out = r.stdout + r.stderr
+        stopped = out[out.index("==stopped-in=="):]
+        assert re.search(r"^#0 .*_int_malloc", stopped, re.M), out  # the thread held its arena's lock there
+        assert "applied to allocloop" in out and "timed out" not in out, out
+        assert T.wait_running(t.pid, 10)
