@@ -201,8 +201,12 @@ def test_what_the_process_did_when_gdb_died():
     import sys
     assert runner._gdb_failure_message("x\nRecursive internal problem.\n\0Recursive internal problem.\n\0") == \
         "GDB failed without a result: Recursive internal problem."
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # Read once the child runs Python: read right after the fork, its image was the forked copy's, and
+    # its exec showed as "executed a new program" (CI, once).
+    p = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+                         stdout=subprocess.PIPE, text=True)
     try:
+        assert p.stdout.readline() == "up\n"
         before = runner.process_image(p.pid)
         assert before is not None and runner._vanished_during(p.pid, before) is None
         moved = (before[0], before[1], ("0-1",))  # another stack/vDSO: a new program image
