@@ -174,6 +174,10 @@ class StoppedByUser(NsbError):
     exit_code = 21
     meaning = "stopped by the user: a breakpoint of the user's stopped the process while it ran (it stays there)"
 
+    def __init__(self, message, lwp=None):
+        super().__init__(message)
+        self.lwp = lwp  # the thread the breakpoint stopped: the one shown, as GDB shows a stop
+
 
 def _declaring_classes():
     """NsbError and every subclass in this module that declares its own exit code."""

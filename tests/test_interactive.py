@@ -143,6 +143,8 @@ def test_busy_at_the_prompt_does_not_resume(target):
         # With the setting, a user breakpoint hit in a run window ends the command, shown as a stop.
         g2.run("set nsb run-windows on")
         g2.run("break compute")
+        g2.run("thread 1")  # selected: a thread that never calls compute, in an outer frame the stop must not keep
+        g2.run("frame 1")
         out = g2.run("nsb-patch " + patch)
         assert "stopped by" in out.lower() or "during a run window" in out, out
         assert re.search(r"^#0 .*compute", out, re.M), out

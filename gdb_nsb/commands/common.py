@@ -139,16 +139,14 @@ class NsbCommand(gdb.Command):
             raise gdb.GdbError(str(e))
         result_file = getattr(args, "result_file", None)
         autoregister.operation_running = True
-        quiet = quiet_command()
         try:
-            with quiet, run_windows.policy(_run_windows_allowed(from_tty)):
+            with quiet_command(), run_windows.policy(_run_windows_allowed(from_tty)):
                 outcome = self.operate(args)
         except errors.StoppedByUser as e:
             # The user's breakpoint stopped the process: show that stop as GDB shows one.
-            quiet.keep_selection()
             _write_result(result_file, {"result": "error", "code": e.exit_code, "message": str(e),
                                         "error": type(e).__name__})
-            report_stop()
+            report_stop(e)
             raise gdb.GdbError(str(e))
         except errors.NsbError as e:
             _write_result(result_file, {"result": "error", "code": e.exit_code, "message": str(e),

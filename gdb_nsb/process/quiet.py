@@ -26,6 +26,7 @@ import contextlib
 
 import gdb
 
+from gdb_nsb.errors import StoppedByUser
 from gdb_nsb.process.session_state import QUIET, changed, define_hook, user_hook
 
 
@@ -39,14 +40,11 @@ def _selected():
 
 
 class quiet_command:
-    """Context of one nsb-* command: the tool's stops are not shown, the user's view is put back.
-
-    ``keep_selection()`` (called when a user breakpoint stopped the process)
-    leaves GDB's selection where that stop put it."""
+    """Context of one nsb-* command: the tool's stops are not shown, the user's view is put back, except
+    when a user breakpoint stopped the process (StoppedByUser): ``report_stop`` then shows that stop."""
 
     def __enter__(self):
         self.thread, self.frame = _selected()
-        self.keep = False
         with contextlib.ExitStack() as stack:
             stack.enter_context(changed(QUIET))
             hook = user_hook()
@@ -56,20 +54,22 @@ class quiet_command:
             self.put_back = stack.pop_all()
         return self
 
-    def keep_selection(self):
-        self.keep = True
-
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         self.put_back.close()
-        if not self.keep and self.thread is not None and self.thread.is_valid():
+        stopped_by_user = exc_type is not None and issubclass(exc_type, StoppedByUser)
+        if not stopped_by_user and self.thread is not None and self.thread.is_valid():
             self.thread.switch()
             if self.frame is not None and self.frame.is_valid():
                 self.frame.select()
         return False
 
 
-def report_stop():
-    """Show a stop of the user's as GDB does (the command kept it quiet): hook-stop, the frame, the displays."""
+def report_stop(stopped):
+    """Show the stop of StoppedByUser ``stopped`` as GDB does (the command kept it quiet): its thread, innermost
+    frame selected (the tool's steps since may have selected others), hook-stop, the frame, the displays."""
+    thread = next((t for t in gdb.selected_inferior().threads() if t.is_valid() and t.ptid[1] == stopped.lwp), None)
+    if thread is not None:
+        thread.switch()
     if user_hook() is not None:
         gdb.execute("hook-stop")
     gdb.execute("frame")

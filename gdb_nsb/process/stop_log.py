@@ -70,6 +70,6 @@ def window_result(elapsed, log, ours):
     if user:
         _, lwp, nums = user[0]
         raise StoppedByUser("breakpoint %s stopped LWP %d during a run window; the process stays stopped there"
-                            % (",".join(str(n) for n in nums if n > 0 and n not in ours), lwp))
+                            % (",".join(str(n) for n in nums if n > 0 and n not in ours), lwp), lwp=lwp)
     ours_hit = sorted({n for k, _, nums in log.events if k == "breakpoint" for n in nums if n in ours})
     return WindowResult(elapsed, log.events, ours_hit)
