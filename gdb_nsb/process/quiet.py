@@ -11,7 +11,9 @@ or exit.  For the command's duration (GDB 13.1, measured):
 * the user's ``hook-stop`` is emptied and put back from ``show user``: GDB
   runs it at every stop and no setting turns that off;
 * the selected thread and frame are put back (a stop selects frame 0 of the
-  thread that stopped).
+  thread that stopped);
+* a signal stop is printed whatever the settings ("received signal ..."):
+  run windows end at a catchpoint of ours instead (``sigstop.caught``).
 
 The settings are the ``QUIET`` row of ``session_state``'s table.
 

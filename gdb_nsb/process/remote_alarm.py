@@ -25,7 +25,7 @@ from gdb_nsb import procstate
 from gdb_nsb.errors import BusyError, NsbError, UnsupportedError
 from gdb_nsb.process import syscalls as sc
 from gdb_nsb.process.inferior import Inferior, is_native
-from gdb_nsb.process.sigstop import absorbed, anchor_thread, forget_sigstop
+from gdb_nsb.process.sigstop import absorbed, anchor_thread, caught, forget_sigstop
 from gdb_nsb.process.stop_log import StopLog, window_result
 from gdb_nsb.process.vanished import exited_error
 
@@ -184,7 +184,8 @@ def remote_window(inf, seconds, ours):
         t0 = time.monotonic()
         with StopLog() as log:
             try:
-                gdb.execute("continue", to_string=True)
+                with caught(alarm.signal_name):
+                    gdb.execute("continue", to_string=True)
             except gdb.error as e:
                 raise NsbError("the process did not come back from a run window: %s" % e)
             elapsed = time.monotonic() - t0
@@ -200,7 +201,8 @@ def remote_window(inf, seconds, ours):
                     break
                 # Ours came due while the process was stopping: let one short window take it.
                 alarm.arm(inf, anchor_lwp, 0.001)
-                gdb.execute("continue", to_string=True)
+                with caught(name):
+                    gdb.execute("continue", to_string=True)
                 if not inf.pid:
                     raise exited_error()
                 fired = log.got_sigstop(anchor_lwp, name)

@@ -37,7 +37,7 @@ from gdb_nsb import procstate
 from gdb_nsb.errors import BusyError, NsbError, UnsupportedError
 from gdb_nsb.process.inferior import is_native
 from gdb_nsb.process.remote_alarm import remote_window
-from gdb_nsb.process.sigstop import anchor_thread, drain_sigstop, forget_sigstop
+from gdb_nsb.process.sigstop import anchor_thread, caught, drain_sigstop, forget_sigstop
 from gdb_nsb.process.stop_log import StopLog, window_result
 from gdb_nsb.process.vanished import exited_error, explain_lost_process
 
@@ -152,7 +152,8 @@ def run_window(seconds, ours=()):
         timer.start()
         lost = None
         try:
-            gdb.execute("continue", to_string=True)
+            with caught("SIGSTOP"):
+                gdb.execute("continue", to_string=True)
         except (gdb.error, KeyboardInterrupt) as e:  # an internal error of GDB arrives as "Command aborted."
             lost = e
         finally:

@@ -11,10 +11,12 @@ once the user's ``handle`` is back (:func:`forget_sigstop`).
 """
 
 import contextlib
+import re
 import signal
 
 import gdb
 
+from gdb_nsb.errors import NsbError
 from gdb_nsb.process.inferior import is_native
 from gdb_nsb.process.session_state import ONE_THREAD_STEPS, SURVIVABLE_INTERNAL_ERRORS, changed, signals_handled
 
@@ -23,6 +25,27 @@ def absorbed(name):
     """Context: GDB stops on signal ``name`` and never passes it (``handle NAME stop print nopass``);
     the user's setting restored on exit."""
     return signals_handled(lambda table: {name: (True, True, False)}, name)
+
+
+@contextlib.contextmanager
+def caught(name):
+    """Context of one window's ``continue`` (or a drain's step): signal ``name`` stops GDB through a catchpoint
+    of ours rather than as a signal stop, so that GDB prints nothing.
+
+    GDB 13 prints every signal stop (``Thread N "x" received signal SIGSTOP``: its signal_received observer
+    ignores ``suppress-cli-notifications``, and ``handle`` cannot stop without printing).  A catchpoint's
+    stop is a normal stop, which that setting keeps quiet; Python still sees it as a signal stop
+    (``StopLog``), the signal is still never passed, and the catchpoint is deleted after the window.
+    Not for inferior calls: a catchpoint, unlike a signal, would leave the call unfinished."""
+    with signals_handled(lambda table: {name: (False, False, False)}, name):
+        out = gdb.execute("catch signal %s" % name, to_string=True)
+        number = re.search(r"Catchpoint (\d+)", out)
+        if number is None:
+            raise NsbError("GDB made no catchpoint for %s: %s" % (name, out.strip()))
+        try:
+            yield
+        finally:
+            gdb.execute("delete %s" % number.group(1), to_string=True)
 
 
 @contextlib.contextmanager
@@ -71,7 +94,7 @@ def drain_sigstop(inf, pid, lwp):
         return
     old = gdb.selected_thread()
     try:
-        with changed(ONE_THREAD_STEPS):
+        with changed(ONE_THREAD_STEPS), caught("SIGSTOP"):
             th.switch()
             for _ in range(3):
                 gdb.execute("stepi", to_string=True)
