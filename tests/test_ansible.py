@@ -67,8 +67,14 @@ def _by_pid(result):
     return {p["pid"]: p for p in result["processes"]}
 
 
+def _own_target(tag):
+    """A target build of the test's own: the module acts on every process of the host that maps the target,
+    so two tests running at once (pytest-xdist) must not share one (same build-id, same patch)."""
+    return rt.build_target("\nint ansible_build_%s;\n" % tag)
+
+
 def test_playbook_apply_idempotent_check_revert(tmp_path):
-    target = rt.build_target("\nint ansible_build;\n")
+    target = _own_target("apply")
     patch = rt.make_patch(target, tmp_path)
     with rt.start(target) as a, rt.start(target) as b:
         rc, res = _play(tmp_path, patch)
@@ -106,7 +112,7 @@ def test_playbook_apply_idempotent_check_revert(tmp_path):
 def test_runner_failure_fails_the_task_with_its_message(tmp_path):
     """A process the runner cannot patch (a thread parked inside compute): the task fails with the
     runner's own message for that pid; the other process is patched and reported changed."""
-    target = rt.build_target("\nint ansible_build;\n")
+    target = _own_target("failure")
     patch = rt.make_patch(target, tmp_path)
     with rt.start(target) as a, rt.start(target) as b:
         assert a.ask("park") == "parked"
