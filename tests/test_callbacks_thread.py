@@ -1,11 +1,13 @@
-"""The thread a callback borrows is not inside the allocator (issue 19 item 1: a thread that is itself inside
-the allocator must not deadlock the callback).
+"""The thread a callback borrows is not inside the allocator or the shadow variables' lock (issue 19 item 1: a
+thread that is itself inside the allocator or a lock the callback needs must not deadlock it).
 
 The target's main thread (thread 1, the one a callback used to borrow) allocates and frees 4 KiB blocks in a
 loop: beyond the tcache, so every call takes its arena's lock.  A GDB session stops it at ``_int_malloc``
 (arena lock held) and applies a patch whose pre-patch callback allocates 4 KiB.  Borrowing thread 1 there, the
 callback would wait for the lock its own thread holds until its time limit; another thread runs it at once, and
-thread 1, running while the call does, finishes its malloc.
+thread 1, running while the call does, finishes its malloc.  The same for the shadow variables' one lock: a
+thread stopped inside a patch's ``vzp_shadow_get_or_alloc`` holds it, and a callback using shadow variables
+(``vzp_shadow_free_all`` in post-unpatch is the kernel's pattern) needs it.
 """
 
 import re
@@ -23,6 +25,13 @@ TARGET_C = r'''
 #include <unistd.h>
 
 volatile long rounds;
+long objects[4];
+
+__attribute__((noinline)) long touch(long *obj)
+{
+    __asm__ volatile("nop\n\tnop\n\tnop\n\tnop");   /* long enough for a jump */
+    return *obj;
+}
 
 __attribute__((noinline)) long rounds_done(void)
 {
@@ -47,6 +56,7 @@ int main(void)
     for (;;) {
         void *volatile p = malloc(4096);
         free(p);
+        touch(&objects[rounds & 3]);
         rounds++;
     }
 }
@@ -84,5 +94,52 @@ def test_a_callback_does_not_borrow_a_thread_inside_the_allocator(tmp_path):
         out = r.stdout + r.stderr
         stopped = out[out.index("==stopped-in=="):]
         assert re.search(r"^#0 .*_int_malloc", stopped, re.M), out  # the thread held its arena's lock there
+        assert "applied to allocloop" in out and "timed out" not in out, out
+        assert T.wait_running(t.pid, 10)
+
+
+COUNTING_C = r'''
+#include "vzp.h"
+
+long touch(long *obj)
+{
+    long *n = vzp_shadow_get_or_alloc(obj, 1, sizeof *n, NULL, NULL);
+    if (n)
+        __atomic_add_fetch(n, 1, __ATOMIC_RELAXED);
+    return *obj;
+}
+'''
+
+READING_C = r'''
+#include "vzp.h"
+
+extern long objects[4];
+extern volatile long rounds;
+
+long rounds_done(void) { return rounds + 2000000000L; }
+
+int reading_pre_patch(void)
+{
+    return vzp_shadow_get(&objects[0], 1) ? 0 : 1;   /* takes the region's lock */
+}
+VZP_PRE_PATCH(reading_pre_patch)
+'''
+
+
+def test_a_callback_does_not_borrow_a_thread_holding_the_shadow_lock(tmp_path):
+    target = T.build([("allocloop.c", TARGET_C)], ["-O2", "-flive-patching=inline-clone", "-g", "-pthread", "-fPIE",
+                                                   "-pie"], "allocloop")
+    counting = T.bind_patch(target, [("counting.c", COUNTING_C)], "counting.so", workdir=tmp_path)
+    reading = T.bind_patch(target, [("reading.c", READING_C)], "reading.so", workdir=tmp_path)
+    with T.Target([target], ready_line="ready", timeout=20) as t:
+        r = T.nsb("patch", "-p", t.pid, "-f", counting, "--timeout", "60", timeout=120)
+        assert r.returncode == 0, r.stderr
+        # vzp__find runs with the region's lock held (the patch's own static function, -O0: not inlined).
+        r = T.run_gdb(t.pid, timeout=120, commands=[
+            "break vzp__find thread 1", "continue", "delete", "echo ==stopped-in==\\n", "bt 3",
+            "set nsb run-windows on", "set nsb callback-timeout 3", "nsb-patch %s" % reading])
+        out = r.stdout + r.stderr
+        stopped = out[out.index("==stopped-in=="):]
+        assert re.search(r"^#1 .*vzp_shadow_get_or_alloc", stopped, re.M), out
         assert "applied to allocloop" in out and "timed out" not in out, out
         assert T.wait_running(t.pid, 10)

@@ -194,3 +194,4 @@ def test_a_thread_inside_the_allocator_or_the_loader_is_not_borrowed():
     assert lock_holder([None, "malloc", "main"]) == "malloc"
     assert lock_holder(["__GI___libc_read", "_IO_new_file_underflow", "main"]) is None
     assert lock_holder(["mallocate_things", "free_list_walk"]) is None  # whole names only
+    assert lock_holder(["vzp__find", "vzp_shadow_get_or_alloc", "item_value"]) == "vzp_shadow_get_or_alloc"

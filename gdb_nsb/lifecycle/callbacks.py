@@ -35,10 +35,12 @@ LEAVES = {
 }
 FAILED_PREFIX = "failed: "
 
-# libc functions that hold a lock of the allocator (an arena, or all of them around fork) or of the dynamic
-# loader while they run, by base name (``base_name``).  A callback borrowing a thread stopped inside one
-# would wait, on that very thread, for the lock the thread holds: such a thread is not borrowed.
+# Functions that hold a lock while they run, by base name (``base_name``): libc's allocator (an arena, or
+# all of them around fork) and dynamic loader, and the shadow variables' calls (vzp_shadow.h: the region's
+# one lock; -O0 patch code, so never inlined).  A callback borrowing a thread stopped inside one would wait,
+# on that very thread, for the lock the thread holds: such a thread is not borrowed.
 LOCK_HOLDERS = frozenset((
+    "vzp_shadow_get", "vzp_shadow_alloc", "vzp_shadow_get_or_alloc", "vzp_shadow_free", "vzp_shadow_free_all",
     "malloc", "calloc", "realloc", "reallocarray", "free", "cfree", "memalign", "aligned_alloc",
     "posix_memalign", "valloc", "pvalloc", "int_malloc", "int_free", "int_realloc", "int_memalign",
     "sysmalloc", "systrim", "malloc_consolidate", "malloc_trim", "mtrim", "malloc_info", "malloc_stats",

@@ -23,8 +23,8 @@ disabled for its duration, so none can leave the thread inside a
 half-finished call.
 
 The thread: the lowest-numbered thread that holds no signal (the main
-thread, usually) and is not inside the allocator or the dynamic loader
-(their locks: ``thread_for_call``), borrowed where it stopped, like a signal
+thread, usually) and is not inside the allocator, the dynamic loader or a
+shadow-variable call (their locks: ``thread_for_call``), borrowed where it stopped, like a signal
 handler borrows it; docs/CALLBACKS.md states what this asks of a callback.
 """
 
@@ -99,9 +99,9 @@ def _frame_names(thread):
 
 
 def thread_for_call(inf):
-    """The thread a callback borrows: the lowest-numbered one that holds no signal and is not inside a libc
+    """The thread a callback borrows: the lowest-numbered one that holds no signal and is not inside a
     function holding a lock the callback may need (``lifecycle.callbacks.LOCK_HOLDERS``: the allocator's, the
-    dynamic loader's).  When every such thread is inside one, the process runs a few milliseconds (a run
+    dynamic loader's, the shadow region's).  When every such thread is inside one, the process runs a few milliseconds (a run
     window: it runs during the call anyway) and they are looked at again."""
     injector = SyscallInjector(inf)
     inside = []
