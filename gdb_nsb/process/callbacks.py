@@ -101,8 +101,8 @@ def _frame_names(thread):
 def thread_for_call(inf):
     """The thread a callback borrows: the lowest-numbered one that holds no signal and is not inside a
     function holding a lock the callback may need (``lifecycle.callbacks.LOCK_HOLDERS``: the allocator's, the
-    dynamic loader's, the shadow region's).  When every such thread is inside one, the process runs a few milliseconds (a run
-    window: it runs during the call anyway) and they are looked at again."""
+    dynamic loader's, the shadow region's).  When every such thread is inside one, the process runs a few
+    milliseconds (a run window: it runs during the call anyway) and they are looked at again."""
     injector = SyscallInjector(inf)
     inside = []
     for window in range(_WINDOWS + 1):
