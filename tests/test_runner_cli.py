@@ -217,3 +217,23 @@ def test_what_the_process_did_when_gdb_died():
         p.wait(10)
     cls, what = runner._vanished_during(p.pid, before)
     assert cls is errors.TargetExitedError and what == "exited"
+
+
+@pytest.mark.parametrize("argv", [["list", "--json"], ["check", "--help"]])
+def test_a_reader_that_went_away_is_no_traceback(argv):
+    """`nsb list --json | head`: stdout's reader closed; the runner stops without a Python traceback and
+    without claiming success (its output was lost)."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = T.start_nsb(*argv, stdout=w)
+    finally:
+        os.close(w)
+    try:
+        _out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert p.returncode == 1, (p.returncode, err)

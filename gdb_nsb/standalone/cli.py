@@ -110,4 +110,8 @@ if __name__ == "__main__":
         _code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if not isinstance(e.code, (int, type(None))):
             print(e.code, file=sys.stderr)
+    except BrokenPipeError:
+        # Whoever read stdout went away (`nsb list --json | head`): whatever the command did, its result
+        # was lost, which must not look like success (as in _exit_now); nothing to tell on stderr.
+        _code = 1
     _exit_now(_code)
