@@ -3,8 +3,8 @@
 The target (targets.cblive) waits in sigwait on its main thread, the thread a callback borrows, so any
 signal of ours would show as a "GOT SIGNAL" line; a holder thread keeps the lock the callbacks take
 most of the time, so a callback that ran with the other threads stopped would deadlock.  Callbacks that
-succeed, refuse, block and crash, and shadow variables from 16 threads, on every flavor (issue 19 item 3);
-gdbserver, the GDB commands, fork and freeing on the PIE build.
+succeed, refuse, block and crash, the GDB commands, and shadow variables from 16 threads, on every flavor
+(issue 19 item 3); gdbserver, fork and freeing on the PIE build.
 """
 
 import os
@@ -241,10 +241,10 @@ def test_shadow_variables_are_freed_when_a_post_unpatch_callback_asks(pie):
         _check_tallies(tg, expect_variables=False)
 
 
-def test_callbacks_through_the_gdb_commands(pie):
+def test_callbacks_through_the_gdb_commands(flavor):
     """nsb-patch / nsb-list / nsb-revert in a GDB batch session: the same callbacks, the same refusals."""
-    patch = C.patch_for(pie, "cb")
-    with C.Running(pie) as tg:
+    patch = C.patch_for(flavor, "cb")
+    with C.Running(flavor) as tg:
         tg.mode(PRE_UN, REFUSE)
         before = T.maps(tg.pid)
         r = T.run_gdb(tg.pid, commands=["set nsb run-windows off", "nsb-patch %s" % patch], timeout=SECONDS + 60)
