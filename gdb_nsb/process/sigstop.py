@@ -17,6 +17,7 @@ import signal
 import gdb
 
 from gdb_nsb.errors import NsbError
+from gdb_nsb.process import stop_log
 from gdb_nsb.process.inferior import is_native
 from gdb_nsb.process.session_state import ONE_THREAD_STEPS, SURVIVABLE_INTERNAL_ERRORS, changed, signals_handled
 
@@ -34,17 +35,19 @@ def caught(name):
 
     GDB 13 prints every signal stop (``Thread N "x" received signal SIGSTOP``: its signal_received observer
     ignores ``suppress-cli-notifications``, and ``handle`` cannot stop without printing).  A catchpoint's
-    stop is a normal stop, which that setting keeps quiet; Python still sees it as a signal stop
-    (``StopLog``), the signal is still never passed, and the catchpoint is deleted after the window.
+    stop is a normal stop, which that setting keeps quiet; ``StopLog`` still logs it as the signal's stop
+    (``stop_log.CATCHPOINTS``), the signal is still never passed, and the catchpoint is deleted after the window.
     Not for inferior calls: a catchpoint, unlike a signal, would leave the call unfinished."""
     with signals_handled(lambda table: {name: (False, False, False)}, name):
         out = gdb.execute("catch signal %s" % name, to_string=True)
         number = re.search(r"Catchpoint (\d+)", out)
         if number is None:
             raise NsbError("GDB made no catchpoint for %s: %s" % (name, out.strip()))
+        stop_log.CATCHPOINTS[int(number.group(1))] = name
         try:
             yield
         finally:
+            del stop_log.CATCHPOINTS[int(number.group(1))]
             gdb.execute("delete %s" % number.group(1), to_string=True)
 
 

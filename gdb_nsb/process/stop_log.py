@@ -14,6 +14,12 @@ import gdb
 from gdb_nsb.errors import StoppedByUser
 
 
+# Catchpoints of ours that stand for a signal stop (``sigstop.caught``): number -> signal name.  GDB 13.1 reports
+# their stops to Python as the signal's SignalEvent; GDBs that report a BreakpointEvent for a catchpoint (its
+# Python API has BP_CATCHPOINT since 11) must not make them look like a user's breakpoint.
+CATCHPOINTS = {}
+
+
 class StopLog:
     """Records the stop events GDB reports while connected: ``events`` of (kind, lwp, detail)."""
 
@@ -32,7 +38,12 @@ class StopLog:
         th = getattr(ev, "inferior_thread", None) or gdb.selected_thread()
         lwp = th.ptid[1] if th is not None else None
         if isinstance(ev, gdb.BreakpointEvent):
-            self.events.append(("breakpoint", lwp, [b.number for b in ev.breakpoints]))
+            numbers = [b.number for b in ev.breakpoints]
+            others = [n for n in numbers if n not in CATCHPOINTS]
+            if others:
+                self.events.append(("breakpoint", lwp, others))
+            else:
+                self.events.append(("signal", lwp, CATCHPOINTS[numbers[0]]))
         elif isinstance(ev, gdb.SignalEvent):
             self.events.append(("signal", lwp, ev.stop_signal))
         else:
