@@ -32,13 +32,46 @@ from gdb_nsb.errors import StoppedByUser
 from gdb_nsb.process.session_state import QUIET, changed, define_hook, user_hook
 
 
-def _selected():
-    thread = gdb.selected_thread()
-    try:
-        frame = gdb.selected_frame() if thread is not None else None
-    except gdb.error:
-        frame = None
-    return thread, frame
+class _Selection:
+    """The user's selected thread and frame, found again also when GDB made new objects for them: ``nsb-check``
+    detaches and attaches again between looks (``reattach``), which invalidates every thread and frame."""
+
+    def __init__(self):
+        self.thread = gdb.selected_thread()
+        self.lwp = self.thread.ptid[1] if self.thread is not None else None
+        self.frame, self.level = None, 0
+        if self.thread is None:
+            return
+        try:
+            self.frame = gdb.selected_frame()
+            f = gdb.newest_frame()
+        except gdb.error:
+            return  # no frames (the process is gone): nothing to select again
+        while f is not None and f != self.frame:
+            self.level += 1
+            f = f.older()
+
+    def restore(self):
+        thread = self.thread if self.thread is not None and self.thread.is_valid() else _thread_of(self.lwp)
+        if thread is None:
+            return
+        thread.switch()
+        if self.frame is not None and self.frame.is_valid():
+            self.frame.select()
+            return
+        f = gdb.newest_frame()
+        for _ in range(self.level):
+            older = f.older()
+            if older is None:
+                break
+            f = older
+        f.select()
+
+
+def _thread_of(lwp):
+    if lwp is None:
+        return None
+    return next((t for t in gdb.selected_inferior().threads() if t.is_valid() and t.ptid[1] == lwp), None)
 
 
 class quiet_command:
@@ -46,7 +79,7 @@ class quiet_command:
     when a user breakpoint stopped the process (StoppedByUser): ``report_stop`` then shows that stop."""
 
     def __enter__(self):
-        self.thread, self.frame = _selected()
+        self.selection = _Selection()
         with contextlib.ExitStack() as stack:
             stack.enter_context(changed(QUIET))
             hook = user_hook()
@@ -59,17 +92,15 @@ class quiet_command:
     def __exit__(self, exc_type, exc, tb):
         self.put_back.close()
         stopped_by_user = exc_type is not None and issubclass(exc_type, StoppedByUser)
-        if not stopped_by_user and self.thread is not None and self.thread.is_valid():
-            self.thread.switch()
-            if self.frame is not None and self.frame.is_valid():
-                self.frame.select()
+        if not stopped_by_user:
+            self.selection.restore()
         return False
 
 
 def report_stop(stopped):
     """Show the stop of StoppedByUser ``stopped`` as GDB does (the command kept it quiet): its thread, innermost
     frame selected (the tool's steps since may have selected others), hook-stop, the frame, the displays."""
-    thread = next((t for t in gdb.selected_inferior().threads() if t.is_valid() and t.ptid[1] == stopped.lwp), None)
+    thread = _thread_of(stopped.lwp)
     if thread is not None:
         thread.switch()
     if user_hook() is not None:
