@@ -36,7 +36,11 @@ def ensure_running(pid, was_stopped=False, clean_exit=False):
         states = thread_states(pid)
         if not states:
             return states
-        if any(s == "T" for s in states.values()):
+        if any(s == "T" for s in states.values()) or (
+                not any(s == "t" for s in states.values()) and stop_signal_pending(pid, states)):
+            # A stop signal still pending (the attach's SIGSTOP of a thread the loaded machine has not
+            # run since) would group-stop the process after we looked: SIGCONT discards it (CI: every
+            # thread 'T' after a clean non-stop exit).
             calm = 0
             try:
                 os.kill(pid, signal.SIGCONT)
