@@ -143,3 +143,54 @@ def test_a_callback_does_not_borrow_a_thread_holding_the_shadow_lock(tmp_path):
         assert re.search(r"^#1 .*vzp_shadow_get_or_alloc", stopped, re.M), out
         assert "applied to allocloop" in out and "timed out" not in out, out
         assert T.wait_running(t.pid, 10)
+
+
+HELD_C = r'''
+#define _GNU_SOURCE
+#include <link.h>
+#include <stdio.h>
+#include <unistd.h>
+
+volatile long rounds;
+
+__attribute__((noinline)) long rounds_done(void)
+{
+    __asm__ volatile("nop\n\tnop\n\tnop\n\tnop");
+    return rounds;
+}
+
+static int wait_forever(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)info, (void)size, (void)data;
+    for (;;)
+        pause();
+    return 0;
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("ready\n");
+    return dl_iterate_phdr(wait_forever, NULL);   /* the loader's lock held for good */
+}
+'''
+
+QUIET_C = r'''
+#include "vzp.h"
+
+long rounds_done(void) { return 7; }
+
+int quiet_pre_patch(void) { return 0; }   /* needs no lock */
+VZP_PRE_PATCH(quiet_pre_patch)
+'''
+
+
+def test_a_thread_that_never_leaves_a_lock_holder_is_borrowed_after_the_looks(tmp_path):
+    """The only thread waits inside dl_iterate_phdr for good: after its looks the tool borrows it all the same
+    (a callback that needs no lock runs), rather than failing the operation busy."""
+    target = T.build([("held.c", HELD_C)], ["-O2", "-flive-patching=inline-clone", "-g", "-fPIE", "-pie"], "held")
+    patch = T.bind_patch(target, [("quiet.c", QUIET_C)], "quiet.so", workdir=tmp_path)
+    with T.Target([target], ready_line="ready", timeout=20) as t:
+        r = T.nsb("patch", "-p", t.pid, "-f", patch, "--timeout", "60", timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert T.wait_running(t.pid, 10)
