@@ -1,5 +1,7 @@
 """Rollback from the undo log leaves bytes, mappings and registers exactly as they were."""
 
+import time
+
 import pytest
 
 import targets as T
@@ -136,10 +138,11 @@ def test_rollback_restores_bytes_mappings_registers(tmp_path):
         assert wait_running(t.pid)
         assert T.maps(t.pid) == maps_before
         t.write_fifo("still fine\n")
-        for _ in range(50):
-            got = t.ask("got?")
-            if got != "got 0 -":
-                break
+        # Until the target's reader thread has read it: a deadline, not a count of asks (a loaded
+        # machine ran 50 asks before that thread ran once).
+        deadline = time.monotonic() + 20
+        while (got := t.ask("got?")) == "got 0 -" and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert got == "got 1 still fine"
 
 
