@@ -347,7 +347,7 @@ def _write_entries(plan, store, undo):
     A replace goes through two registries (binder/replace.py): a kill between any two of its writes
     leaves a state an ordinary partial apply or revert describes, never a jump no record accounts for."""
     after_jump = lambda w: faults.point("after-jump", w.what)  # noqa: E731
-    if isinstance(plan, ReplacePlan):
+    if isinstance(plan, ReplacePlan) and plan.replaced:
         restores = plan.restore_writes()
         store.save(plan.registry_stacked(), undo)
         faults.point("registry-save")
