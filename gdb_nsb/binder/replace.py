@@ -66,11 +66,13 @@ class ReplacePlan(LoadPlan):
 
     def switch_writes(self) -> list[Write]:
         """The writes of entries the new patch takes (each from an old jump or the original to its jump)."""
-        return [w for w in self.jump_writes if w.addr in self._new_entries()]
+        new_entries = self._new_entries()
+        return [w for w in self.jump_writes if w.addr in new_entries]
 
     def restore_writes(self) -> list[Write]:
         """The writes giving back original code at entries only the replaced patches changed."""
-        return [w for w in self.jump_writes if w.addr not in self._new_entries()]
+        new_entries = self._new_entries()
+        return [w for w in self.jump_writes if w.addr not in new_entries]
 
     def _new_entries(self) -> set[int]:
         return {f.entry for f in _record(self.registry_after, self.patch_build_id).functions}
